@@ -1,0 +1,42 @@
+# Fresh machine: `make demo` or `make test`. Both create .venv first.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# glibc malloc page-faults heavily on SAM's temporaries (shared notes): tuned setting, stated in every bench.
+export MALLOC_MMAP_MAX_ ?= 0
+export MALLOC_TRIM_THRESHOLD_ ?= 100000000000
+export MALLOC_TOP_PAD_ ?= 1000000000
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: venv demo test test-fast lint format bench clean
+
+$(BIN)/zsplg-fast: pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev,dist]"
+	touch $@
+
+venv: $(BIN)/zsplg-fast
+
+demo: venv
+	$(BIN)/zsplg-fast demo --out demo_out
+
+test: venv
+	$(BIN)/ruff check zsplg_fast tests bench
+	$(BIN)/ruff format --check zsplg_fast tests bench
+	@# pytest exit 5 = no tests collected: a broken suite, never a pass.
+	$(BIN)/pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$rc
+
+test-fast: venv
+	$(BIN)/pytest -q -m "not slow"
+
+lint: venv
+	$(BIN)/ruff check zsplg_fast tests bench
+	$(BIN)/ruff format --check zsplg_fast tests bench
+
+format: venv
+	$(BIN)/ruff format zsplg_fast tests bench
+	$(BIN)/ruff check --fix zsplg_fast tests bench
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Typer CLI: thin; options → configs → library calls. No logic of its own."""

@@ -1,0 +1,93 @@
+"""Labeling sections of the config: data source, AMG, classification, the dataset job."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from zsplg_fast.config.fields import opt
+from zsplg_fast.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """Where images come from, and the checks applied when loading them."""
+
+    source: str | None = opt(None, help="voc:DIR | coco:DIR[:ANN.json] | folder:DIR | synthetic:DIR")
+    split: str | None = opt(None, help="UniMatch-style split file (one 'img [label]' per line)")
+    max_long_side: int = opt(16384, ge=32, help="refuse images whose long side exceeds this (bomb guard)")
+    rescale_high_bit_depth: bool = opt(False, help="rescale 16-bit/float images to 8-bit instead of refusing")
+
+    def validate(self, prefix: str) -> None:
+        if self.source is not None and ":" not in self.source:
+            raise ConfigError(
+                f"{prefix}.source", self.source, "must be KIND:PATH", valid="voc:, coco:, folder:, synthetic:"
+            )
+
+
+@dataclass
+class AmgConfig:
+    """Automatic mask generation; the same parameters as upstream SamAutomaticMaskGenerator."""
+
+    points_per_side: int = opt(32, ge=1, le=256)
+    points_per_batch: int = opt(64, ge=1, le=65536)
+    pred_iou_thresh: float = opt(0.88, ge=0.0, le=1.0)
+    stability_score_thresh: float = opt(0.95, ge=0.0, le=1.0)
+    stability_score_offset: float = opt(1.0, ge=0.0)
+    box_nms_thresh: float = opt(0.7, ge=0.0, le=1.0)
+    crop_n_layers: int = opt(0, ge=0, le=4)
+    crop_nms_thresh: float = opt(0.7, ge=0.0, le=1.0)
+    crop_overlap_ratio: float = opt(512 / 1500, ge=0.0, lt=1.0)
+    crop_n_points_downscale_factor: int = opt(1, ge=1)
+    min_mask_region_area: int = opt(0, ge=0)
+
+
+@dataclass
+class ClassifyConfig:
+    """Naming masks: classes, background threshold, and the painting policy."""
+
+    classes: str = opt("voc", help="voc | coco | path to a text file (one class per line, '|' synonyms)")
+    score_threshold: float = opt(0.0, ge=0.0, le=1.0, help="below this softmax score a mask is background")
+    logit_scale: float = opt(100.0, gt=0.0, help="softmax temperature applied to cosines")
+    uncovered: str = opt(
+        "background", choices=("background", "ignore"), help="label of pixels no mask covers"
+    )
+    include_background_prompt: bool = opt(
+        False, help="also match masks against the background class names (else index 0 is never predicted)"
+    )
+
+
+_SHARD = re.compile(r"^(\d+)/(\d+)$")
+
+
+@dataclass
+class LabelJobConfig:
+    """The dataset job: where to write, how to split work, how to run."""
+
+    out: str = opt("out", help="output folder (labels/, meta/, manifest.json, errors.jsonl)")
+    shard: str = opt("0/1", help="i/N: this process labels every N-th image starting at i")
+    max_errors: int | None = opt(None, ge=0, help="stop after this many failed images (null = never)")
+    backend: str = opt("torch", choices=("torch", "ort", "trt"))
+    engines: str | None = opt(None, help="folder of exported artifacts (default: export/ and engines/)")
+    device: str = opt("auto", help="torch device: auto | cpu | cuda | cuda:N")
+    precision: str = opt("fp32", choices=("fp32", "fp16", "bf16", "int8"))
+    executor: str = opt("local", choices=("local", "ray"))
+    ray_address: str | None = opt(None)
+    workers: int = opt(1, ge=1, le=1024, help="ray actors")
+    num_gpus_per_worker: float = opt(0.0, ge=0.0)
+    io_workers: int = opt(2, ge=0, le=64, help="image-decoding threads")
+    prefetch: int = opt(4, ge=1, le=256, help="bounded queue of decoded images")
+    overlays: int = opt(0, ge=0, le=64, help="write a grid PNG of this many samples")
+    save_masks: bool = opt(False, help="write per-image COCO RLE masks into meta/")
+    seed: int = opt(0)
+
+    def validate(self, prefix: str) -> None:
+        m = _SHARD.match(self.shard)
+        if not m or int(m.group(2)) < 1 or int(m.group(1)) >= int(m.group(2)):
+            raise ConfigError(f"{prefix}.shard", self.shard, "must be i/N with 0 <= i < N", valid="e.g. 0/4")
+
+    @property
+    def shard_index(self) -> tuple[int, int]:
+        """(i, N) parsed from ``shard``."""
+        i, n = self.shard.split("/")
+        return int(i), int(n)

@@ -1,0 +1,131 @@
+"""Typed errors users see. Each renders as one line naming the file or key and what to do.
+
+The CLI prints ``str(err)`` without a traceback unless ``--debug`` is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+class ZsplgError(Exception):
+    """Base class of every error the CLI prints without a traceback."""
+
+
+class InputImageError(ZsplgError):
+    """An input image cannot be used (missing, empty, truncated, unsupported mode, too large)."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class LabelFormatError(ZsplgError):
+    """A label file is not a valid single-channel class-index map."""
+
+    def __init__(self, path: str | Path, reason: str, values: Sequence[int] | None = None) -> None:
+        self.path = str(path)
+        self.reason = reason
+        self.values = list(values) if values is not None else None
+        extra = f" (offending values: {self.values[:20]})" if self.values else ""
+        super().__init__(f"{self.path}: {reason}{extra}")
+
+
+class DatasetError(ZsplgError):
+    """A dataset folder, split file or annotation file is malformed."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class ConfigError(ZsplgError):
+    """A config key or value is invalid."""
+
+    def __init__(
+        self,
+        key: str,
+        value: Any,
+        reason: str,
+        valid: str | None = None,
+        suggestion: str | None = None,
+    ) -> None:
+        self.key = key
+        self.value = value
+        self.valid = valid
+        self.suggestion = suggestion
+        msg = f"config key '{key}' = {value!r}: {reason}"
+        if valid:
+            msg += f"; valid: {valid}"
+        if suggestion:
+            msg += f"; did you mean '{suggestion}'?"
+        super().__init__(msg)
+
+
+class CheckpointError(ZsplgError):
+    """A checkpoint file is missing, unreadable, or of the wrong architecture."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class ExportValidationError(ZsplgError):
+    """An exported artifact drifts from PyTorch beyond its tolerance."""
+
+    def __init__(self, output: str, max_abs: float, cosine: float, tolerance: str) -> None:
+        self.output = output
+        self.max_abs = max_abs
+        self.cosine = cosine
+        self.tolerance = tolerance
+        super().__init__(
+            f"output '{output}' drifts from PyTorch: max abs {max_abs:.3g}, cosine {cosine:.6f}, "
+            f"tolerance {tolerance}; the artifact was removed (use --allow-drift to keep it, recorded)"
+        )
+
+
+class EngineIncompatibleError(ZsplgError):
+    """A built engine does not match the runtime (library version or GPU)."""
+
+    def __init__(self, path: str | Path, built_with: str, running_on: str, rebuild: str) -> None:
+        self.path = str(path)
+        self.built_with = built_with
+        self.running_on = running_on
+        self.rebuild = rebuild
+        super().__init__(
+            f"{self.path}: built with {built_with}, running on {running_on}; rebuild with: {rebuild}"
+        )
+
+
+class FeedError(ZsplgError):
+    """An engine input does not match what the artifact expects."""
+
+    def __init__(self, name: str, expected: str, got: str) -> None:
+        self.name = name
+        self.expected = expected
+        self.got = got
+        super().__init__(f"input '{name}': expected {expected}, got {got}")
+
+
+class MissingDependencyError(ZsplgError):
+    """An optional library (TensorRT, onnxruntime-gpu, ray) is not installed."""
+
+    def __init__(self, package: str, feature: str, install: str) -> None:
+        self.package = package
+        self.feature = feature
+        self.install = install
+        super().__init__(f"{feature} needs the '{package}' package, which is not installed; {install}")
+
+
+class OutputExistsError(ZsplgError):
+    """Refusing to write over a user's file, or to reuse an output folder made with another config."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
