@@ -1,0 +1,1 @@
+"""UniMatch, zero-shot fusion, supervised training and evaluation."""
