@@ -129,3 +129,12 @@ class OutputExistsError(ZsplgError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+class TrainingError(ZsplgError):
+    """Training cannot go on: a non-finite loss (naming the step and batch), an empty schedule."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        self.where = where
+        self.reason = reason
+        super().__init__(f"{where}: {reason}")
