@@ -1,0 +1,87 @@
+"""check_source counts problems without crashing; the `data` CLI group (synth, check, coco-masks)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from zsplg_fast.cli.data import app
+from zsplg_fast.data import open_source, write_label
+from zsplg_fast.data.check import check_source
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+
+def make_messy_voc(root: Path) -> Path:
+    """Five samples: ok, truncated image, size mismatch, out-of-range label, RGB label."""
+    (root / "JPEGImages").mkdir(parents=True)
+    for sid in ("a_ok", "b_trunc", "c_size", "d_range", "e_rgb"):
+        Image.new("RGB", (8, 6), (50, 60, 70)).save(root / "JPEGImages" / f"{sid}.png")
+        write_label(root / "SegmentationClass" / f"{sid}.png", np.ones((6, 8), np.uint8))
+    data = (root / "JPEGImages" / "b_trunc.png").read_bytes()
+    (root / "JPEGImages" / "b_trunc.png").write_bytes(data[:40])
+    write_label(root / "SegmentationClass" / "c_size.png", np.ones((5, 8), np.uint8))
+    write_label(root / "SegmentationClass" / "d_range.png", np.full((6, 8), 9, np.uint8))
+    Image.new("RGB", (8, 6), (128, 0, 0)).save(root / "SegmentationClass" / "e_rgb.png")
+    return root
+
+
+def test_check_source_counts_problems(tmp_path: Path) -> None:
+    src = open_source(f"voc:{make_messy_voc(tmp_path / 'voc')}")
+    seen: list[int] = []
+    report = check_source(src, num_classes=3, progress=lambda done, total: seen.append(done))
+    assert report.samples == 5 and report.ok == 1 and seen == [1, 2, 3, 4, 5]
+    assert report.problem_counts == {"InputImageError": 1, "LabelFormatError": 3}
+    by_id = {p.sample_id: p.message for p in report.problems}
+    assert "b_trunc.png" in by_id["b_trunc"]
+    assert "5x8" in by_id["c_size"] and "6x8" in by_id["c_size"]
+    assert "[9]" in by_id["d_range"] and "RGB-coded" in by_id["e_rgb"]
+    json.dumps(report.to_dict())
+
+
+def test_cli_synth_then_check(tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "syn"
+    res = runner.invoke(app, ["synth", "--out", str(out), "--num", "5", "--classes", "2", "--size", "48"])
+    assert res.exit_code == 0, res.output
+    assert (out / "JPEGImages").is_dir()
+    res = runner.invoke(app, ["check", "--data", f"synthetic:{out}", "--num-classes", "3"])
+    assert res.exit_code == 0, res.output
+    assert "samples" in res.output and "5" in res.output
+
+
+def test_cli_check_reports_problems_with_exit_1(tmp_path: Path) -> None:
+    root = make_messy_voc(tmp_path / "voc")
+    res = CliRunner().invoke(app, ["check", "--data", f"voc:{root}", "--num-classes", "3"])
+    assert res.exit_code == 1, res.output
+    assert "LabelFormatError" in res.output and "InputImageError" in res.output
+
+
+def test_cli_coco_masks(tmp_path: Path) -> None:
+    ann = tmp_path / "instances_val2017.json"
+    ann.write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "x.jpg", "height": 10, "width": 10}],
+                "annotations": [
+                    {
+                        "id": 1,
+                        "image_id": 1,
+                        "category_id": 5,
+                        "iscrowd": 0,
+                        "segmentation": [[1, 1, 8, 1, 8, 8]],
+                    }
+                ],
+                "categories": [{"id": 5, "name": "airplane"}],
+            }
+        )
+    )
+    res = CliRunner().invoke(app, ["coco-masks", "--ann", str(ann), "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    label = np.array(Image.open(tmp_path / "masks" / "val2017" / "x.png"))
+    assert set(np.unique(label).tolist()) == {0, 1}
