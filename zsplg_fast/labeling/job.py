@@ -1,0 +1,205 @@
+"""The dataset job: label every image once, atomically, resumably, in a bounded pipeline.
+
+The output folder's layout is described in :mod:`zsplg_fast.labeling.outputs`. Stages overlap:
+decoding runs in ``io_workers`` threads with a bounded prefetch queue, the labeler
+runs on the caller's thread, and a writer thread encodes PNGs, so the model is not idle while files
+are written. Memory stays bounded by ``prefetch`` decoded images and ``prefetch`` pending writes.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zsplg_fast.data import LoadStats, Sample, load_image
+from zsplg_fast.errors import ZsplgError
+from zsplg_fast.labeling.labeler import LabelResult
+from zsplg_fast.labeling.outputs import (
+    compact_errors,
+    error_record,
+    errors_file,
+    is_done,
+    prepare_output,
+    record_error,
+    write_result,
+)
+from zsplg_fast.utils.io import atomic_write_json, remove_stale_temps
+
+Labeler = Callable[[np.ndarray], LabelResult]
+ProgressFn = Callable[[int, int, str], None]
+
+
+class JobAbortedError(ZsplgError):
+    """The job stopped early because too many images failed."""
+
+
+@dataclass
+class JobSummary:
+    """Counts of one run. ``skipped`` = already done before this run."""
+
+    total: int = 0
+    skipped: int = 0
+    labeled: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    errors_path: str = ""
+    load_stats: dict[str, int] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Decoded:
+    sample: Sample
+    image: np.ndarray | None
+    error: BaseException | None
+
+
+class LabelJob:
+    """Label ``samples`` into ``out`` with ``labeler``; rerunning skips done images, retries failed ones.
+
+    Args:
+        samples: this shard's samples (see ``zsplg_fast.data.shard``).
+        out: output folder; prepared by :func:`prepare_output` with ``manifest``.
+        labeler: (H, W, 3) uint8 → LabelResult.
+        manifest: must contain ``fingerprint``; written once into ``out/manifest.json``.
+        shard: (i, n) for the errors / shard-status file names.
+        max_errors: tolerate this many failed images in this run; one more stops it (None = never).
+        io_workers: decoding threads (0 = decode on the caller's thread).
+        prefetch: bounded number of decoded images waiting, and of results waiting to be written.
+        load_kwargs: passed to ``load_image`` (``max_long_side``, ``rescale_high_bit_depth``).
+        on_progress: called as ``(done, total, sample_id)`` after each image.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        out: str | Path,
+        labeler: Labeler,
+        manifest: dict[str, Any],
+        *,
+        shard: tuple[int, int] = (0, 1),
+        max_errors: int | None = None,
+        io_workers: int = 2,
+        prefetch: int = 4,
+        load_kwargs: dict[str, Any] | None = None,
+        on_progress: ProgressFn | None = None,
+    ) -> None:
+        self.samples = list(samples)
+        self.out = Path(out)
+        self.labeler = labeler
+        self.manifest = manifest
+        self.shard = shard
+        self.max_errors = max_errors
+        self.io_workers = io_workers
+        self.prefetch = max(1, prefetch)
+        self.load_kwargs = dict(load_kwargs or {})
+        self.on_progress = on_progress
+        self.errors_path = errors_file(self.out, shard)
+
+    # ----------------------------------------------------------------- stages
+    def _decode(self, sample: Sample, stats: LoadStats) -> _Decoded:
+        try:
+            return _Decoded(sample, load_image(sample.image_path, stats=stats, **self.load_kwargs), None)
+        except Exception as e:  # recorded and counted, never fatal for the job
+            return _Decoded(sample, None, e)
+
+    def _decoded_stream(self, todo: Sequence[Sample], stats: LoadStats) -> Iterator[_Decoded]:
+        if self.io_workers == 0:
+            for s in todo:
+                yield self._decode(s, stats)
+            return
+        with ThreadPoolExecutor(self.io_workers, thread_name_prefix="decode") as pool:
+            pending: deque[Future[_Decoded]] = deque()
+            it = iter(todo)
+            for s in it:
+                pending.append(pool.submit(self._decode, s, stats))
+                if len(pending) >= self.prefetch:
+                    break
+            while pending:
+                item = pending.popleft().result()
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append(pool.submit(self._decode, nxt, stats))
+                yield item
+
+    # ------------------------------------------------------------------- run
+    def run(self) -> JobSummary:
+        """Label every sample not yet done. Raises JobAbortedError past ``max_errors``."""
+        t_start = time.perf_counter()
+        prepare_output(self.out, self.manifest)
+        remove_stale_temps(self.out)
+        compact_errors(self.out, self.errors_path)
+        summary = JobSummary(total=len(self.samples), errors_path=str(self.errors_path))
+        todo = [s for s in self.samples if not is_done(self.out, s.id)]
+        summary.skipped = summary.total - len(todo)
+        stats = LoadStats()
+        timings: dict[str, float] = {}
+
+        writes: queue.Queue[tuple[Sample, LabelResult] | None] = queue.Queue(maxsize=self.prefetch)
+        write_errors: list[tuple[Sample, BaseException]] = []
+        lock = threading.Lock()
+
+        def writer() -> None:
+            while (item := writes.get()) is not None:
+                try:
+                    write_result(self.out, *item)
+                except Exception as e:
+                    with lock:
+                        write_errors.append((item[0], e))
+
+        wthread = threading.Thread(target=writer, name="label-writer", daemon=True)
+        wthread.start()
+        done = summary.skipped
+        aborted: str | None = None
+        try:
+            for item in self._decoded_stream(todo, stats):
+                err: BaseException | None = item.error
+                stage = "load"
+                if err is None and item.image is not None:
+                    try:
+                        result = self.labeler(item.image)
+                        for k, v in result.meta.get("timings_s", {}).items():
+                            timings[k] = timings.get(k, 0.0) + float(v)
+                        writes.put((item.sample, result))
+                        summary.labeled += 1
+                    except Exception as e:  # one bad image never kills the job
+                        err, stage = e, "label"
+                if err is not None:
+                    summary.failed += 1
+                    record_error(self.errors_path, error_record(item.sample, err, stage))
+                done += 1
+                if self.on_progress:
+                    self.on_progress(done, summary.total, item.sample.id)
+                with lock:
+                    n_write_err = len(write_errors)
+                if self.max_errors is not None and summary.failed + n_write_err > self.max_errors:
+                    aborted = f"{summary.failed + n_write_err} images failed (max_errors={self.max_errors})"
+                    break
+        finally:
+            writes.put(None)
+            wthread.join()
+        for sample, e in write_errors:
+            summary.labeled -= 1
+            summary.failed += 1
+            record_error(self.errors_path, error_record(sample, e, "write"))
+        summary.seconds = round(time.perf_counter() - t_start, 3)
+        summary.load_stats = stats.to_dict()
+        summary.timings_s = {k: round(v, 3) for k, v in timings.items()}
+        compact_errors(self.out, self.errors_path)  # drop lines of images retried successfully
+        i, n = self.shard
+        atomic_write_json(self.out / "shards" / f"{i}-of-{n}.json", summary.to_dict())
+        if aborted:
+            raise JobAbortedError(f"{self.out}: stopped early: {aborted}; see {self.errors_path}")
+        return summary
