@@ -67,6 +67,7 @@ class LabelJobConfig:
     out: str = opt("out", help="output folder (labels/, meta/, manifest.json, errors.jsonl)")
     shard: str = opt("0/1", help="i/N: this process labels every N-th image starting at i")
     max_errors: int | None = opt(None, ge=0, help="stop after this many failed images (null = never)")
+    masks: str = opt("upstream", help="mask source: upstream (segment-anything AMG) or fast (engine AMG)")
     backend: str = opt("torch", choices=("torch", "ort", "trt"))
     engines: str | None = opt(None, help="folder of exported artifacts (default: export/ and engines/)")
     device: str = opt("auto", help="torch device: auto | cpu | cuda | cuda:N")

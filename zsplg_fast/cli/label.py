@@ -1,0 +1,91 @@
+"""`zsplg-fast label`: zero-shot pseudo labels for a whole dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from zsplg_fast.cli.common import ConfigOpt, SetOpt, build_config, console
+
+
+def label(
+    data: str = typer.Option(None, "--data", help="voc:DIR | coco:DIR | folder:DIR | synthetic:DIR"),
+    split: str = typer.Option(None, "--split", help="split file or name (labeled, unlabeled, val, train)"),
+    classes: str = typer.Option(None, "--classes", help="voc | coco | FILE (one class per line)"),
+    sam: str = typer.Option(None, "--sam", help="vit_b | vit_l | vit_h | tiny | toy"),
+    sam_checkpoint: str = typer.Option(None, "--sam-checkpoint", help="official SAM .pth"),
+    clip: str = typer.Option(None, "--clip", help="open_clip model name, e.g. ViT-B-16 (or toy)"),
+    clip_pretrained: str = typer.Option(None, "--clip-pretrained", help="open_clip tag or local file"),
+    out: str = typer.Option(None, "--out", help="output folder"),
+    shard: str = typer.Option(None, "--shard", help="i/N: label a disjoint share"),
+    max_errors: int = typer.Option(None, "--max-errors", help="stop after this many failed images"),
+    masks: str = typer.Option(None, "--masks", help="upstream | fast"),
+    backend: str = typer.Option(None, "--backend", help="torch | ort | trt (fast masks)"),
+    engines: str = typer.Option(None, "--engines", help="folder of exported artifacts"),
+    device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
+    executor: str = typer.Option(None, "--executor", help="local | ray"),
+    ray_address: str = typer.Option(None, "--ray-address"),
+    workers: int = typer.Option(None, "--workers", help="ray actors"),
+    num_gpus_per_worker: float = typer.Option(None, "--num-gpus-per-worker"),
+    overlays: int = typer.Option(None, "--overlays", help="write a grid PNG of N samples"),
+    config: Path | None = ConfigOpt,
+    set_: list[str] | None = SetOpt,
+) -> None:
+    """Label a dataset zero-shot: SAM masks named by dense CLIP features. Resumes; never overwrites."""
+    from zsplg_fast.labeling.run import label_dataset
+
+    cfg = build_config(
+        config,
+        set_,
+        {
+            "data.source": data,
+            "data.split": split,
+            "classify.classes": classes,
+            "sam.variant": sam,
+            "sam.checkpoint": sam_checkpoint,
+            "clip.model": clip,
+            "clip.pretrained": clip_pretrained,
+            "label.out": out,
+            "label.shard": shard,
+            "label.max_errors": max_errors,
+            "label.masks": masks,
+            "label.backend": backend,
+            "label.engines": engines,
+            "label.device": device,
+            "label.executor": executor,
+            "label.ray_address": ray_address,
+            "label.workers": workers,
+            "label.num_gpus_per_worker": num_gpus_per_worker,
+            "label.overlays": overlays,
+        },
+    )
+    with Progress(
+        TextColumn("[bold]label"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("", total=None)
+
+        def on_progress(done: int, total: int, sample_id: str) -> None:
+            progress.update(task, completed=done, total=total, description=sample_id)
+
+        summary = label_dataset(cfg, on_progress=on_progress)
+    table = Table(title=f"labels → {cfg.label.out}")
+    for k in ("total", "skipped", "labeled", "failed", "seconds"):
+        table.add_column(k)
+    table.add_row(*(str(getattr(summary, k)) for k in ("total", "skipped", "labeled", "failed", "seconds")))
+    console.print(table)
+    if summary.failed:
+        console.print(f"[yellow]{summary.failed} images failed; see {summary.errors_path}")
+
+
+def register(app: typer.Typer) -> None:
+    """Attach `label` to the root app."""
+    app.command("label")(label)
