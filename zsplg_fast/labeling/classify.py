@@ -27,7 +27,8 @@ def clip_preprocess(
     Squashing (no aspect-preserving pad) keeps every image pixel on the feature grid; masks are
     resized to the same grid, so pooling stays aligned.
     """
-    x = torch.from_numpy(np.require(image, requirements=["C", "W"])).to(device).permute(2, 0, 1)[None].float() / 255.0
+    arr = np.require(image, requirements=["C", "W"])  # copies only read-only / strided inputs
+    x = torch.from_numpy(arr).to(device).permute(2, 0, 1)[None].float() / 255.0
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
