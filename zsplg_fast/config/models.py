@@ -25,7 +25,11 @@ class ClipConfig:
     pretrained: str | None = opt(None, help="open_clip tag or a local file; null = random init (warned)")
     image_size: int = opt(448, ge=32, le=2048, help="dense-feature input size (square)")
     gem_depth: int = opt(1, ge=0, le=48, help="last k ViT blocks get the GEM self-self path (0 = plain)")
-    gem_temperature: float | None = opt(None, gt=0, help="GEM temperature; null = from mean token norm")
+    gem_temperature: float | None = opt(
+        None,
+        gt=0,
+        help="GEM inverse temperature (multiplies cosine logits, as ss_attn_temp); null = from token norm",
+    )
     gem_iters: int = opt(1, ge=1, le=8, help="self-self attention iterations per GEM block")
     templates: list[str] = opt(factory=lambda: ["a photo of a {}."], help="prompt templates, '{}' = class")
 
