@@ -24,7 +24,12 @@ class ClipConfig:
     model: str = opt("ViT-B-16", help="open_clip model name (or 'toy')")
     pretrained: str | None = opt(None, help="open_clip tag or a local file; null = random init (warned)")
     image_size: int = opt(448, ge=32, le=2048, help="dense-feature input size (square)")
-    gem_depth: int = opt(1, ge=0, le=48, help="last k ViT blocks get the GEM self-self path (0 = plain)")
+    gem_depth: int = opt(
+        6,
+        ge=0,
+        le=48,
+        help="last k ViT blocks get the GEM self-self path (0 = plain; GEM default depth 7 = 6 here)",
+    )
     gem_temperature: float | None = opt(
         None,
         gt=0,
