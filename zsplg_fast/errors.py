@@ -138,3 +138,28 @@ class TrainingError(ZsplgError):
         self.where = where
         self.reason = reason
         super().__init__(f"{where}: {reason}")
+
+
+class ExportFailedError(ZsplgError):
+    """The exporter (torch.onnx / TensorRT builder / ONNX parser) could not produce an artifact."""
+
+    def __init__(self, artifact: str, stage: str, reason: str, suggestion: str = "") -> None:
+        self.artifact = artifact
+        self.stage = stage
+        self.reason = reason
+        self.suggestion = suggestion
+        tail = f"; {suggestion}" if suggestion else ""
+        super().__init__(f"{artifact}: {stage} failed: {reason}{tail}")
+
+
+class ProviderFallbackError(ZsplgError):
+    """onnxruntime silently fell back to another execution provider than the one asked for."""
+
+    def __init__(self, path: str | Path, asked: str, got: Sequence[str], hint: str) -> None:
+        self.path = str(path)
+        self.asked = asked
+        self.got = list(got)
+        self.hint = hint
+        super().__init__(
+            f"{self.path}: asked for {asked}, but onnxruntime runs on {', '.join(self.got)}; {hint}"
+        )

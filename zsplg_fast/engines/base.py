@@ -1,8 +1,16 @@
-"""The one Engine protocol, tensor metadata, feed checks and the backend registry.
+"""The one Engine protocol, feed checks and the backend registry.
 
 The engines layer knows nothing of SAM or CLIP: artifacts describe their tensors (names, dtypes,
-symbolic axes), and engines only run them. Backends register themselves with
-:func:`register_backend`; :func:`load_engine` picks one by name or by file suffix — no if/elif.
+symbolic axes, see :mod:`zsplg_fast.export.tensors`), and engines only run them. Backends register
+themselves with :func:`register_backend`; :func:`load_engine` picks one by name or by file suffix —
+no if/elif over backends.
+
+Usage::
+
+    enc = load_engine("export/sam_encoder.onnx")                 # onnxruntime, CPU
+    dec = load_engine("engines/sam_decoder_batched.fp16.plan")   # TensorRT
+    ref = load_engine("export/sam_encoder.onnx", backend="torch")  # rebuilt from the sidecar
+    out = enc({"image": x})  # dict name -> array
 """
 
 from __future__ import annotations
@@ -15,29 +23,18 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from zsplg_fast.errors import ConfigError, FeedError
+from zsplg_fast.export.tensors import Dim, TensorSpec
 
-Dim = int | str  # a fixed size, or a symbolic axis name such as "batch"
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """Name, dtype and shape of one engine input or output.
-
-    ``shape`` entries are ints (fixed) or strings (symbolic axes, e.g. ``"batch"``).
-    ``allow_float64`` lets float64 feeds be cast to float32 for this input.
-    """
-
-    name: str
-    dtype: str  # numpy dtype name: "float32", "int64", "uint8", ...
-    shape: tuple[Dim, ...]
-    allow_float64: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TensorSpec:
-        return cls(d["name"], d["dtype"], tuple(d["shape"]), bool(d.get("allow_float64", False)))
+__all__ = [
+    "BackendInfo",
+    "Dim",
+    "Engine",
+    "TensorSpec",
+    "backends",
+    "check_feeds",
+    "load_engine",
+    "register_backend",
+]
 
 
 @runtime_checkable
@@ -64,14 +61,14 @@ def _dtype_name(x: Any) -> str:
     dt = getattr(x, "dtype", None)
     if dt is None:
         return type(x).__name__
-    name = str(dt)
-    return name.replace("torch.", "")
+    return str(dt).replace("torch.", "")
 
 
 def check_feeds(specs: Sequence[TensorSpec], feeds: Mapping[str, Any]) -> dict[str, Any]:
     """Validate ``feeds`` against ``specs`` and return them (float64 → float32 where allowed).
 
-    Symbolic axes that share a name must agree across inputs (e.g. one ``batch`` for all).
+    Checks, per input: present, no unknown names, dtype, rank, fixed sizes; symbolic axes that
+    share a name must agree across inputs (e.g. one ``batch`` for all).
     Raises FeedError naming the input, what was expected and what was got.
     """
     out: dict[str, Any] = {}
@@ -91,7 +88,8 @@ def check_feeds(specs: Sequence[TensorSpec], feeds: Mapping[str, Any]) -> dict[s
             if dt == "float64" and spec.dtype == "float32" and spec.allow_float64:
                 x = x.astype(np.float32) if isinstance(x, np.ndarray) else x.float()
             else:
-                raise FeedError(spec.name, f"dtype {spec.dtype}", f"dtype {dt}")
+                hint = " (float64 is not cast for this input)" if dt == "float64" else ""
+                raise FeedError(spec.name, f"dtype {spec.dtype}", f"dtype {dt}{hint}")
         shape = _shape_of(x)
         if len(shape) != len(spec.shape):
             raise FeedError(spec.name, f"rank {len(spec.shape)} {list(spec.shape)}", f"shape {list(shape)}")
@@ -122,6 +120,8 @@ class BackendInfo:
     loader: Callable[..., Engine]
     suffixes: tuple[str, ...] = ()
     available: Callable[[], str | None] = field(default=lambda: None)  # None = available, else the reason
+    aliases: tuple[str, ...] = ()
+    priority: int = 0  # lower wins when several backends open the same suffix
 
 
 _BACKENDS: dict[str, BackendInfo] = {}
@@ -132,9 +132,17 @@ def register_backend(
     loader: Callable[..., Engine],
     suffixes: Sequence[str] = (),
     available: Callable[[], str | None] | None = None,
+    aliases: Sequence[str] = (),
+    priority: int = 0,
 ) -> None:
-    """Register a backend. ``loader(path, **options) -> Engine``; ``available()`` → None or a reason."""
-    _BACKENDS[name] = BackendInfo(name, loader, tuple(suffixes), available or (lambda: None))
+    """Register a backend. ``loader(path, **options) -> Engine``; ``available()`` → None or a reason.
+
+    ``suffixes`` are the file endings it opens; ``aliases`` are other accepted names (``"onnxruntime"``
+    for ``"ort"``); ``priority`` orders backends that open the same suffix (lowest is the default).
+    """
+    _BACKENDS[name] = BackendInfo(
+        name, loader, tuple(suffixes), available or (lambda: None), tuple(aliases), priority
+    )
 
 
 def backends() -> dict[str, BackendInfo]:
@@ -146,7 +154,7 @@ def backends() -> dict[str, BackendInfo]:
 def _import_builtin() -> None:
     import importlib
 
-    for mod in ("torch_engine", "ort", "trt"):
+    for mod in ("ort", "trt", "torch_engine"):  # order = default preference per suffix
         try:
             importlib.import_module(f"zsplg_fast.engines.{mod}")
         except ModuleNotFoundError as e:
@@ -154,19 +162,42 @@ def _import_builtin() -> None:
                 raise
 
 
+def _resolve(name: str) -> BackendInfo:
+    for info in _BACKENDS.values():
+        if name == info.name or name in info.aliases:
+            return info
+    valid = ", ".join(sorted(_BACKENDS))
+    raise ConfigError("backend", name, "unknown backend", valid=valid)
+
+
 def load_engine(path: str | Path, backend: str | None = None, **options: Any) -> Engine:
-    """Open an artifact with ``backend`` (or the backend registered for its file suffix)."""
+    """Open an artifact with ``backend`` (or the default backend for its file suffix).
+
+    Args:
+        path: ``export/<name>.onnx`` (onnxruntime, or torch rebuilt from the sidecar) or
+            ``engines/<name>.<precision>.plan`` (TensorRT).
+        backend: ``"torch"``, ``"ort"`` / ``"onnxruntime"``, ``"trt"`` / ``"tensorrt"``; None = by suffix.
+        options: passed to the backend's loader (e.g. ``providers=["cuda"]`` for ort,
+            ``device="cuda"`` / ``autocast="bf16"`` for torch).
+    Raises:
+        ConfigError: unknown backend, or a backend that cannot open this kind of file.
+        MissingDependencyError: the backend's library is not installed.
+    """
     _import_builtin()
     p = Path(path)
+    openers = sorted(
+        (b for b in _BACKENDS.values() if any(p.name.endswith(s) for s in b.suffixes)),
+        key=lambda b: b.priority,
+    )
     if backend is None:
-        matches = [b for b in _BACKENDS.values() if any(p.name.endswith(s) for s in b.suffixes)]
-        if not matches:
+        if not openers:
             raise ConfigError(
                 "backend", None, f"no backend opens '{p.name}'", valid=", ".join(sorted(_BACKENDS))
             )
-        info = matches[0]
+        info = openers[0]
     else:
-        if backend not in _BACKENDS:
-            raise ConfigError("backend", backend, "unknown backend", valid=", ".join(sorted(_BACKENDS)))
-        info = _BACKENDS[backend]
+        info = _resolve(backend)
+        if info not in openers:
+            valid = ", ".join(b.name for b in openers) or "none (expected .onnx or .plan)"
+            raise ConfigError("backend", backend, f"cannot open '{p.name}'", valid=valid)
     return info.loader(p, **options)
