@@ -120,10 +120,26 @@ def test_cli_export_inspect_and_refusals(tiny_sam_ckpt: Path, tmp_path: Path) ->
     runner = CliRunner()
     out = tmp_path / "cli"
     args = ["export", "sam", "--sam", "tiny", "--sam-checkpoint", str(tiny_sam_ckpt), "--out", str(out)]
-    res = runner.invoke(app, [*args, "--only", "sam_decoder_batched"])
+    res = runner.invoke(
+        app, [*args, "--only", "sam_decoder_batched", "--format", "onnx-int8", "--precision", "int8"]
+    )
     assert res.exit_code == 0, res.output
-    assert "sam_decoder_batched" in res.output and "exported" in res.output
+    assert "sam_decoder_batched" in res.output and "exported" in res.output and "quantized" in res.output
     assert (out / "sam_decoder_batched.onnx").is_file() and not (out / "sam_encoder.onnx").exists()
+    q = out / "sam_decoder_batched.int8.onnx"
+    side = read_sidecar(q)
+    assert side["precision"] == "int8" and side["quantization"]["from"]["file"] == "sam_decoder_batched.onnx"
+    assert all(o["cosine"] > 0.9 for o in side["fidelity"]["outputs"]), side["fidelity"]
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(q)).graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} & ops
+    feeds = {
+        "image_embeddings": np.zeros((1, 128, 16, 16), np.float32),
+        "point_coords": np.full((2, 1, 2), 100.0, np.float32),
+        "point_labels": np.ones((2, 1), np.float32),
+    }
+    assert load_engine(q)(feeds)["low_res_masks"].shape == (2, 3, 64, 64)
     res = runner.invoke(app, ["inspect", str(out / "sam_decoder_batched.onnx")])
     assert res.exit_code == 0 and "num_points" in res.output and "point_labels" in res.output
     res = runner.invoke(app, [*args, "--precision", "int8"])
@@ -143,5 +159,5 @@ def test_formats_table_refuses_options_with_valid_choices() -> None:
         check_options("onnx", {"profiles": ["batch=1:2:4"]})
     with pytest.raises(ConfigError, match="fp32, fp16, bf16, int8"):
         check_options("tensorrt", {"precision": "int4"})
-    with pytest.raises(ConfigError, match="onnx, tensorrt"):
+    with pytest.raises(ConfigError, match="onnx, onnx-int8, tensorrt"):
         check_options("coreml", {})

@@ -49,6 +49,8 @@ def export_cmd(
     from zsplg_fast.export.pipeline import run_export
 
     check_options(fmt, {"precision": precision, "with_preprocess": with_preprocess or None})
+    if fmt not in ("onnx", "onnx-int8"):
+        raise typer.BadParameter(f"'{fmt}' is made by `zsplg-fast build`", param_hint="--format")
     cfg = build_config(
         config,
         set_,
@@ -59,6 +61,7 @@ def export_cmd(
             "clip.pretrained": clip_pretrained,
             "clip.image_size": clip_size,
             "export.out_dir": out,
+            "export.format": fmt,
             "export.opset": opset,
             "export.exporter": exporter,
             "export.external_data": external_data,

@@ -9,6 +9,7 @@ from zsplg_fast.config.fields import opt
 from zsplg_fast.errors import ConfigError
 
 EXPORTER_CHOICES = ("dynamo", "legacy")
+EXPORT_FORMATS = ("onnx", "onnx-int8")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 _PROFILE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*=\s*(\d+)(?::(\d+):(\d+))?\s*$")
 
@@ -42,6 +43,7 @@ class ExportConfig:
     """ONNX export (``zsplg-fast export``) and TensorRT builds (``zsplg-fast build``)."""
 
     out_dir: str = opt("export", help="ONNX artifacts folder: <name>.onnx (+ .onnx.data) and <name>.json")
+    format: str = opt("onnx", choices=EXPORT_FORMATS, help="onnx, or onnx-int8 (+ dynamic INT8 copies)")
     opset: int = opt(18, ge=17, le=23, help="ONNX opset; the dynamo exporter writes at least 18")
     exporter: str | None = opt(None, choices=EXPORTER_CHOICES, help="force one exporter; null = per spec")
     exporter_overrides: list[str] = opt(factory=list, help="per-spec exporter, e.g. ['sam_encoder=legacy']")

@@ -49,6 +49,25 @@ FORMATS: dict[str, Format] = {
         ),
         "validated against PyTorch in onnxruntime CPU; opset >= 17 (dynamo writes >= 18)",
     ),
+    "onnx-int8": Format(
+        "onnx-int8",
+        "export --format onnx-int8",
+        "export/<name>.int8.onnx + <name>.int8.json, beside the fp32 artifact",
+        ("ort",),
+        ("cpu",),
+        ("int8",),
+        (
+            "precision",
+            "opset",
+            "exporter",
+            "external_data",
+            "allow_drift",
+            "force",
+            "with_preprocess",
+            "classes",
+        ),
+        "onnxruntime dynamic quantization (MatMul/Gemm, per-channel QInt8); fidelity vs fp32 recorded",
+    ),
     "tensorrt": Format(
         "tensorrt",
         "build",
@@ -69,11 +88,9 @@ FORMATS: dict[str, Format] = {
     ),
 }
 
+_PRECISION_HINT = "CPU int8 is --format onnx-int8; fp16/bf16/int8 on GPU: zsplg-fast build --precision"
 _HINTS = {
-    (
-        "onnx",
-        "precision",
-    ): "reduced precision is a TensorRT build: zsplg-fast build export/<name>.onnx --precision",
+    ("onnx", "precision"): _PRECISION_HINT,
     ("onnx", "profiles"): "optimisation profiles belong to TensorRT builds: zsplg-fast build --profile",
 }
 
@@ -106,7 +123,7 @@ def check_options(fmt: str, given: Mapping[str, Any]) -> None:
             raise ConfigError(
                 "--precision",
                 value,
-                f"format '{fmt}' cannot take this precision" + (f" ({hint} {value})" if hint else ""),
+                f"format '{fmt}' cannot take this precision" + (f" ({hint})" if hint else ""),
                 valid=", ".join(f.precisions),
             )
 

@@ -15,6 +15,7 @@ from zsplg_fast.config.export import parse_exporter_override
 from zsplg_fast.errors import ConfigError
 from zsplg_fast.export.artifact import Artifact, summarize_validation
 from zsplg_fast.export.onnx import export_onnx
+from zsplg_fast.export.quantize import quantize_artifact
 from zsplg_fast.export.sources import Source, load_clip, load_sam, load_segmenter
 from zsplg_fast.export.specs import get_spec
 
@@ -53,6 +54,18 @@ class ExportRow:
             float(s["export_time_s"]) + float(s["validate_time_s"]),
             note,
         )
+
+
+def _int8(a: Artifact, force: bool) -> ExportRow:
+    q = quantize_artifact(a.path, force=force)
+    fid = summarize_validation(q.sidecar["fidelity"]["outputs"])
+    t = float(q.sidecar["quantize_time_s"])
+    size = int(q.sidecar["size_bytes"])
+    return ExportRow(q.name, "quantized", str(q.path), size, fid["max_abs"], fid["cosine"], t, "int8 vs fp32")
+
+
+# format → what runs after the validated fp32 export (None: nothing more)
+AFTER_EXPORT: dict[str, Callable[[Artifact, bool], ExportRow] | None] = {"onnx": None, "onnx-int8": _int8}
 
 
 def _sam_jobs(cfg: Config) -> list[tuple[str, dict[str, Any]]]:
@@ -153,6 +166,9 @@ def run_export(
                 source=src.record,
             )
             rows.append(ExportRow.from_artifact(artifact))
+            after = AFTER_EXPORT[cfg.export.format]
+            if after is not None:
+                rows.append(after(artifact, cfg.export.force))
             notify(name, "done")
             del prepared
         if family == "clip" and cfg.export.classes and (not only or "clip_text" in only):
