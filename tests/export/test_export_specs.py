@@ -152,3 +152,23 @@ def test_batched_decoder_equals_upstream_prompt_encoder_and_mask_decoder(tiny_sa
         )
     torch.testing.assert_close(masks, ref_masks, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(iou, ref_iou, atol=1e-5, rtol=1e-5)
+
+
+def test_every_spec_binds_on_real_size_architectures() -> None:
+    """Validation sets must differ from the dummy's sizes for real models too (bind only, no export)."""
+    import warnings
+
+    from zsplg_fast.models import build_clip, build_sam
+    from zsplg_fast.models.segmenter import build_segmenter
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        models = {
+            "sam": build_sam("vit_b"),
+            "clip": build_clip("ViT-B-16"),
+            "segmenter": build_segmenter("resnet50", 21),
+        }
+    for name in ALL_SPECS:
+        spec = get_spec(name)
+        p = spec.bind(models[spec.family])  # raises ConfigError if a validation size repeats the dummy's
+        assert p.validation and p.inputs[0].name in p.dummy
