@@ -1,0 +1,392 @@
+"""Fast automatic mask generation (AMG) over the Engine API, with upstream's answers.
+
+The steps and parameters are segment-anything's ``SamAutomaticMaskGenerator`` (we followed
+``automatic_mask_generator.py``: point grids, crop boxes, the filter order of ``_process_batch``,
+per-crop then cross-crop NMS, small-region post-processing). What changes is where the work is done:
+
+- prompts go through the ``sam_decoder_batched`` engine in large, memory-sized batches (results do
+  not depend on the batch size; segment-anything-fast also batches all prompts of an image);
+- predicted-IoU filtering happens on the low-res logits, before any upsampling;
+- stability and box decisions are upstream's full-resolution ones, taken from the low-res logits
+  (``amg_lowres``: guaranteed stability bounds, exact boxes from thin bands of rows/columns); only
+  masks whose stability bounds straddle the threshold are upsampled to decide;
+- only NMS survivors are upsampled (two-stage bilinear, exactly as ``Sam.postprocess_masks``); their
+  reported stability scores come from those full-resolution logits, as upstream's do;
+- everything stays on the engine's device as torch tensors; RLE is computed once, at the end.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.ops import batched_nms, box_area
+
+from zsplg_fast.config.labeling import AmgConfig
+from zsplg_fast.engines.base import Engine
+from zsplg_fast.errors import ConfigError
+from zsplg_fast.labeling import amg_ops as ops
+from zsplg_fast.labeling.amg_lowres import exact_boxes, stability_bounds
+from zsplg_fast.labeling.amg_output import (
+    OUTPUT_MODES,
+    AmgMasks,
+    cat_crops,
+    remove_small_regions,
+    to_records,
+)
+from zsplg_fast.labeling.masks import MaskSet
+
+SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
+SAM_PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+def _device_of(engine: Engine) -> torch.device:
+    try:
+        return torch.device(str(getattr(engine, "device", "cpu")))
+    except RuntimeError:
+        return torch.device("cpu")
+
+
+@dataclass
+class _CropCandidates:
+    """Candidates of one crop after filtering, crop frame: low-res logits (K, h, w) float32 (valid region
+    + one row/column), predicted IoU (K,), XYXY boxes (K, 4) int64, prompts (K, 2) float64."""
+
+    low: torch.Tensor
+    iou: torch.Tensor
+    boxes: torch.Tensor
+    points: torch.Tensor
+
+
+class MaskGenerator:
+    """SAM automatic mask generation on an encoder engine and a batched-decoder engine.
+
+    Args:
+        encoder: ``sam_encoder`` engine: ``image`` (B, 3, S, S) float32 normalised, zero-padded
+            bottom-right → ``image_embeddings`` (B, C, S/16, S/16).
+        decoder: ``sam_decoder_batched`` engine: ``image_embeddings`` (1, C, h, w), ``point_coords``
+            (B, N, 2) float32 in the S-frame, ``point_labels`` (B, N) float32 → ``low_res_masks``
+            (B, 3, 4h, 4w) logits and ``iou_predictions`` (B, 3).
+        cfg: upstream's AMG parameters (``points_per_batch`` is upstream's knob; see ``prompt_batch``).
+        output_mode: ``binary_mask`` | ``uncompressed_rle`` | ``coco_rle`` for :meth:`generate`.
+        prompt_batch: prompts per decoder call; None = memory-aware default (results do not depend on it).
+        full_res_filter: take stability and box decisions on every candidate upsampled to full
+            resolution, as upstream does (slow on CPUs; a reference). False: same decisions from the
+            low-res logits (see ``amg_lowres``).
+        encoder_batch: images (crops) per encoder call.
+        image_size: S, when the encoder's ``image`` input does not fix it.
+        pixel_mean, pixel_std: normalisation on the 0..255 scale (SAM's by default).
+        mask_threshold: logit cut-off of a mask (SAM: 0.0).
+    """
+
+    def __init__(
+        self,
+        encoder: Engine,
+        decoder: Engine,
+        cfg: AmgConfig,
+        *,
+        output_mode: str = "binary_mask",
+        prompt_batch: int | None = None,
+        full_res_filter: bool = False,
+        encoder_batch: int = 4,
+        image_size: int | None = None,
+        pixel_mean: Sequence[float] = SAM_PIXEL_MEAN,
+        pixel_std: Sequence[float] = SAM_PIXEL_STD,
+        mask_threshold: float = 0.0,
+    ) -> None:
+        if output_mode not in OUTPUT_MODES:
+            raise ConfigError(
+                "output_mode", output_mode, "unknown output mode", valid=", ".join(OUTPUT_MODES)
+            )
+        if prompt_batch is not None and prompt_batch < 1:
+            raise ConfigError("prompt_batch", prompt_batch, "must be >= 1 (or null for automatic)")
+        self.encoder, self.decoder, self.cfg = encoder, decoder, cfg
+        self.output_mode = output_mode
+        self.prompt_batch = prompt_batch
+        self.full_res_filter = bool(full_res_filter)
+        self.encoder_batch = max(1, int(encoder_batch))
+        self.image_size = image_size or self._spec_image_size()
+        self.device = _device_of(decoder)
+        self.mean = torch.tensor(pixel_mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(pixel_std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self.mask_threshold = float(mask_threshold)
+        self.grids = ops.layer_point_grids(
+            cfg.points_per_side, cfg.crop_n_layers, cfg.crop_n_points_downscale_factor
+        )
+        self.unsure_stability = 0
+        """Candidates whose stability had to be upsampled to decide (since construction)."""
+        self.timings: dict[str, float] = {}
+        """Seconds per stage of the last call (preprocess, encoder, decoder, filter, nms, upsample, ...)."""
+
+    def _spec_image_size(self) -> int:
+        for spec in self.encoder.inputs:
+            if spec.name == "image" and isinstance(spec.shape[-1], int):
+                return int(spec.shape[-1])
+        raise ConfigError("image_size", None, "the encoder does not fix its input size; pass image_size=S")
+
+    # ---- public API --------------------------------------------------------------------------------
+
+    def generate(self, image: np.ndarray) -> list[dict[str, Any]]:
+        """(H, W, 3) uint8 RGB → upstream-format records (``segmentation`` per ``output_mode``)."""
+        result = self.generate_tensors(image)
+        with self._stage("encode"):
+            return to_records(result, self.output_mode)
+
+    def __call__(self, image: np.ndarray) -> MaskSet:
+        """(H, W, 3) uint8 RGB → MaskSet (the labeling job's MaskSource protocol)."""
+        return self.generate_tensors(image).to_maskset()
+
+    def generate_tensors(self, image: np.ndarray) -> AmgMasks:
+        """(H, W, 3) uint8 RGB → AmgMasks on the device (masks (K, H, W) bool)."""
+        return self.generate_batch([image])[0]
+
+    @torch.inference_mode()
+    def generate_batch(self, images: Sequence[np.ndarray]) -> list[AmgMasks]:
+        """Several images: the encoder sees all their crops in batches of ``encoder_batch``."""
+        self.timings = {}
+        jobs: list[tuple[int, list[int], int]] = []  # (image index, crop box, layer)
+        for i, image in enumerate(images):
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise ConfigError("image", f"{image.dtype}{list(image.shape)}", "must be (H, W, 3) uint8 RGB")
+            boxes, layers = ops.crop_boxes(
+                image.shape[:2], self.cfg.crop_n_layers, self.cfg.crop_overlap_ratio
+            )
+            jobs += [(i, b, lay) for b, lay in zip(boxes, layers, strict=True)]
+        embeddings = self._encode([images[i][b[1] : b[3], b[0] : b[2]] for i, b, _ in jobs])
+        per_image: list[list[tuple[list[int], int, Any]]] = [[] for _ in images]
+        for (i, box, layer), emb in zip(jobs, embeddings, strict=True):
+            per_image[i].append((box, layer, emb))
+        return [self._generate_one(img, crops) for img, crops in zip(images, per_image, strict=True)]
+
+    # ---- stages ------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
+
+    def _preprocess(self, crop: np.ndarray) -> torch.Tensor:
+        """(h, w, 3) uint8 → (1, 3, S, S) float32: PIL bilinear resize of the long side to S (as
+        ResizeLongestSide.apply_image), normalise, zero-pad bottom-right (as Sam.preprocess)."""
+        s = self.image_size
+        new_h, new_w = ops.preprocess_shape(crop.shape[0], crop.shape[1], s)
+        resized = np.array(Image.fromarray(np.ascontiguousarray(crop)).resize((new_w, new_h), Image.BILINEAR))
+        x = torch.from_numpy(resized).to(self.device).permute(2, 0, 1)[None].float()
+        x = (x - self.mean) / self.std
+        return torch.nn.functional.pad(x, (0, s - new_w, 0, s - new_h))
+
+    def _encode(self, crops: list[np.ndarray]) -> list[Any]:
+        """Embeddings (1, C, h, w) per crop, in the encoder's native array type."""
+        out: list[Any] = []
+        for start in range(0, len(crops), self.encoder_batch):
+            with self._stage("preprocess"):
+                x = torch.cat([self._preprocess(c) for c in crops[start : start + self.encoder_batch]])
+            with self._stage("encoder"):
+                emb = self.encoder({"image": _feed(self.encoder, x)})["image_embeddings"]
+            out += [emb[j : j + 1] for j in range(x.shape[0])]
+        return out
+
+    def _generate_one(self, image: np.ndarray, crops: list[tuple[list[int], int, Any]]) -> AmgMasks:
+        h, w = image.shape[:2]
+        parts = [self._process_crop(emb, box, layer, (h, w)) for box, layer, emb in crops]
+        with self._stage("nms"):
+            result = cat_crops(parts, self.device, (h, w))
+            if len(crops) > 1 and len(result):  # prefer masks from smaller crops
+                scores = 1.0 / box_area(result.crop_boxes.float())
+                keep = batched_nms(result.boxes.float(), scores, _zeros(scores), self.cfg.crop_nms_thresh)
+                result = result.select(keep)
+        if self.cfg.min_mask_region_area > 0 and len(result):
+            with self._stage("small_regions"):
+                result = self._remove_small_regions(result)
+        return result
+
+    def _process_crop(self, emb: Any, crop_box: list[int], layer: int, orig_hw: tuple[int, int]) -> AmgMasks:
+        x0, y0, x1, y1 = crop_box
+        crop_hw = (y1 - y0, x1 - x0)
+        input_hw = ops.preprocess_shape(crop_hw[0], crop_hw[1], self.image_size)
+        pts = self.grids[layer] * np.array([crop_hw[1], crop_hw[0]], dtype=np.float64)  # (P, 2) crop frame
+        s_frame = pts * np.array([input_hw[1] / crop_hw[1], input_hw[0] / crop_hw[0]])
+        batch = self.prompt_batch or ops.default_prompt_batch(
+            self.device, tuple(emb.shape[-2:]), emb.shape[1]
+        )
+        cands: list[_CropCandidates] = []
+        for start in range(0, len(pts), batch):
+            sl = slice(start, start + batch)
+            coords = torch.from_numpy(s_frame[sl].astype(np.float32))[:, None, :]
+            with self._stage("decoder"):
+                out = self.decoder(
+                    {
+                        "image_embeddings": emb,
+                        "point_coords": _feed(self.decoder, coords),
+                        "point_labels": _feed(self.decoder, torch.ones(coords.shape[:2])),
+                    }
+                )
+                low = torch.as_tensor(out["low_res_masks"]).to(self.device)
+                iou = torch.as_tensor(out["iou_predictions"]).to(self.device)
+            with self._stage("filter"):
+                points = torch.from_numpy(pts[sl]).to(self.device).repeat_interleave(low.shape[1], dim=0)
+                ratio = self.image_size // low.shape[-1]  # input pixels per low-res cell (4 for SAM)
+                cands.append(
+                    self._filter(low.flatten(0, 1), iou.flatten(), points, crop_box, input_hw, orig_hw, ratio)
+                )
+        with self._stage("nms"):
+            c = _CropCandidates(
+                *(torch.cat([getattr(p, f.name) for p in cands]) for f in fields(_CropCandidates))
+            )
+            keep = batched_nms(c.boxes.float(), c.iou.float(), _zeros(c.iou), self.cfg.box_nms_thresh)
+        with self._stage("upsample"):
+            masks, stab, boxes = self._upsample(c.low[keep], input_hw, crop_hw, ratio)
+        off = torch.tensor([x0, y0], device=self.device)
+        return AmgMasks(
+            masks=masks,
+            iou_preds=c.iou[keep].float(),
+            stability=stab,
+            boxes=boxes + off.repeat(2),
+            points=c.points[keep] + off.double(),
+            crop_boxes=torch.tensor([crop_box], device=self.device).expand(len(keep), 4),
+        )
+
+    def _filter(
+        self,
+        low: torch.Tensor,
+        iou: torch.Tensor,
+        points: torch.Tensor,
+        crop_box: list[int],
+        input_hw: tuple[int, int],
+        orig_hw: tuple[int, int],
+        ratio: int,
+    ) -> _CropCandidates:
+        """Upstream's _process_batch filter order on (M, h4, w4) logits: predicted IoU, stability,
+        boxes near a crop edge. Returns the survivors' low-res logits (valid region + 1 row/column)."""
+        cfg, thr = self.cfg, self.mask_threshold
+        x0, y0, x1, y1 = crop_box
+        crop_hw = (y1 - y0, x1 - x0)
+        if cfg.pred_iou_thresh > 0.0:
+            keep = iou > cfg.pred_iou_thresh
+            low, iou, points = low[keep], iou[keep], points[keep]
+        full = (low.shape[-2], low.shape[-1])
+        rows = min(low.shape[-2], math.ceil(input_hw[0] / ratio) + 1)
+        cols = min(low.shape[-1], math.ceil(input_hw[1] / ratio) + 1)
+        low = low[:, :rows, :cols]
+        if self.full_res_filter:
+            stab, boxes = self._full_scores(low, input_hw, crop_hw, ratio)  # reported ones come later
+            if cfg.stability_score_thresh > 0.0:
+                keep = stab >= cfg.stability_score_thresh
+                low, iou, points, boxes = low[keep], iou[keep], points[keep], boxes[keep]
+        else:
+            if cfg.stability_score_thresh > 0.0 and len(low):
+                keep = self._stability_keep(low, input_hw, crop_hw, ratio)
+                low, iou, points = low[keep], iou[keep], points[keep]
+            boxes = exact_boxes(low, input_hw, crop_hw, ratio, full, thr)
+        keep = ~ops.near_crop_edge(boxes, crop_box, [0, 0, orig_hw[1], orig_hw[0]])
+        return _CropCandidates(low[keep].contiguous(), iou[keep], boxes[keep], points[keep])
+
+    def _stability_keep(
+        self, low: torch.Tensor, input_hw: tuple[int, int], crop_hw: tuple[int, int], ratio: int
+    ) -> torch.Tensor:
+        """(M,) bool: full-resolution stability ≥ threshold, from guaranteed bounds; masks whose bounds
+        straddle the threshold are upsampled (in chunks) to decide exactly."""
+        cfg, thr = self.cfg, self.cfg.stability_score_thresh
+        lower, upper = stability_bounds(
+            low, input_hw, crop_hw, ratio, self.mask_threshold, cfg.stability_score_offset
+        )
+        keep = lower >= thr
+        unsure = torch.nonzero((lower < thr) & (upper >= thr)).flatten()
+        self.unsure_stability += len(unsure)
+        if len(unsure):
+            stab, _ = self._full_scores(low[unsure], input_hw, crop_hw, ratio, with_boxes=False)
+            keep[unsure] = stab >= thr
+        return keep
+
+    def _chunks(self, n: int, hw: tuple[int, int]) -> int:
+        """Masks per full-resolution chunk: ~64 MiB of float32 logits on CPU, ~1 GiB on CUDA."""
+        budget = (1 << 30) if self.device.type == "cuda" else (64 << 20)
+        return max(1, min(n, budget // max(1, 4 * hw[0] * hw[1])))
+
+    def _full_scores(
+        self,
+        low: torch.Tensor,
+        input_hw: tuple[int, int],
+        crop_hw: tuple[int, int],
+        ratio: int,
+        with_boxes: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Upstream's full-resolution stability (M,) and XYXY boxes (M, 4) (zeros unless ``with_boxes``),
+        upsampling chunk by chunk."""
+        stab = torch.empty(len(low), dtype=torch.float32, device=low.device)
+        boxes = torch.zeros((len(low), 4), dtype=torch.int64, device=low.device)
+        step = self._chunks(len(low), crop_hw)
+        for i in range(0, len(low), step):
+            full = ops.upsample_logits(low[i : i + step], input_hw, crop_hw, ratio)
+            stab[i : i + step] = ops.stability_score(
+                full, self.mask_threshold, self.cfg.stability_score_offset
+            )
+            if with_boxes:
+                boxes[i : i + step] = ops.masks_to_boxes(full > self.mask_threshold)
+        return stab, boxes
+
+    def _upsample(
+        self, low: torch.Tensor, input_hw: tuple[int, int], crop_hw: tuple[int, int], ratio: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Survivors' logits → (K, h, w) bool masks, exact stability (K,), exact XYXY boxes (K, 4)."""
+        if len(low) == 0:
+            empty = torch.zeros((0, *crop_hw), dtype=torch.bool, device=self.device)
+            return (
+                empty,
+                torch.zeros(0, device=self.device),
+                torch.zeros((0, 4), dtype=torch.int64, device=self.device),
+            )
+        masks = torch.empty((len(low), *crop_hw), dtype=torch.bool, device=self.device)
+        stab = torch.empty(len(low), dtype=torch.float32, device=self.device)
+        step = self._chunks(len(low), crop_hw)
+        for i in range(0, len(low), step):
+            full = ops.upsample_logits(low[i : i + step].float(), input_hw, crop_hw, ratio)
+            stab[i : i + step] = ops.stability_score(
+                full, self.mask_threshold, self.cfg.stability_score_offset
+            )
+            torch.gt(full, self.mask_threshold, out=masks[i : i + step])
+        return masks, stab, ops.masks_to_boxes(masks)
+
+    def _remove_small_regions(self, result: AmgMasks) -> AmgMasks:
+        """Fill small holes, drop small islands, re-run NMS preferring unchanged masks (as upstream's
+        postprocess_small_regions). Runs on the CPU (OpenCV)."""
+        area = self.cfg.min_mask_region_area
+        masks = result.masks.cpu().numpy()
+        new, unchanged = [], []
+        for m in masks:
+            m2, ch1 = remove_small_regions(m, area, "holes")
+            m2, ch2 = remove_small_regions(m2, area, "islands")
+            new.append(m2)
+            unchanged.append(not (ch1 or ch2))
+        new_masks = torch.from_numpy(np.stack(new)).to(self.device)
+        boxes = ops.masks_to_boxes(new_masks)
+        scores = torch.tensor(unchanged, dtype=torch.float32, device=self.device)
+        nms_thresh = max(self.cfg.box_nms_thresh, self.cfg.crop_nms_thresh)
+        keep = batched_nms(boxes.float(), scores, _zeros(scores), nms_thresh)
+        out = result.select(keep)
+        out.masks, out.boxes = new_masks[keep], boxes[keep]
+        return out
+
+
+def _zeros(x: torch.Tensor) -> torch.Tensor:
+    return torch.zeros(len(x), dtype=torch.int64, device=x.device)
+
+
+def _feed(engine: Engine, x: torch.Tensor) -> Any:
+    """A feed in the engine's native type: numpy for CPU engines, a torch tensor on its device otherwise."""
+    dev = _device_of(engine)
+    if dev.type == "cpu":
+        return x.detach().cpu().contiguous().numpy()
+    return x.to(dev).contiguous()
