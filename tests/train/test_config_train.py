@@ -1,0 +1,64 @@
+"""The train config: presets match UniMatch's configs, validation, lr scaling and the poly schedule."""
+
+from __future__ import annotations
+
+import pytest
+
+from zsplg_fast.cli.train import preset
+from zsplg_fast.config import load_config
+from zsplg_fast.errors import ConfigError
+from zsplg_fast.models.segmenter import build_segmenter
+from zsplg_fast.train.common import make_optimizer, poly_lr, resolve_classes
+
+
+def test_pascal_preset_matches_upstream() -> None:
+    t = load_config(preset("pascal")).train
+    assert (t.data.crop_size, t.unimatch.epochs, t.unimatch.batch_size) == (321, 80, 2)
+    assert (t.optim.lr, t.optim.lr_multi, t.unimatch.conf_thresh) == (0.001, 10.0, 0.95)
+    assert (t.optim.momentum, t.optim.weight_decay, t.optim.poly_power) == (0.9, 1e-4, 0.9)
+    assert t.model.backbone == "resnet101" and t.model.dilations == [6, 12, 18]
+    assert t.model.replace_stride_with_dilation == [False, False, True]
+    assert len(resolve_classes(t.data.classes)) == 21 and t.eval.mode == "original"
+
+
+def test_coco_preset_matches_upstream() -> None:
+    t = load_config(preset("coco")).train
+    assert (t.data.crop_size, t.unimatch.epochs, t.optim.lr) == (513, 30, 0.004)
+    assert len(resolve_classes(t.data.classes)) == 81
+
+
+def test_bad_keys_and_values_are_refused() -> None:
+    with pytest.raises(ConfigError, match="conf_thresh"):
+        load_config(None, {"train.unimatch.conf_tresh": 0.9})
+    with pytest.raises(ConfigError, match="online, two_stage, none"):
+        load_config(None, {"train.unimatch.fusion": "both"})
+    with pytest.raises(ConfigError, match="three rates"):
+        load_config(None, {"train.model.dilations": [6, 12]})
+    with pytest.raises(ConfigError, match="resnet50, resnet101, tiny"):
+        load_config(None, {"train.model.backbone": "vgg"})
+    with pytest.raises(ConfigError, match="no such file or preset"):
+        preset("imagenet")
+
+
+def test_lr_scales_with_world_and_batch_and_head_is_x10() -> None:
+    t = load_config(preset("pascal")).train
+    model = build_segmenter("tiny", 3)
+    for world, want in ((4, 0.001), (1, 0.00025), (8, 0.002)):
+        opt, lr = make_optimizer(t, model, world, batch=2)
+        assert lr == pytest.approx(want)
+        assert [g["lr"] for g in opt.param_groups] == pytest.approx([want, 10 * want])
+        assert opt.defaults["momentum"] == 0.9 and opt.defaults["weight_decay"] == 1e-4
+
+
+def test_poly_schedule() -> None:
+    assert poly_lr(0.01, 0, 100, 0.9) == 0.01
+    assert poly_lr(0.01, 50, 100, 0.9) == pytest.approx(0.01 * 0.5**0.9)
+    assert poly_lr(0.01, 100, 100, 0.9) == 0.0
+
+
+def test_classes() -> None:
+    assert resolve_classes("voc")[:2] == ["background", "aeroplane"]
+    assert resolve_classes("3") == ["0", "1", "2"]
+    assert resolve_classes("auto", ["bg", "a|alias"]) == ["bg", "a"]
+    with pytest.raises(ConfigError, match=r"classes\.txt"):
+        resolve_classes("auto", None)
