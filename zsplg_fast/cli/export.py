@@ -90,14 +90,15 @@ def export_cmd(
         rows = run_export(what, cfg, only=only or None, progress=progress)
     table = Table(title=f"artifacts in {cfg.export.out_dir}/")
     for col in ("artifact", "status", "size", "max abs", "cosine", "time", "note"):
-        table.add_column(col, justify="right" if col in ("size", "max abs", "cosine", "time") else "left")
+        right = col in ("size", "max abs", "cosine", "time")
+        table.add_column(col, justify="right" if right else "left", no_wrap=col != "note")
     for r in rows:
         table.add_row(
             r.name,
             r.status,
             _mb(r.size_bytes) if r.size_bytes else "",
             f"{r.max_abs:.2e}" if r.max_abs is not None else "",
-            f"{r.cosine:.8f}" if r.cosine is not None else "",
+            f"{r.cosine:.6f}" if r.cosine is not None else "",
             f"{r.export_time_s:.1f} s" if r.export_time_s is not None else "",
             r.note,
         )
