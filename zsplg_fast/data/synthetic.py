@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from zsplg_fast.data.labels import write_label
 from zsplg_fast.data.shapes import OBJECT_COLOURS, SHAPES, background, jitter, shading, shape_mask
 from zsplg_fast.errors import ConfigError, OutputExistsError
 from zsplg_fast.utils.io import atomic_path, atomic_write_json, atomic_write_text
@@ -151,37 +152,6 @@ def render_split_sample(spec: WorldSpec, split: str, index: int) -> SynthSample:
     return render_sample(rng, _image_size(rng, spec), spec.num_classes, spec.max_objects)
 
 
-def voc_palette() -> list[int]:
-    """The 256-entry PASCAL VOC palette as a flat [r, g, b, ...] list (768 ints)."""
-    pal = []
-    for i in range(256):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        pal += [r, g, b]
-    return pal
-
-
-def _write_label_png(path: Path, label: np.ndarray) -> None:
-    """Palette PNG (VOC palette) of a (H, W) uint8 label map, written atomically."""
-    try:  # the project's label writer, once it exists
-        from zsplg_fast.data.labels import write_label
-    except ImportError:
-        write_label = None
-    if write_label is not None:
-        write_label(path, label)
-        return
-    lab = np.ascontiguousarray(label, dtype=np.uint8)
-    img = Image.frombytes("P", (lab.shape[1], lab.shape[0]), lab.tobytes())
-    img.putpalette(voc_palette())
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
-
-
 def _world_json(spec: WorldSpec, counts: dict[str, int]) -> dict[str, Any]:
     return {
         "generator": "zsplg_fast.data.synthetic",
@@ -269,7 +239,7 @@ def _generate(out: Path, spec: WorldSpec, counts: dict[str, int]) -> dict[str, A
             s = render_split_sample(spec, split, i)
             with atomic_path(img_p) as tmp:
                 Image.fromarray(s.image).save(tmp, format="JPEG", quality=95)
-            _write_label_png(lab_p, s.label)
+            write_label(lab_p, s.label)
     lines = {k: "".join(_LINE.format(i) + "\n" for i in v) for k, v in ids.items()}
     for k, text in lines.items():
         atomic_write_text(out / "splits" / f"{k}.txt", text)
