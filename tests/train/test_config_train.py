@@ -62,3 +62,8 @@ def test_classes() -> None:
     assert resolve_classes("auto", ["bg", "a|alias"]) == ["bg", "a"]
     with pytest.raises(ConfigError, match=r"classes\.txt"):
         resolve_classes("auto", None)
+
+
+def test_tiny_preset_loads() -> None:
+    t = load_config(preset("tiny")).train
+    assert t.model.backbone == "tiny" and t.unimatch.max_iters == 300 and t.optim.lr_scaling == "none"

@@ -65,3 +65,14 @@ def test_refuses_existing_run_without_resume_and_changed_config(
     assert done["complete"] and (tmp_path / "s" / "final.pth").is_file()
     again = train_supervised(tiny_cfg(**{"supervised.max_iters": 2}), tmp_path / "s", resume=True)
     assert again["complete"] and again["iterations"] == 2  # a finished run resumes to a no-op
+
+
+def test_keys_a_stage_ignores_do_not_block_resume(
+    tiny_cfg: Callable[..., TrainConfig], tmp_path: Path
+) -> None:
+    # a pipeline fills data.enhanced after UniMatch; rerunning UniMatch must still resume its run
+    train_unimatch(tiny_cfg(**{"unimatch.max_iters": 1}), tmp_path / "u")
+    again = train_unimatch(
+        tiny_cfg(**{"unimatch.max_iters": 1, "data.enhanced": "x"}), tmp_path / "u", resume=True
+    )
+    assert again["complete"] and again["iterations"] == 1

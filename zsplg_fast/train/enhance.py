@@ -150,7 +150,8 @@ def enhance(cfg: TrainConfig, checkpoint: str | Path, out: str | Path) -> dict[s
                 cm_zs.update(zs_map, gt, name=str(zs_file))
         parts = rt.gather((counts, cm_enh, cm_zs))
         total = {k: sum(p[0][k] for p in parts) for k in counts}
-        for _, a, b in parts[1:]:
+        cm_enh, cm_zs = ConfusionMatrix(c), ConfusionMatrix(c)
+        for _, a, b in parts:
             cm_enh.merge(a)
             cm_zs.merge(b)
         report = {

@@ -2,7 +2,8 @@
 epoch-end evaluation (best kept), atomic checkpoints and exact resume.
 
 Follows UniMatch unimatch.py / supervised.py for the schedule (lr = base·(1 − it/total)^0.9 for the
-backbone group, × lr_multi for the head group) and for the per-epoch evaluate → latest/best
+backbone group, × lr_multi for the head group; set before step ``it``, where upstream sets it after
+the step, so its steps run one iteration behind) and for the per-epoch evaluate → latest/best
 checkpoints. ``latest.pth`` also stores the optimizer (and GradScaler) state, the iteration, and
 every rank's python/numpy/torch RNG state; data order and augmentations are functions of
 (seed, epoch, position) (see ``datasets.EpochSampler``), so a resumed run equals a straight one.
@@ -61,12 +62,14 @@ class Stage:
     history: list[dict[str, Any]] = field(default_factory=list)
     last_report: dict[str, Any] | None = None
     scaler: torch.amp.GradScaler | None = None
+    unused_data_keys: tuple[str, ...] = ()  # train.data keys this stage ignores (not fingerprinted)
 
     @property
     def fingerprint(self) -> str:
         """What must not change across a resume: model, data, optimiser, this stage, seed, AMP, world."""
         d = to_dict(self.cfg)
-        data = {k: v for k, v in d["data"].items() if k not in ("workers", "preflight", "preflight_cache")}
+        skip = ("workers", "preflight", "preflight_cache", *self.unused_data_keys)
+        data = {k: v for k, v in d["data"].items() if k not in skip}
         keep = {"model": d["model"], "data": data, "optim": d["optim"], "stage": to_dict(self.stage_cfg)}
         keep.update(seed=self.cfg.run.seed, amp=self.cfg.run.amp, world=self.rt.world, name=self.name)
         return fingerprint(keep)

@@ -66,6 +66,7 @@ def train_supervised(cfg: TrainConfig, out: str | Path, resume: bool = False) ->
             spe,
             s.max_iters or spe * s.epochs,
             scaler=make_scaler(rt),
+            unused_data_keys=("zero_shot",) if enhanced else ("zero_shot", "enhanced", "unlabeled"),
         )
         restore_or_refuse(stage, resume)
         seed, w, pin = cfg.run.seed, cfg.data.workers, rt.cuda

@@ -135,6 +135,7 @@ def train_unimatch(cfg: TrainConfig, out: str | Path, resume: bool = False) -> d
             spe,
             u.max_iters or spe * u.epochs,
             scaler=make_scaler(rt),
+            unused_data_keys=("enhanced",) if u.fusion == "online" else ("enhanced", "zero_shot"),
         )
         restore_or_refuse(stage, resume)
         mix_order = STREAM_U if u.mix_order == "official" else STREAM_MIX
