@@ -40,7 +40,7 @@ def test_bad_files_are_named_and_listed(copy: Path, tmp_path: Path) -> None:
     img.write_bytes(img.read_bytes()[:200])  # truncated JPEG
     write_label(samples[2].label_path, np.full((128, 128), 9, np.uint8))  # class 9 of 4
     write_label(samples[3].label_path, np.zeros((64, 128), np.uint8))  # size mismatch
-    with pytest.raises(DatasetError, match=r"3 of \d+ samples failed") as e:
+    with pytest.raises(DatasetError, match=r"3 problems in \d+ samples") as e:
         preflight(samples, 4, tmp_path / "cache")
     listed = next((tmp_path / "cache").glob("*.errors.json")).read_text()
     for p in (img, samples[2].label_path, samples[3].label_path):

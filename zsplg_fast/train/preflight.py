@@ -1,4 +1,6 @@
-"""Data preflight: check every image and label once, before training, with the data layer's own checks.
+"""Data preflight: check every image and label once, before training, with the data layer's own checks
+(``zsplg_fast.data.check.check_source``: image decodes, label reads with values in {0..C-1, 255}, sizes
+match), run over chunks in threads.
 
 A worker dying on a corrupt file hours into a run is the failure this prevents. The result of a clean
 check is cached under a fingerprint of the files (path, size, mtime) and the class count, so a rerun on
@@ -13,13 +15,13 @@ import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from zsplg_fast.data.images import load_image
-from zsplg_fast.data.labels import check_pair, read_label
-from zsplg_fast.data.sources import Sample
-from zsplg_fast.errors import DatasetError, ZsplgError
+from zsplg_fast.data.check import Problem, check_source
+from zsplg_fast.data.sources import DataSource, Sample
+from zsplg_fast.errors import DatasetError
 from zsplg_fast.utils.io import atomic_write_json
 
 PREFLIGHT_VERSION = 1
@@ -54,24 +56,17 @@ def fingerprint_samples(
     return h.hexdigest()[:24]
 
 
-def _check_one(
-    s: Sample, num_classes: int, extra: Path | None, max_long_side: int
-) -> tuple[str | None, str | None, bool]:
-    """(failing path, message) or (None, None); and whether the extra label was missing."""
-    try:
-        img = load_image(s.image_path, max_long_side=max_long_side)
-        label = s.load_label(num_classes)
-        if label is not None:
-            check_pair(s.image_path, img.shape[:2], s.label_path or s.image_path, label.shape)
-        if extra is None:
-            return None, None, False
-        if not extra.is_file():
-            return None, None, True
-        zs = read_label(extra, num_classes)
-        check_pair(s.image_path, img.shape[:2], extra, zs.shape)
-    except ZsplgError as e:
-        return str(getattr(e, "path", s.image_path)), str(e), False
-    return None, None, False
+def _check(samples: list[Sample], num_classes: int, max_long_side: int, workers: int) -> list[Problem]:
+    """The data layer's ``check_source`` over chunks of ``samples`` in threads; the problems found."""
+    n = max(1, workers)
+    chunks = [samples[i::n] for i in range(n) if samples[i::n]]
+
+    def run(chunk: list[Sample]) -> list[Problem]:
+        src = DataSource("preflight", Path("."), chunk)
+        return check_source(src, num_classes=num_classes, max_long_side=max_long_side).problems
+
+    with ThreadPoolExecutor(n) as pool:
+        return [p for part in pool.map(run, chunks) for p in part]
 
 
 def preflight(
@@ -109,19 +104,19 @@ def preflight(
         except (OSError, json.JSONDecodeError):
             pass
     extra = extra_labels or {}
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        results = list(
-            pool.map(lambda s: _check_one(s, num_classes, extra.get(s.id), max_long_side), samples)
-        )
-    failures = [{"path": p, "error": m} for p, m, _ in results if p is not None]
-    missing = sum(1 for _, _, miss in results if miss)
-    if failures:
+    by_id = {x.id: x for x in samples}
+    problems = _check(list(samples), num_classes, max_long_side, workers)
+    # zero-shot / enhanced labels: checked against their image the same way, as extra samples
+    present = [replace(by_id[i], label_path=p, label_loader=None) for i, p in extra.items() if p.is_file()]
+    missing = sum(1 for p in extra.values() if not p.is_file())
+    problems += _check(present, num_classes, max_long_side, workers)
+    if problems:
         report = cache / f"{fp}.errors.json"
-        atomic_write_json(report, failures)
-        first = failures[0]
+        atomic_write_json(report, [p.__dict__ for p in problems])
+        first = problems[0]
         raise DatasetError(
-            first["path"],
-            f"preflight: {len(failures)} of {len(samples)} samples failed (first: {first['error']}); "
+            by_id[first.sample_id].image_path,
+            f"preflight: {len(problems)} problems in {len(samples)} samples (first: {first.message}); "
             f"all listed in {report}; fix or drop them from the split",
         )
     result = {"fingerprint": fp, "checked": len(samples), "missing_extra": missing}
