@@ -11,7 +11,16 @@ import typer
 from zsplg_fast.errors import ZsplgError
 
 # Each module exposes ``register(app: typer.Typer) -> None``.
-COMMAND_MODULES: tuple[str, ...] = ("config_cmd", "data", "label", "export", "train")
+COMMAND_MODULES: tuple[str, ...] = (
+    "config_cmd",
+    "data",
+    "label",
+    "export",
+    "train",
+    "bench",
+    "deploy",
+    "run",
+)
 
 app = typer.Typer(
     name="zsplg-fast",

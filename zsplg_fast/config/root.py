@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from zsplg_fast.config.bench import BenchConfig, DeployConfig
 from zsplg_fast.config.export import ExportConfig
 from zsplg_fast.config.labeling import AmgConfig, ClassifyConfig, DataConfig, LabelJobConfig
 from zsplg_fast.config.models import ClipConfig, SamConfig
+from zsplg_fast.config.pipeline import PipelineConfig
 from zsplg_fast.config.train import TrainConfig
 
 
@@ -22,3 +24,6 @@ class Config:
     label: LabelJobConfig = field(default_factory=LabelJobConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
