@@ -163,3 +163,23 @@ class ProviderFallbackError(ZsplgError):
         super().__init__(
             f"{self.path}: asked for {asked}, but onnxruntime runs on {', '.join(self.got)}; {hint}"
         )
+
+
+class AccuracyDropError(ZsplgError):
+    """A reduced-precision model loses more mIoU than allowed; nothing was written."""
+
+    def __init__(
+        self, out: str | Path, precision: str, reference: float, deployed: float, limit: float
+    ) -> None:
+        self.out = str(out)
+        self.precision = precision
+        self.reference = reference
+        self.deployed = deployed
+        self.drop = reference - deployed
+        self.limit = limit
+        super().__init__(
+            f"{self.out}: {precision} mIoU {deployed:.2f} vs fp32 {reference:.2f} drops "
+            f"{self.drop:.2f} points, over the limit of {limit:.2f}; nothing was written "
+            "(raise --max-miou-drop, calibrate on more images with --calib-images, "
+            "or deploy --precision fp16 / fp32)"
+        )

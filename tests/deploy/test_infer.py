@@ -1,0 +1,105 @@
+"""infer: label PNGs (+ overlays) per image, bad images skipped and recorded, predictions = evaluate's."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from zsplg_fast.data import read_label
+from zsplg_fast.deploy import infer
+from zsplg_fast.errors import ConfigError, MissingDependencyError, OutputExistsError
+
+
+@pytest.fixture
+def images(shapes_ds: Path, tmp_path: Path) -> Path:
+    """The 12 val images (3 of them in a sub-folder) plus an empty file and a text file named .png."""
+    root = tmp_path / "images"
+    (root / "sub").mkdir(parents=True)
+    for i, p in enumerate(sorted((shapes_ds / "JPEGImages").glob("val_*.jpg"))):
+        shutil.copy(p, (root / "sub" if i < 3 else root) / p.name)
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "notes.png").write_text("not an image")
+    return root
+
+
+def test_writes_labels_overlays_and_records_bad_images(
+    int8_deploy: tuple[Path, dict], images: Path, tmp_path: Path
+) -> None:
+    deploy_dir, _ = int8_deploy
+    out = tmp_path / "preds"
+    seen: list[str] = []
+    report = infer(deploy_dir, images, out, overlays=True, progress=lambda d, n, sid: seen.append(sid))
+    assert report["images"] == 14 and report["written"] == 12 and report["failed"] == 2
+    assert len(seen) == 14
+    labels = sorted(p.relative_to(out / "labels").as_posix() for p in (out / "labels").rglob("*.png"))
+    assert len(labels) == 12 and "sub/val_00000.png" in labels
+    lab = read_label(out / "labels" / "sub" / "val_00000.png")
+    assert lab.dtype == np.uint8 and set(np.unique(lab)) <= {0, 1, 2, 3}
+    assert len(list((out / "overlays").rglob("*.png"))) == 12
+    errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    assert sorted(e["id"] for e in errors) == ["empty", "notes"]
+    assert all(e["error"] == "InputImageError" for e in errors)
+    assert json.loads((out / "report.json").read_text())["failed"] == 2
+    with pytest.raises(OutputExistsError):
+        infer(deploy_dir, images, out)
+
+
+def test_single_image_and_unknown_backend(
+    int8_deploy: tuple[Path, dict], shapes_ds: Path, tmp_path: Path
+) -> None:
+    deploy_dir, _ = int8_deploy
+    img = shapes_ds / "JPEGImages" / "val_00001.jpg"
+    report = infer(deploy_dir, img, tmp_path / "one")
+    assert report["written"] == 1 and (tmp_path / "one" / "labels" / "val_00001.png").is_file()
+    with pytest.raises(ConfigError):
+        infer(deploy_dir, img, tmp_path / "two", backend="tflite")
+
+
+def test_trt_backend_without_tensorrt_is_a_clear_error(
+    int8_deploy: tuple[Path, dict], shapes_ds: Path, tmp_path: Path
+) -> None:
+    from zsplg_fast.export.trt_info import tensorrt_missing_reason
+
+    if tensorrt_missing_reason() is None:
+        pytest.skip("tensorrt is installed here")
+    with pytest.raises(MissingDependencyError):
+        infer(int8_deploy[0], shapes_ds / "JPEGImages" / "val_00001.jpg", tmp_path / "t", backend="trt")
+
+
+def test_predictions_match_evaluate(
+    int8_deploy: tuple[Path, dict], trained_ckpt: Path, shapes_ds: Path, tmp_path: Path
+) -> None:
+    """infer --backend torch = the training engineer's predict() per pixel; folder mIoU = evaluate's, and
+    infer on the INT8 model scores what deploy measured for it."""
+    from zsplg_fast.data import open_source
+    from zsplg_fast.models.segmenter import load_checkpoint
+    from zsplg_fast.train.datasets import ValSet
+    from zsplg_fast.train.evaluate import evaluate_folders, evaluate_model, predict
+
+    deploy_dir, result = int8_deploy
+    val = open_source(f"synthetic:{shapes_ds}", "val").samples
+    src = tmp_path / "val"
+    src.mkdir()
+    for s in val:
+        shutil.copy(s.image_path, src / s.image_path.name)
+    infer(deploy_dir, src, tmp_path / "torch", backend="torch")
+    model, ckpt = load_checkpoint(trained_ckpt)
+    ds = ValSet(val)
+    for i, s in enumerate(val):
+        img, _, _ = ds[i]
+        want = predict(model, img.unsqueeze(0)).argmax(1)[0].to(torch.uint8).numpy()
+        got = read_label(tmp_path / "torch" / "labels" / f"{s.id}.png")
+        np.testing.assert_array_equal(got, want)
+    names = ckpt["class_names"]
+    gt = shapes_ds / "SegmentationClass"
+    folder = evaluate_folders(tmp_path / "torch" / "labels", gt, names, missing="skip")
+    assert folder["images"] == 12
+    assert folder["miou"] == pytest.approx(evaluate_model(model, val, len(names)).miou(), abs=1e-9)
+    infer(deploy_dir, src, tmp_path / "ort", backend="ort")
+    folder = evaluate_folders(tmp_path / "ort" / "labels", gt, names, missing="skip")
+    assert folder["miou"] == pytest.approx(result["miou"]["deployed"], abs=1e-3)

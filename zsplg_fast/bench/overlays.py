@@ -1,0 +1,65 @@
+"""Sample grids for evaluation: image | prediction | ground truth for N samples of a dataset.
+
+``zsplg-fast evaluate --overlays N`` calls :func:`checkpoint_grid`; the label job builds its grid from
+its own outputs with :func:`zsplg_fast.viz.write_grid` (prediction = the zero-shot label).
+Predictions come from :func:`zsplg_fast.bench.segmenter.predict_label`, the evaluation's code path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from zsplg_fast.bench.segmenter import predict_label
+from zsplg_fast.data.sources import Sample
+from zsplg_fast.errors import ConfigError
+from zsplg_fast.viz import GridItem, write_grid
+
+
+def pick(samples: Sequence[Sample], n: int) -> list[Sample]:
+    """``n`` samples spread evenly over ``samples`` (all of them when there are fewer), in order."""
+    if n < 1:
+        raise ConfigError("overlays", n, "need at least one sample", valid=">= 1")
+    if len(samples) <= n:
+        return list(samples)
+    idx = np.linspace(0, len(samples) - 1, n).round().astype(int)
+    return [samples[i] for i in dict.fromkeys(idx.tolist())]
+
+
+def evaluation_grid(
+    model: nn.Module,
+    samples: Sequence[Sample],
+    n: int,
+    path: str | Path,
+    class_names: Sequence[str],
+    palette: np.ndarray | None = None,
+    mode: str = "original",
+    window: int = 321,
+    cell: int = 256,
+) -> Path:
+    """Predict ``n`` of ``samples`` with ``model`` (a DeepLabV3+ or an ``EngineSegmenter``) and write a grid
+    PNG (one row per sample: image, prediction, ground truth when the sample has one). Returns the path."""
+    items = []
+    for s in pick(samples, n):
+        image = s.load_image()
+        items.append(GridItem(image, predict_label(model, image, mode, window), s.load_label(), s.id))
+    return write_grid(path, items, class_names, palette, cell)
+
+
+def checkpoint_grid(
+    checkpoint: str | Path,
+    samples: Sequence[Sample],
+    n: int,
+    path: str | Path,
+    mode: str = "original",
+    window: int = 321,
+) -> Path:
+    """:func:`evaluation_grid` for a saved segmenter checkpoint (class names from the checkpoint)."""
+    from zsplg_fast.models.segmenter import load_checkpoint
+
+    model, ckpt = load_checkpoint(checkpoint)
+    names = ckpt.get("class_names") or [str(i) for i in range(model.config.num_classes)]
+    return evaluation_grid(model, samples, n, path, names, None, mode, window)
