@@ -25,13 +25,19 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def val_samples(tmp_path_factory: pytest.TempPathFactory) -> list:
-    from zsplg_fast.data import open_source
+def ds_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from zsplg_fast.data.synthetic import generate_dataset
 
     out = tmp_path_factory.mktemp("ds") / "ds"
     generate_dataset(out, 8, num_classes=3, seed=1, size=64, val_fraction=0.5)
-    return open_source(f"synthetic:{out}", "val").samples
+    return out
+
+
+@pytest.fixture(scope="module")
+def val_samples(ds_root: Path) -> list:
+    from zsplg_fast.data import open_source
+
+    return open_source(f"synthetic:{ds_root}", "val").samples
 
 
 def test_pick_spreads_evenly() -> None:
@@ -59,3 +65,26 @@ def test_engine_segmenter_matches_the_module(tiny_ckpt: Path, val_samples: list)
     image = val_samples[0].load_image()
     np.testing.assert_array_equal(predict_label(wrapped, image), predict_label(model, image))
     assert predict_label(model, image).shape == image.shape[:2]
+
+
+def test_evaluate_cli_writes_the_grid(tiny_ckpt: Path, ds_root: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from zsplg_fast.cli.main import app
+
+    report = tmp_path / "eval.json"
+    args = [
+        "evaluate",
+        "--checkpoint",
+        str(tiny_ckpt),
+        "--data",
+        f"synthetic:{ds_root}",
+        "--json",
+        str(report),
+    ]
+    result = CliRunner().invoke(app, [*args, "--overlays", "2", "--set", "train.run.device=cpu"])
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "eval.overlays.png") as im:
+        assert im.format == "PNG" and im.size[1] > 2 * 256
+    folder = ["evaluate", "--pred", str(tmp_path), "--gt", str(tmp_path), "--classes", "4", "--overlays", "2"]
+    assert CliRunner().invoke(app, folder).exit_code != 0  # folder mode has no images to draw

@@ -14,6 +14,7 @@ import numpy as np
 from torch import nn
 
 from zsplg_fast.bench.segmenter import predict_label
+from zsplg_fast.config.train import TrainConfig
 from zsplg_fast.data.sources import Sample
 from zsplg_fast.errors import ConfigError
 from zsplg_fast.viz import GridItem, write_grid
@@ -63,3 +64,15 @@ def checkpoint_grid(
     model, ckpt = load_checkpoint(checkpoint)
     names = ckpt.get("class_names") or [str(i) for i in range(model.config.num_classes)]
     return evaluation_grid(model, samples, n, path, names, None, mode, window)
+
+
+def split_grid(cfg: TrainConfig, checkpoint: str | Path, split: str | None, n: int, path: str | Path) -> Path:
+    """The grid ``zsplg-fast evaluate --checkpoint CKPT --overlays N`` writes: ``n`` samples of ``split``
+    (default ``cfg.data.val``) of ``cfg.data.source``, predicted with the evaluation's mode and window."""
+    from zsplg_fast.data import open_source
+
+    name = split or cfg.data.val
+    if cfg.data.source is None or name is None:
+        raise ConfigError("train.data.source", cfg.data.source, "overlays need a dataset and a split")
+    samples = open_source(cfg.data.source, name).samples
+    return checkpoint_grid(checkpoint, samples, n, path, cfg.eval.mode, cfg.eval.window or cfg.data.crop_size)

@@ -155,6 +155,8 @@ def evaluate(
     mode: str = typer.Option(None, "--mode", help="original | sliding_window | center_crop"),
     window: int = typer.Option(None, "--window", help="sliding-window / crop size"),
     json_out: str = typer.Option(None, "--json", help="write the report JSON here"),
+    overlays: int = typer.Option(0, "--overlays", help="grid PNG of N samples: image | prediction | truth"),
+    overlays_out: str = typer.Option(None, "--overlays-out", help="grid path (default: beside --json)"),
     config: str | None = PresetOpt,
     set_: list[str] | None = SetOpt,
 ) -> None:
@@ -164,6 +166,8 @@ def evaluate(
 
     if (pred is None) == (checkpoint is None) or (pred is not None and (gt is None or classes is None)):
         raise typer.BadParameter("give either --pred DIR --gt DIR --classes C, or --checkpoint CKPT")
+    if overlays and pred is not None:
+        raise typer.BadParameter("--overlays needs model mode (--checkpoint): folder mode has no images")
     if pred is not None:
         report = evaluate_folders(pred, gt, resolve_classes(classes), json_out, missing)
         console.print(report_table(report, f"{pred} vs {gt} ({report['images']} images)"))
@@ -180,6 +184,12 @@ def evaluate(
     report = evaluate_split(cfg.train, checkpoint, split, json_out)
     if os.environ.get("RANK", "0") == "0":
         console.print(report_table(report, f"{checkpoint} ({report['mode']}, {report['images']} images)"))
+        if overlays:
+            from zsplg_fast.bench.overlays import split_grid
+
+            where = overlays_out or (str(Path(json_out).with_suffix(".overlays.png")) if json_out else None)
+            path = split_grid(cfg.train, checkpoint, split, overlays, where or "evaluate_overlays.png")
+            console.print(f"overlays: {path}")
 
 
 def register(root: typer.Typer) -> None:
