@@ -19,6 +19,7 @@ within the 3×3 cells around the cell its source position falls in. So:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -183,6 +184,19 @@ def _owner_counts(n_out: int, n_valid: int, ratio: int, n_low: int, device: torc
     return torch.bincount(owner, minlength=n_low).float()
 
 
+def _pool3(x: torch.Tensor, op: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """3×3 neighbourhood reduction (edges replicate) of (K, h, w), as two separable passes of ``op``
+    (several times faster than ``max_pool2d`` on CPUs)."""
+    for dim in (1, 2):
+        n = x.shape[dim]
+        if n < 2:
+            continue
+        a, b = x.narrow(dim, 0, n - 1), x.narrow(dim, 1, n - 1)
+        pair = op(a, b)  # pair[i] = op(x[i], x[i+1])
+        x = op(torch.cat([x.narrow(dim, 0, 1), pair], dim), torch.cat([pair, x.narrow(dim, n - 1, 1)], dim))
+    return x
+
+
 def stability_bounds(
     low: torch.Tensor,
     input_hw: tuple[int, int],
@@ -202,9 +216,7 @@ def stability_bounds(
     rows = _owner_counts(out_hw[0], input_hw[0], ratio, low.shape[1], low.device)
     cols = _owner_counts(out_hw[1], input_hw[1], ratio, low.shape[2], low.device)
     area = rows[:, None] * cols[None, :]  # (h, w) output pixels owned by each cell
-    x = low[:, None]
-    hi3 = F.max_pool2d(x, 3, stride=1, padding=1)[:, 0]
-    lo3 = -F.max_pool2d(-x, 3, stride=1, padding=1)[:, 0]
+    hi3, lo3 = _pool3(low, torch.maximum), -_pool3(-low, torch.maximum)
 
     def count(m: torch.Tensor) -> torch.Tensor:
         return (m.to(area.dtype) * area).flatten(1).sum(1)

@@ -120,6 +120,8 @@ def upsample_logits(
     up = F.interpolate(
         low[:, None, :src_h, :src_w], scale_factor=float(ratio), mode="bilinear", align_corners=False
     )[:, :, :in_h, :in_w]
+    if tuple(out_hw) == (in_h, in_w):  # scale 1: torch's resize would copy every value unchanged
+        return up[:, 0]
     return F.interpolate(up, size=out_hw, mode="bilinear", align_corners=False)[:, 0]
 
 

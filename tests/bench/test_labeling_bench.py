@@ -1,0 +1,45 @@
+"""bench_labeling end to end on tiny models (A vs B): report, fidelity, files written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from zsplg_fast.bench.labeling import LabelBenchConfig, bench_image, bench_labeling
+from zsplg_fast.errors import ConfigError
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_bench_labeling_tiny_a_vs_b(tmp_path: Path) -> None:
+    out = tmp_path / "labeling"
+    cfg = LabelBenchConfig(
+        grids=(4,),
+        images=1,
+        image_hw=(96, 128),
+        sam_variant="tiny",
+        clip_model="ViT-S-32",
+        clip_size=64,
+        variants=("A", "B"),
+        threads=1,
+        out=str(out),
+        colour_fidelity=True,
+    )
+    report = bench_labeling(cfg, log=lambda _m: None)
+    b = report["results"]["4x4"]["B"]
+    assert b["fidelity"]["mean_best_iou"] >= 0.98 and b["fidelity"]["count_ratio"] == 1.0
+    assert b["fidelity"]["clip_feature_cosine_min"] > 0.9999
+    assert {"encoder", "decoder", "clip", "pool"} <= set(b["stages_s"])
+    assert report["results"]["4x4"]["A"]["speedup_vs_A"] == 1.0
+    assert all(r["mean_best_iou"] >= 0.98 for r in report["colour_sam_fidelity"])
+    assert json.loads(out.with_suffix(".json").read_text())["settings"]["torch_threads"] == 1
+    md = out.with_suffix(".md").read_text()
+    assert "| 4x4 | B |" in md and "colour SAM" in md
+
+
+def test_bench_config_errors_and_images() -> None:
+    with pytest.raises(ConfigError, match="variants"):
+        bench_labeling(LabelBenchConfig(variants=("B",), out=None), log=lambda _m: None)
+    a, b = bench_image(40, 60, seed=1), bench_image(40, 60, seed=1)
+    assert a.shape == (40, 60, 3) and a.dtype.name == "uint8" and (a == b).all()

@@ -1,0 +1,304 @@
+"""``bench_labeling``: end-to-end labeling, upstream (A) vs ours on torch (B), ORT (C), ORT INT8 (D).
+
+One run, same images and weights for every variant, side by side per image (these machines are
+noisy: compare ratios). Per grid and variant it reports seconds per image by stage, images/s, peak
+RSS, the ratio to A, and mask fidelity to A (mean best IoU of A's masks among ours, count ratio, CLIP
+feature cosine). Random weights give image-wide noisy masks that NMS folds into very few, so a second,
+structured-mask fidelity check runs the same AMG code on the colour SAM (``synthetic_sam``).
+
+``zsplg-fast bench labeling`` (CLI owned elsewhere) and ``bench/labeling.py`` both call
+:func:`bench_labeling` with a :class:`LabelBenchConfig`; results go to ``<out>.json`` and ``<out>.md``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from zsplg_fast.bench.labeling_pipelines import (
+    EnginePipeline,
+    UpstreamPipeline,
+    build_models,
+    export_engines,
+    fidelity,
+    ort_engines,
+    torch_engines,
+)
+from zsplg_fast.bench.machine import library_versions, machine_info, runtime_settings
+from zsplg_fast.bench.timing import peak_rss_mib, reset_peak_rss
+from zsplg_fast.config.labeling import AmgConfig
+from zsplg_fast.errors import ConfigError
+from zsplg_fast.utils.io import atomic_write_json, atomic_write_text
+
+VARIANTS = {
+    "A": "upstream SamAutomaticMaskGenerator + eager DenseClip (PyTorch)",
+    "B": "ours: MaskGenerator on TorchEngines (spec modules, eager fp32)",
+    "C": "ours: MaskGenerator on OrtEngines (CPU, fp32)",
+    "D": "ours: MaskGenerator on OrtEngines with quantize_dynamic INT8 artifacts",
+}
+
+
+@dataclass
+class LabelBenchConfig:
+    """What to run. ``precision="int8"`` adds variant D. Thresholds default to 0 so random weights keep
+    their masks; ``points_per_batch`` is upstream's (A) and ours (``prompt_batch``) unless set."""
+
+    grids: tuple[int, ...] = (16, 32)
+    images: int = 2
+    image_hw: tuple[int, int] = (768, 1024)
+    precision: str = "fp32"
+    sam_variant: str = "vit_b"
+    clip_model: str = "ViT-B-16"
+    clip_size: int = 448
+    pred_iou_thresh: float = 0.0
+    stability_score_thresh: float = 0.0
+    points_per_batch: int = 64
+    prompt_batch: int | None = None
+    threads: int | None = None
+    export_dir: str | None = None
+    colour_fidelity: bool = True
+    seed: int = 0
+    out: str | None = "bench/results/labeling_cpu"
+    note: str = ""
+    variants: tuple[str, ...] = field(default=("A", "B", "C"))
+
+
+def bench_image(h: int, w: int, seed: int) -> np.ndarray:
+    """A synthetic (h, w, 3) uint8 scene: gradient background, flat discs and boxes, mild noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    img = (rng.random(3) * 255 * (0.6 + 0.4 * (yy / h)[..., None])).astype(np.float32)
+    img = np.broadcast_to(img, (h, w, 3)).copy()
+    for _ in range(14):
+        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        r = rng.uniform(min(h, w) / 14, min(h, w) / 3)
+        shape = (
+            (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+            if rng.random() < 0.5
+            else (abs(yy - cy) < r) & (abs(xx - cx) < 0.6 * r)
+        )
+        img[shape] = rng.integers(0, 256, 3)
+    return np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+
+
+def _amg_kwargs(cfg: LabelBenchConfig, grid: int) -> dict[str, Any]:
+    return {
+        "points_per_side": grid,
+        "points_per_batch": cfg.points_per_batch,
+        "pred_iou_thresh": cfg.pred_iou_thresh,
+        "stability_score_thresh": cfg.stability_score_thresh,
+    }
+
+
+def _summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    secs = [r["seconds"] for r in runs]
+    stages = sorted({k for r in runs for k in r["stages"]})
+    out: dict[str, Any] = {
+        "seconds_per_image": round(statistics.median(secs), 3),
+        "images_per_s": round(1.0 / statistics.median(secs), 5),
+        "stages_s": {k: round(statistics.mean(r["stages"].get(k, 0.0) for r in runs), 3) for k in stages},
+        "peak_rss_mib": round(max(r["peak_rss_mib"] for r in runs), 1),
+        "runs_s": [round(s, 3) for s in secs],
+    }
+    if "fidelity" in runs[0]:
+        fid = [r["fidelity"] for r in runs]
+        out["fidelity"] = {k: round(statistics.mean(f[k] for f in fid), 5) for k in fid[0]}
+    return out
+
+
+def _run(pipe: Callable[[np.ndarray], Any], image: np.ndarray) -> tuple[Any, dict[str, Any]]:
+    reset_peak_rss()
+    t0 = time.perf_counter()
+    res = pipe(image)
+    return res, {"seconds": time.perf_counter() - t0, "stages": res.stages, "peak_rss_mib": peak_rss_mib()}
+
+
+def _colour_fidelity(cfg: LabelBenchConfig, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Structured masks: upstream vs ours on the colour SAM (same AMG code paths, no learned weights)."""
+    from segment_anything import SamAutomaticMaskGenerator
+
+    from zsplg_fast.bench.labeling_pipelines import best_iou
+    from zsplg_fast.bench.synthetic_sam import build_colour_sam, sam_module_engines
+    from zsplg_fast.labeling.amg import MaskGenerator
+
+    sam = build_colour_sam(1024)
+    enc, dec = sam_module_engines(sam)
+    image = bench_image(*cfg.image_hw, seed=cfg.seed + 100)
+    rows = []
+    cases = [(g, 0.0, 0.0) for g in cfg.grids] + [(cfg.grids[0], 0.5, 0.8)]
+    for grid, iou_t, stab_t in cases:
+        kw = {"points_per_side": grid, "pred_iou_thresh": iou_t, "stability_score_thresh": stab_t}
+        t0 = time.perf_counter()
+        ref = SamAutomaticMaskGenerator(sam, **kw).generate(image)
+        t_ref = time.perf_counter() - t0
+        gen = MaskGenerator(enc, dec, AmgConfig(**kw), prompt_batch=cfg.prompt_batch)
+        t0 = time.perf_counter()
+        ours = gen.generate_tensors(image)
+        t_ours = time.perf_counter() - t0
+        ref_m = (
+            torch.from_numpy(np.stack([r["segmentation"] for r in ref]))
+            if ref
+            else torch.zeros((0, *cfg.image_hw), dtype=torch.bool)
+        )
+        row = {
+            **kw,
+            "masks_upstream": len(ref),
+            "masks_ours": len(ours),
+            "mean_best_iou": round(best_iou(ref_m, ours.masks.cpu()), 5),
+            "count_ratio": round(len(ours) / max(1, len(ref)), 4),
+            "upstream_s": round(t_ref, 2),
+            "ours_s": round(t_ours, 2),
+            "ours_stages_s": {k: round(v, 3) for k, v in gen.timings.items()},
+            "stability_decided_at_full_res": gen.unsure_stability,
+        }
+        log(f"colour SAM {row}")
+        rows.append(row)
+    return rows
+
+
+def bench_labeling(cfg: LabelBenchConfig | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the benchmark; write ``cfg.out``.json/.md (unless ``out`` is None) and return the report."""
+    cfg = cfg or LabelBenchConfig()
+    variants = tuple(dict.fromkeys((*cfg.variants, *(("D",) if cfg.precision == "int8" else ()))))
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad or "A" not in variants:
+        raise ConfigError("bench.variants", variants, "must include A; known: A, B, C, D", valid="A,B,C,D")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    threads = torch.get_num_threads()
+    log(f"building {cfg.sam_variant} + {cfg.clip_model} (random weights, seed {cfg.seed})")
+    models = build_models(cfg.sam_variant, cfg.clip_model, cfg.clip_size, cfg.seed)
+    engines: dict[str, tuple[Any, Any, Any]] = {}
+    export_s = None
+    if "B" in variants:
+        engines["B"] = torch_engines(models)
+    if {"C", "D"} & set(variants):
+        tmp = None if cfg.export_dir else tempfile.TemporaryDirectory(prefix="zsplg-bench-")
+        where = Path(cfg.export_dir or tmp.name)  # type: ignore[union-attr]
+        t0 = time.perf_counter()
+        paths = export_engines(models, where, int8="D" in variants)
+        export_s = round(time.perf_counter() - t0, 1)
+        log(f"exported ONNX artifacts to {where} in {export_s} s")
+        if "C" in variants:
+            engines["C"] = ort_engines(paths, threads=threads)
+        if "D" in variants:
+            engines["D"] = ort_engines(paths, ".int8", threads=threads)
+    images = [bench_image(*cfg.image_hw, seed=cfg.seed + i) for i in range(cfg.images)]
+    load0 = _loadavg()
+    results: dict[str, Any] = {}
+    for grid in cfg.grids:
+        amg = _amg_kwargs(cfg, grid)
+        pipes: dict[str, Any] = {"A": UpstreamPipeline(models, amg)}
+        amg_cfg = AmgConfig(**amg)
+        for v in variants:
+            if v != "A":
+                pipes[v] = EnginePipeline(*engines[v], models, amg_cfg, prompt_batch=cfg.prompt_batch)
+        warm = bench_image(256, 320, seed=999)
+        for name, pipe in pipes.items():  # first calls pay lazy init (ORT: 12-15 s)
+            if name != "A":
+                pipe(warm)
+        runs: dict[str, list[dict[str, Any]]] = {v: [] for v in pipes}
+        for i, image in enumerate(images):
+            ref, rec = _run(pipes["A"], image)
+            runs["A"].append(rec)
+            log(f"grid {grid} image {i} A: {rec['seconds']:.1f} s, {len(ref.masks)} masks")
+            for v in pipes:
+                if v == "A":
+                    continue
+                res, rec = _run(pipes[v], image)
+                rec["fidelity"] = fidelity(ref, res)
+                runs[v].append(rec)
+                log(f"grid {grid} image {i} {v}: {rec['seconds']:.1f} s, {rec['fidelity']}")
+        summary = {v: _summarise(r) for v, r in runs.items()}
+        for v in summary:
+            summary[v]["speedup_vs_A"] = round(
+                summary["A"]["seconds_per_image"] / summary[v]["seconds_per_image"], 2
+            )
+        results[f"{grid}x{grid}"] = summary
+    report: dict[str, Any] = {
+        "benchmark": "labeling",
+        "config": asdict(cfg),
+        "variants": {v: VARIANTS[v] for v in variants},
+        "machine": machine_info(),
+        "libraries": library_versions(),
+        "settings": runtime_settings(ort_threads=threads),
+        "load_average_start_end": [load0, _loadavg()],
+        "export_s": export_s,
+        "results": results,
+        "colour_sam_fidelity": _colour_fidelity(cfg, log) if cfg.colour_fidelity else None,
+    }
+    if cfg.out:
+        atomic_write_json(Path(f"{cfg.out}.json"), report)
+        atomic_write_text(Path(f"{cfg.out}.md"), render_markdown(report))
+        log(f"wrote {cfg.out}.json and {cfg.out}.md")
+    return report
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(float(x), 2) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return None
+
+
+def _row(cells: list[Any]) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The report as markdown tables: one row per grid and variant, then the colour-SAM fidelity."""
+    m, s, c = report["machine"], report["settings"], report["config"]
+    lines = [
+        f"# Labeling benchmark ({c['sam_variant']} + {c['clip_model']}, random weights)",
+        "",
+        f"Machine: {m['cpu']}, {m['usable_cores']} usable cores, {m['memory_gib']} GiB; GPU: {m['gpu']}.",
+        f"Allocator: {s['malloc']}. torch threads {s['torch_threads']}, "
+        f"ORT intra-op {s['ort_intra_op_threads']}, nice {s['nice']}. "
+        f"Load average at start/end: {report['load_average_start_end']}.",
+        f"Image {tuple(c['image_hw'])}, {c['images']} images; thresholds pred_iou {c['pred_iou_thresh']}, "
+        f"stability {c['stability_score_thresh']}. {c.get('note') or ''}",
+        "",
+        _row(
+            [
+                "grid",
+                "variant",
+                "s/image",
+                "images/s",
+                "× vs A",
+                "peak RSS MiB",
+                "mean best IoU",
+                "count ratio",
+            ]
+        )[:-1]
+        + "| stages (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for grid, summary in report["results"].items():
+        for v, r in summary.items():
+            f = r.get("fidelity", {})
+            stages = ", ".join(f"{k} {t}" for k, t in r["stages_s"].items())
+            cells = [grid, v, r["seconds_per_image"], r["images_per_s"], r["speedup_vs_A"], r["peak_rss_mib"]]
+            lines.append(_row([*cells, f.get("mean_best_iou", "—"), f.get("count_ratio", "—"), stages]))
+    lines += ["", "Variants: " + "; ".join(f"**{k}** {d}" for k, d in report["variants"].items()), ""]
+    rows = report.get("colour_sam_fidelity")
+    if rows:
+        head = ["grid", "pred_iou / stability thr", "masks upstream", "masks ours", "mean best IoU"]
+        lines += [
+            "## Structured-mask fidelity (colour SAM, same AMG code paths)",
+            "",
+            _row([*head, "upstream s", "ours s"]),
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            thr = f"{r['pred_iou_thresh']} / {r['stability_score_thresh']}"
+            cells = [r["points_per_side"], thr, r["masks_upstream"], r["masks_ours"], r["mean_best_iou"]]
+            lines.append(_row([*cells, r["upstream_s"], r["ours_s"]]))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,262 @@
+"""The labeling pipelines the benchmarks compare, built on one set of (random) weights.
+
+- **A** (:class:`UpstreamPipeline`): segment-anything's ``SamAutomaticMaskGenerator`` on the ``Sam``
+  module, plus GEM dense CLIP features in eager PyTorch.
+- **B/C/D** (:class:`EnginePipeline`): our :class:`~zsplg_fast.labeling.amg.MaskGenerator` on
+  ``sam_encoder`` + ``sam_decoder_batched`` engines and a ``clip_dense`` engine (torch, onnxruntime,
+  onnxruntime INT8).
+
+Both name masks the same way: :func:`~zsplg_fast.labeling.pooling.pool_masks` of the dense features.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from zsplg_fast.config.labeling import AmgConfig
+from zsplg_fast.labeling.amg import MaskGenerator
+from zsplg_fast.labeling.classify import clip_preprocess
+from zsplg_fast.labeling.pooling import pool_masks
+
+
+@dataclass
+class PipelineResult:
+    """One image: ``masks`` (K, H, W) bool (CPU), ``pooled`` (K, D) float32, ``features`` (D, h, w)
+    float32 (CPU), ``stages``: seconds per stage."""
+
+    masks: torch.Tensor
+    pooled: torch.Tensor
+    features: torch.Tensor
+    stages: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Models:
+    """The weights every variant shares: a ``Sam``, an open_clip bundle and the GEM dense module."""
+
+    sam: Any
+    clip: Any
+    dense: torch.nn.Module
+    clip_size: int
+
+
+def build_models(
+    sam_variant: str = "vit_b", clip_model: str = "ViT-B-16", clip_size: int = 448, seed: int = 0
+) -> Models:
+    """Random-init (seeded) SAM and CLIP, as the benchmarks use; warnings about random weights are muted."""
+    import warnings
+
+    from zsplg_fast.config.models import ClipConfig
+    from zsplg_fast.models import DenseClip, build_clip, build_sam
+
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sam = build_sam(sam_variant)
+        clip = build_clip(clip_model)
+    return Models(sam, clip, DenseClip.from_bundle(clip, ClipConfig(model=clip_model)), clip_size)
+
+
+def _timed(stages: dict[str, float], name: str, sync: Callable[[], None]) -> Any:
+    class _T:
+        def __enter__(self) -> None:
+            sync()
+            self.t0 = time.perf_counter()
+
+        def __exit__(self, *exc: object) -> None:
+            sync()
+            stages[name] = stages.get(name, 0.0) + time.perf_counter() - self.t0
+
+    return _T()
+
+
+def _sync_for(device: torch.device) -> Callable[[], None]:
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+class UpstreamPipeline:
+    """A: ``SamAutomaticMaskGenerator`` (binary masks) + eager DenseClip + ``pool_masks``.
+
+    ``amg`` holds upstream's keyword arguments (AmgConfig fields). The encoder time (``set_image``) is
+    reported apart from the rest of AMG.
+    """
+
+    def __init__(
+        self, models: Models, amg: Mapping[str, Any], device: str = "cpu", autocast: str = "fp32"
+    ) -> None:
+        from segment_anything import SamAutomaticMaskGenerator
+
+        self.device = torch.device(device)
+        self.models = models
+        models.sam.to(self.device)
+        models.dense.to(self.device)
+        self.gen = SamAutomaticMaskGenerator(models.sam, output_mode="binary_mask", **dict(amg))
+        self.autocast = autocast
+        self.stages: dict[str, float] = {}
+        predictor = self.gen.predictor
+        original = predictor.set_image
+        sync = _sync_for(self.device)
+
+        def timed_set_image(*a: Any, **k: Any) -> None:
+            with _timed(self.stages, "encoder", sync):
+                original(*a, **k)
+
+        predictor.set_image = timed_set_image  # type: ignore[method-assign]
+
+    def _autocast(self) -> Any:
+        from contextlib import nullcontext
+
+        dt = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.autocast)
+        return torch.autocast(self.device.type, dtype=dt) if dt else nullcontext()
+
+    @torch.inference_mode()
+    def __call__(self, image: np.ndarray) -> PipelineResult:
+        self.stages = {}
+        sync = _sync_for(self.device)
+        t0 = time.perf_counter()
+        with self._autocast():
+            records = self.gen.generate(image)
+        sync()
+        self.stages["amg_other"] = time.perf_counter() - t0 - self.stages.get("encoder", 0.0)
+        h, w = image.shape[:2]
+        masks = (
+            torch.from_numpy(np.stack([r["segmentation"] for r in records]))
+            if records
+            else torch.zeros((0, h, w), dtype=torch.bool)
+        )
+        clip = self.models.clip
+        with _timed(self.stages, "clip", sync), self._autocast():
+            x = clip_preprocess(image, self.models.clip_size, clip.mean, clip.std, self.device)
+            feats = self.models.dense(x)[0].float()
+        with _timed(self.stages, "pool", sync):
+            pooled = pool_masks(masks.to(self.device), feats)
+        return PipelineResult(masks, pooled.cpu(), feats.cpu(), dict(self.stages))
+
+
+class EnginePipeline:
+    """B/C/D: our MaskGenerator on engines + a ``clip_dense`` engine + ``pool_masks``."""
+
+    def __init__(
+        self, encoder: Any, decoder: Any, clip_dense: Any, models: Models, cfg: AmgConfig, **amg: Any
+    ) -> None:
+        self.gen = MaskGenerator(encoder, decoder, cfg, **amg)
+        self.clip_dense = clip_dense
+        self.models = models
+        self.device = self.gen.device
+
+    @torch.inference_mode()
+    def __call__(self, image: np.ndarray) -> PipelineResult:
+        sync = _sync_for(self.device)
+        result = self.gen.generate_tensors(image)
+        stages = dict(self.gen.timings)
+        clip = self.models.clip
+        with _timed(stages, "clip", sync):
+            x = clip_preprocess(image, self.models.clip_size, clip.mean, clip.std, self.device)
+            feed = x if self.device.type == "cuda" else x.numpy()
+            feats = torch.as_tensor(self.clip_dense({"image": feed})["features"]).to(self.device)[0].float()
+        with _timed(stages, "pool", sync):
+            pooled = pool_masks(result.masks, feats)
+        return PipelineResult(result.masks.cpu(), pooled.cpu(), feats.cpu(), stages)
+
+
+def torch_engines(
+    models: Models, device: str = "cpu", autocast: str = "fp32", compile: bool = False
+) -> tuple[Any, Any, Any]:
+    """(sam_encoder, sam_decoder_batched, clip_dense) TorchEngines from the export specs' modules."""
+    from zsplg_fast.engines.torch_engine import TorchEngine
+    from zsplg_fast.export.specs import get_spec
+
+    preps = (
+        get_spec("sam_encoder").bind(models.sam, validation_batches=(1,)),
+        get_spec("sam_decoder_batched").bind(models.sam),
+        get_spec("clip_dense").bind(models.clip, **_clip_options(models)),
+    )
+    return tuple(  # type: ignore[return-value]
+        TorchEngine(
+            p.module, p.inputs, p.outputs, device=device, autocast=autocast, compile=compile, name=p.name
+        )
+        for p in preps
+    )
+
+
+def _clip_options(models: Models) -> dict[str, Any]:
+    d = models.dense
+    return {
+        "image_size": models.clip_size,
+        "gem_depth": d.gem_depth,
+        "gem_temperature": d.gem_temperature,
+        "gem_iters": d.gem_iters,
+        "validation_batches": (1, 3),
+    }
+
+
+def export_engines(models: Models, out_dir: str | Path, int8: bool = False) -> dict[str, Path]:
+    """Export the three artifacts to ``out_dir`` (ONNX + sidecars, validated); with ``int8`` also their
+    ``quantize_dynamic`` variants. Returns name → path (``<name>.int8`` keys for INT8)."""
+    from zsplg_fast.export.onnx import export_onnx
+    from zsplg_fast.export.quantize import quantize_artifact
+    from zsplg_fast.export.specs import get_spec
+
+    out = Path(out_dir)
+    paths: dict[str, Path] = {}
+    jobs = (
+        ("sam_encoder", models.sam, {"validation_batches": (1,)}),
+        ("sam_decoder_batched", models.sam, {}),
+        ("clip_dense", models.clip, _clip_options(models)),
+    )
+    for name, model, opts in jobs:
+        art = export_onnx(
+            get_spec(name).bind(model, **opts), out, force=True, source={"weights": "random-init"}
+        )
+        paths[name] = Path(art.path)
+        if int8:
+            paths[f"{name}.int8"] = Path(quantize_artifact(art.path, force=True).path)
+    return paths
+
+
+def ort_engines(
+    paths: Mapping[str, Path], suffix: str = "", threads: int | None = None
+) -> tuple[Any, Any, Any]:
+    """(encoder, decoder, clip_dense) OrtEngines on the CPU provider."""
+    from zsplg_fast.engines.ort import OrtEngine
+
+    names = ("sam_encoder", "sam_decoder_batched", "clip_dense")
+    return tuple(OrtEngine(paths[n + suffix], intra_op_threads=threads) for n in names)  # type: ignore[return-value]
+
+
+def best_iou(ref: torch.Tensor, ours: torch.Tensor) -> float:
+    """Mean over ``ref`` masks (K, H, W) bool of the best IoU with any of ``ours`` (two empty masks: 1)."""
+    if len(ref) == 0:
+        return 1.0 if len(ours) == 0 else 0.0
+    if len(ours) == 0:
+        return 0.0
+    a, b = ref.flatten(1).float(), ours.flatten(1).float()
+    best = []
+    for i in range(0, len(a), 256):
+        inter = a[i : i + 256] @ b.T
+        union = a[i : i + 256].sum(1, keepdim=True) + b.sum(1)[None] - inter
+        iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(inter))
+        best.append(iou.max(1).values)
+    return float(torch.cat(best).mean())
+
+
+def fidelity(ref: PipelineResult, ours: PipelineResult) -> dict[str, float]:
+    """Mask fidelity of ``ours`` to ``ref``: mean best IoU (both ways), count ratio, feature cosine."""
+    cos = torch.nn.functional.cosine_similarity(ref.features.flatten(1), ours.features.flatten(1), dim=0)
+    return {
+        "mean_best_iou": round(best_iou(ref.masks, ours.masks), 5),
+        "mean_best_iou_reverse": round(best_iou(ours.masks, ref.masks), 5),
+        "masks_ref": len(ref.masks),
+        "masks_ours": len(ours.masks),
+        "count_ratio": round(len(ours.masks) / max(1, len(ref.masks)), 4),
+        "clip_feature_cosine_min": round(float(cos.min()), 6),
+    }
