@@ -144,7 +144,7 @@ def latency_one(name: str, out: Path, reps: int, threads: int) -> dict[str, Any]
     from zsplg_fast.engines.base import load_engine
 
     path = out / f"{name}.onnx"
-    ort_engine = load_engine(path, intra_op_threads=threads)
+    ort_engine = load_engine(path, intra_op_threads=threads, session_options={"enable_cpu_mem_arena": False})
     torch_engine = load_engine(path, backend="torch")
     feeds = feeds_for(ort_engine, LATENCY[name])
     ort_engine(feeds)  # onnxruntime's first 1-2 runs are slow (shared notes): one extra warm-up
@@ -185,6 +185,7 @@ def machine(threads: int) -> dict[str, Any]:
         "python": platform.python_version(),
         "torch_threads": threads,
         "ort_intra_op_threads": threads,
+        "ort_session_options": {"enable_cpu_mem_arena": False, "graph_optimization_level": "all"},
         "malloc": {k: os.environ.get(k, "glibc default") for k in MALLOC},
         "versions": library_versions(),
         "weights": "random (seeded); latency does not depend on them",
@@ -198,7 +199,8 @@ def write_md(result: dict[str, Any], path: Path) -> None:
         "",
         f"Machine: {m['cpu']}, {m['cores']} vCPUs (shared; load average at start "
         f"{m['load_average_at_start'][0]:.1f}), "
-        f"torch threads {m['torch_threads']}, ORT intra-op threads {m['ort_intra_op_threads']}; "
+        f"torch threads {m['torch_threads']}, ORT intra-op threads {m['ort_intra_op_threads']} "
+        f"(ORT CPU arena off: both allocate through the same malloc, or the pair does not fit in memory); "
         f"malloc {m['malloc']}. Versions: {m['versions']}. Weights: {m['weights']}.",
         "",
         f"`zsplg-fast export all` (vit_b SAM, ViT-B-16 CLIP at 448, DeepLabV3+ R50, VOC text embeddings): "

@@ -80,6 +80,8 @@ class OrtEngine:
         intra_op_threads / inter_op_threads: onnxruntime thread pools (None = its default).
         optimization: graph optimisation level, one of disable / basic / extended / all.
         device_id: CUDA device for the GPU providers and IOBinding.
+        session_options: other ``onnxruntime.SessionOptions`` attributes, e.g.
+            ``{"enable_cpu_mem_arena": False}`` (allocate through malloc, sharing freed memory with torch).
     Raises:
         MissingDependencyError: a provider the installed onnxruntime does not offer.
         ProviderFallbackError: the session silently fell back from an asked provider.
@@ -96,6 +98,7 @@ class OrtEngine:
         inter_op_threads: int | None = None,
         optimization: str = "all",
         device_id: int = 0,
+        session_options: Mapping[str, Any] | None = None,
     ) -> None:
         ort = _ort()
         self.path = Path(path)
@@ -113,6 +116,10 @@ class OrtEngine:
             opts.intra_op_num_threads = int(intra_op_threads)
         if inter_op_threads:
             opts.inter_op_num_threads = int(inter_op_threads)
+        for key, value in (session_options or {}).items():
+            if not hasattr(opts, key):
+                raise ConfigError("session_options", key, "not an onnxruntime.SessionOptions attribute")
+            setattr(opts, key, value)
         levels = ort.GraphOptimizationLevel
         opts.graph_optimization_level = {
             "disable": levels.ORT_DISABLE_ALL,
