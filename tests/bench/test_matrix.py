@@ -114,32 +114,3 @@ def test_skip_and_failing_cells_do_not_stop_the_run(
     assert "failed [" in markdown(report)
     with pytest.raises(OutputExistsError):  # the results folder is not reused without force
         run_bench(cfg)
-
-
-def test_cli_bench_torch_only(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from zsplg_fast.cli.main import app
-
-    out = tmp_path / "cli"
-    args = ["bench", "--components", "segmenter", "--backends", "torch,trt_fp32", "--segmenter", "tiny"]
-    args += [
-        "--segmenter-sizes",
-        "64",
-        "--budget-s",
-        "0.05",
-        "--max-iters",
-        "2",
-        "--threads",
-        "1",
-        "--out",
-        str(out),
-    ]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
-    report = json.loads((out / "bench.json").read_text())
-    assert check_report(report) == []
-    assert [c["status"] for c in report["cells"]] == ["ok", "unavailable"] or availability(["trt_fp32"])[
-        "trt_fp32"
-    ] is None
-    assert (out / "bench.md").is_file() and (out / "bench.png").is_file()

@@ -73,14 +73,37 @@ def test_int8_needs_calibration_data(deploy_config: Callable[..., Any], tmp_path
         deploy(deploy_config(tmp_path / "x", calib=None))
 
 
-def test_fp16_keeps_fp32_io_and_accuracy(deploy_config: Callable[..., Any], tmp_path: Path) -> None:
-    out = tmp_path / "seg-fp16"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = deploy(deploy_config(out, precision="fp16", calib=None, max_miou_drop=0.5))
+def test_cli_deploy_fp16_keeps_fp32_io_and_accuracy(
+    trained_ckpt: Path, shapes_ds: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from zsplg_fast.cli.main import app
+
+    out = tmp_path / "cli-fp16"
+    ds = f"synthetic:{shapes_ds}"
+    args = [
+        "deploy",
+        "--checkpoint",
+        str(trained_ckpt),
+        "--precision",
+        "fp16",
+        "--val",
+        ds,
+        "--max-miou-drop",
+        "0.5",
+    ]
+    args += ["--latency-size", "64", "--threads", "1", "--out", str(out), "--set", "deploy.exporter=legacy"]
+    args += ["--set", "deploy.latency_budget_s=0.1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "mIoU drop" in result.output
+    side = json.loads((out / "model.json").read_text())
+    assert side["precision"] == "fp16" and side["deploy"]["miou"]["images"] == 12
+    assert abs(side["deploy"]["miou"]["drop_points"]) <= 0.5
+    assert side["deploy"]["conversion"]["keep_io_types"]
     model = onnx.load(str(out / "model.onnx"))
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
-    assert abs(result["miou"]["drop_points"]) <= 0.5
     assert "trtexec --onnx=model.onnx --fp16" in (out / "README.md").read_text()

@@ -103,3 +103,17 @@ def test_predictions_match_evaluate(
     infer(deploy_dir, src, tmp_path / "ort", backend="ort")
     folder = evaluate_folders(tmp_path / "ort" / "labels", gt, names, missing="skip")
     assert folder["miou"] == pytest.approx(result["miou"]["deployed"], abs=1e-3)
+
+
+def test_cli_infer(int8_deploy: tuple[Path, dict], images: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from zsplg_fast.cli.main import app
+
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(
+        app, ["infer", str(int8_deploy[0]), "--input", str(images), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "12 of 14 images" in result.output and "2 images skipped" in result.output
+    assert len(list((out / "labels").rglob("*.png"))) == 12 and not (out / "overlays").exists()

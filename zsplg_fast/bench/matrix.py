@@ -9,6 +9,7 @@ is rewritten after every cell, so a long run that dies keeps what it measured.
 from __future__ import annotations
 
 import gc
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -32,7 +33,8 @@ Progress = Callable[[str, str, str], None]  # (case, backend, status)
 class Cell:
     """One component case on one backend. ``timing``: device-resident on CUDA, else the only one;
     ``timing_with_copies``: CUDA only, host arrays in and out. ``setup_s``: engine construction,
-    including the export / quantization / plan build on first use."""
+    including the export / quantization / plan build on first use. ``load_avg_1m``: the machine's
+    1-minute load average when the cell finished (other work on a shared machine slows every cell)."""
 
     component: str
     case: str
@@ -46,6 +48,7 @@ class Cell:
     timing: dict[str, Any] | None = None
     timing_with_copies: dict[str, Any] | None = None
     notes: str = ""
+    load_avg_1m: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -128,7 +131,16 @@ def run_cell(case: Case, backend: str, ctx: BenchContext, reason: str | None) ->
         cell.timing = cell.timing_with_copies = None
     finally:
         gc.collect()
+        cell.load_avg_1m = load_average()
     return cell
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (None where the OS has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def _ordered(components: list[str]) -> list[str]:
@@ -180,7 +192,7 @@ def run_bench(cfg: Config, progress: Progress | None = None) -> dict[str, Any]:
         "artifacts": str(ctx.artifacts),
         "machine": machine_info(),
         "versions": library_versions(),
-        "runtime": runtime_settings(b.threads),
+        "runtime": {**runtime_settings(b.threads), "load_avg_1m_start": load_average()},
         "backends": [
             {
                 "name": n,
@@ -215,6 +227,7 @@ def run_bench(cfg: Config, progress: Progress | None = None) -> dict[str, Any]:
         if i + 1 == len(components) or FAMILY[components[i + 1]] != FAMILY[comp]:
             ctx.release()
     report["complete"] = True
+    report["runtime"]["load_avg_1m_end"] = load_average()
     report["models"] = ctx.weights()
     report["elapsed_s"] = round(time.perf_counter() - started, 1)
     write_json(out / "bench.json", report)

@@ -127,6 +127,16 @@ def _weights_line(report: Mapping[str, Any]) -> str:
     return "; ".join(parts) or "none built"
 
 
+def _load_line(report: Mapping[str, Any]) -> str:
+    r = report["runtime"]
+    loads = [c["load_avg_1m"] for c in report["cells"] if c.get("load_avg_1m") is not None]
+    cells = f"{min(loads):.1f}–{max(loads):.1f} over the cells" if loads else "not recorded per cell"
+    return (
+        f"start {r.get('load_avg_1m_start')}, end {r.get('load_avg_1m_end')}, {cells} "
+        f"({report['machine'].get('usable_cores')} usable cores; above that, other processes share them)"
+    )
+
+
 def header_lines(report: Mapping[str, Any]) -> list[str]:
     """Machine, software, settings and weights, one bullet each."""
     m, v, r = report["machine"], report["versions"], report["runtime"]
@@ -143,6 +153,7 @@ def header_lines(report: Mapping[str, Any]) -> list[str]:
         f"- **Allocator / threads**: {r['malloc']}; torch threads {r['torch_threads']}, "
         f"onnxruntime intra-op threads: {r['ort_intra_op_threads']}; nice {r.get('nice')}; "
         f"env {r.get('env')}",
+        f"- **Machine load** (1-min load average): {_load_line(report)}",
         f"- **Method**: {b['warmup']} warm-up run(s), then timed runs until {b['budget_s']} s or "
         f"{b['max_iters']} runs (at least {b['min_iters']}); CUDA timings synchronised; medians (p90)",
         f"- **Weights**: {_weights_line(report)} — latency does not depend on weights",
