@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--clip", default="ViT-B-16")
     ap.add_argument("--clip-size", type=int, default=448)
     ap.add_argument("--threads", type=int, default=None, help="torch and ORT threads (default: all cores)")
-    ap.add_argument("--prompt-batch", type=int, default=None, help="ours; default memory-aware")
+    ap.add_argument("--prompt-batch", type=int, default=32, help="ours; 0 = memory-aware default")
     ap.add_argument("--export-dir", default=None, help="where ONNX artifacts go (default: a temp dir)")
     ap.add_argument("--no-colour-fidelity", action="store_true")
     ap.add_argument("--out", default="bench/results/labeling_cpu")
@@ -52,7 +52,7 @@ def main() -> None:
         sam_variant=args.sam,
         clip_model=args.clip,
         clip_size=args.clip_size,
-        prompt_batch=args.prompt_batch,
+        prompt_batch=args.prompt_batch or None,
         threads=args.threads,
         export_dir=args.export_dir,
         colour_fidelity=not args.no_colour_fidelity,

@@ -49,7 +49,7 @@ VARIANTS = {
 @dataclass
 class LabelBenchConfig:
     """What to run. ``precision="int8"`` adds variant D. Thresholds default to 0 so random weights keep
-    their masks; ``points_per_batch`` is upstream's (A) and ours (``prompt_batch``) unless set."""
+    their masks. ``points_per_batch`` is upstream's (A); ``prompt_batch`` ours (None = memory-aware)."""
 
     grids: tuple[int, ...] = (16, 32)
     images: int = 2
@@ -61,7 +61,7 @@ class LabelBenchConfig:
     pred_iou_thresh: float = 0.0
     stability_score_thresh: float = 0.0
     points_per_batch: int = 64
-    prompt_batch: int | None = None
+    prompt_batch: int | None = 32  # ours; bounded so ORT arenas and tuned malloc stay small on CPU hosts
     threads: int | None = None
     export_dir: str | None = None
     colour_fidelity: bool = True
@@ -223,7 +223,23 @@ def bench_labeling(cfg: LabelBenchConfig | None = None, log: Callable[[str], Non
                 summary["A"]["seconds_per_image"] / summary[v]["seconds_per_image"], 2
             )
         results[f"{grid}x{grid}"] = summary
-    report: dict[str, Any] = {
+        _write(cfg, _report(cfg, variants, threads, load0, export_s, results, None), log)  # partial
+    report = _report(cfg, variants, threads, load0, export_s, results, None)
+    report["colour_sam_fidelity"] = _colour_fidelity(cfg, log) if cfg.colour_fidelity else None
+    _write(cfg, report, log)
+    return report
+
+
+def _report(
+    cfg: LabelBenchConfig,
+    variants: tuple[str, ...],
+    threads: int,
+    load0: list[float] | None,
+    export_s: float | None,
+    results: dict[str, Any],
+    colour: list[dict[str, Any]] | None,
+) -> dict[str, Any]:
+    return {
         "benchmark": "labeling",
         "config": asdict(cfg),
         "variants": {v: VARIANTS[v] for v in variants},
@@ -233,13 +249,15 @@ def bench_labeling(cfg: LabelBenchConfig | None = None, log: Callable[[str], Non
         "load_average_start_end": [load0, _loadavg()],
         "export_s": export_s,
         "results": results,
-        "colour_sam_fidelity": _colour_fidelity(cfg, log) if cfg.colour_fidelity else None,
+        "colour_sam_fidelity": colour,
     }
+
+
+def _write(cfg: LabelBenchConfig, report: dict[str, Any], log: Callable[[str], None]) -> None:
     if cfg.out:
         atomic_write_json(Path(f"{cfg.out}.json"), report)
         atomic_write_text(Path(f"{cfg.out}.md"), render_markdown(report))
         log(f"wrote {cfg.out}.json and {cfg.out}.md")
-    return report
 
 
 def _loadavg() -> list[float] | None:

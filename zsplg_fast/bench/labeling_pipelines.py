@@ -199,11 +199,34 @@ def _clip_options(models: Models) -> dict[str, Any]:
     }
 
 
-def export_engines(models: Models, out_dir: str | Path, int8: bool = False) -> dict[str, Path]:
+def _artifact_matches(path: Path, prepared: Any) -> bool:
+    """An existing artifact reproduces ``prepared.module`` on its dummy feeds (cosine ≥ 0.99999)."""
+    from zsplg_fast.engines.ort import OrtEngine
+
+    if not path.is_file():
+        return False
+    feeds = {k: v.numpy() for k, v in prepared.dummy.items()}
+    with torch.inference_mode():
+        ref = prepared.module(**prepared.dummy)
+    ref = ref if isinstance(ref, (tuple, list)) else (ref,)
+    got = OrtEngine(path)(feeds)
+    for spec, r in zip(prepared.outputs, ref, strict=True):
+        g = torch.as_tensor(got[spec.name]).flatten().double()
+        if g.shape != r.flatten().shape:
+            return False
+        if float(torch.nn.functional.cosine_similarity(g, r.flatten().double(), dim=0)) < 0.99999:
+            return False
+    return True
+
+
+def export_engines(
+    models: Models, out_dir: str | Path, int8: bool = False, reuse: bool = True
+) -> dict[str, Path]:
     """Export the three artifacts to ``out_dir`` (ONNX + sidecars, validated); with ``int8`` also their
-    ``quantize_dynamic`` variants. Returns name → path (``<name>.int8`` keys for INT8)."""
+    ``quantize_dynamic`` variants. With ``reuse``, an artifact already there that reproduces the
+    model's outputs on the spec's dummy feeds is kept. Returns name → path (``<name>.int8`` for INT8)."""
     from zsplg_fast.export.onnx import export_onnx
-    from zsplg_fast.export.quantize import quantize_artifact
+    from zsplg_fast.export.quantize import int8_path, quantize_artifact
     from zsplg_fast.export.specs import get_spec
 
     out = Path(out_dir)
@@ -214,12 +237,17 @@ def export_engines(models: Models, out_dir: str | Path, int8: bool = False) -> d
         ("clip_dense", models.clip, _clip_options(models)),
     )
     for name, model, opts in jobs:
-        art = export_onnx(
-            get_spec(name).bind(model, **opts), out, force=True, source={"weights": "random-init"}
-        )
-        paths[name] = Path(art.path)
+        p = get_spec(name).bind(model, **opts)
+        path = out / f"{name}.onnx"
+        fresh = not (reuse and _artifact_matches(path, p))
+        if fresh:
+            path = Path(export_onnx(p, out, force=True, source={"weights": "random-init"}).path)
+        paths[name] = path
         if int8:
-            paths[f"{name}.int8"] = Path(quantize_artifact(art.path, force=True).path)
+            q = int8_path(path)
+            paths[f"{name}.int8"] = (
+                q if q.is_file() and not fresh else Path(quantize_artifact(path, force=True).path)
+            )
     return paths
 
 

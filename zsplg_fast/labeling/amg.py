@@ -289,7 +289,8 @@ class MaskGenerator:
             if cfg.stability_score_thresh > 0.0 and len(low):
                 keep = self._stability_keep(low, input_hw, crop_hw, ratio)
                 low, iou, points = low[keep], iou[keep], points[keep]
-            boxes = exact_boxes(low, input_hw, crop_hw, ratio, full, thr)
+            chunk = 1024 if self.device.type == "cuda" else 64  # masks per band evaluation
+            boxes = exact_boxes(low, input_hw, crop_hw, ratio, full, thr, chunk=chunk)
         keep = ~ops.near_crop_edge(boxes, crop_box, [0, 0, orig_hw[1], orig_hw[0]])
         return _CropCandidates(low[keep].contiguous(), iou[keep], boxes[keep], points[keep])
 
