@@ -1,11 +1,13 @@
 """Config → a ready ZeroShotLabeler and the manifest that fingerprints it.
 
 Mask sources are a registry (name → builder): ``upstream`` is segment-anything's own
-``SamAutomaticMaskGenerator``; the engine-based fast generator registers itself as ``fast``.
+``SamAutomaticMaskGenerator`` with eager CLIP (the reference); ``fast`` is the engine-based AMG on the
+``label.backend`` engines (torch modules, ONNX artifacts or TensorRT plans).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,20 +17,64 @@ import torch
 
 from zsplg_fast.config import Config, fingerprint, to_dict
 from zsplg_fast.errors import ConfigError
-from zsplg_fast.labeling.classify import MaskClassifier
+from zsplg_fast.labeling.classify import DenseFn, MaskClassifier
 from zsplg_fast.labeling.labeler import ZeroShotLabeler
 from zsplg_fast.labeling.masks import MaskSource, UpstreamMaskSource
 
 log = logging.getLogger(__name__)
 
-MaskSourceBuilder = Callable[[Config, torch.nn.Module, torch.device], MaskSource]
-MASK_SOURCES: dict[str, MaskSourceBuilder] = {
-    "upstream": lambda cfg, sam, device: UpstreamMaskSource(sam, cfg.amg),
-}
+
+class Models:
+    """What a mask-source builder may need, built on first use only (ORT/TRT runs never build SAM)."""
+
+    def __init__(self, cfg: Config, device: torch.device) -> None:
+        from zsplg_fast.models import build_clip, resolve_sam_checkpoint, weights_fingerprint
+
+        self.cfg, self.device = cfg, device
+        self.clip = build_clip(cfg.clip.model, cfg.clip.pretrained, device=device)
+        self.weights = {
+            "sam": weights_fingerprint(resolve_sam_checkpoint(cfg.sam.variant, cfg.sam.checkpoint)),
+            "clip": self.clip.weights,
+        }
+
+    @functools.cached_property
+    def sam(self) -> torch.nn.Module:
+        from zsplg_fast.models import build_sam
+
+        return build_sam(self.cfg.sam.variant, self.cfg.sam.checkpoint, device=self.device)
+
+    @functools.cached_property
+    def dense(self) -> torch.nn.Module:
+        from zsplg_fast.models import DenseClip
+
+        return DenseClip.from_bundle(self.clip, self.cfg.clip).to(self.device)
+
+
+MaskSourceBuilder = Callable[[Models], tuple[MaskSource, DenseFn, dict[str, Any]]]
+
+
+def _upstream(m: Models) -> tuple[MaskSource, DenseFn, dict[str, Any]]:
+    return UpstreamMaskSource(m.sam, m.cfg.amg), m.dense, {"masks": "upstream", "backend": "torch"}
+
+
+def _fast(m: Models) -> tuple[MaskSource, DenseFn, dict[str, Any]]:
+    from zsplg_fast.labeling.amg import MaskGenerator
+    from zsplg_fast.labeling.engines import label_engines
+
+    cfg = m.cfg
+    needs_torch = cfg.label.backend == "torch"
+    eng = label_engines(
+        cfg, m.sam if needs_torch else None, m.dense if needs_torch else None, m.weights, m.device
+    )
+    gen = MaskGenerator(eng.encoder, eng.decoder, cfg.amg, prompt_batch=cfg.label.prompt_batch)
+    return gen, eng.dense, {"masks": "fast", **eng.describe}
+
+
+MASK_SOURCES: dict[str, MaskSourceBuilder] = {"upstream": _upstream, "fast": _fast}
 
 
 def register_mask_source(name: str, builder: MaskSourceBuilder) -> None:
-    """Register a mask-source builder ``(cfg, sam, device) -> MaskSource`` under ``name``."""
+    """Register ``builder(models) -> (mask source, dense fn, description)`` under ``name``."""
     MASK_SOURCES[name] = builder
 
 
@@ -55,7 +101,7 @@ class BuiltLabeler:
 
 
 def labeling_fingerprint(cfg: Config, weights: dict[str, str], class_names: list[list[str]]) -> str:
-    """Fingerprint of everything that changes the labels (not paths, workers or the executor)."""
+    """Fingerprint of everything that changes the labels (not paths, workers, executor or backend)."""
     return fingerprint(
         {
             "sam": to_dict(cfg.sam),
@@ -71,49 +117,36 @@ def labeling_fingerprint(cfg: Config, weights: dict[str, str], class_names: list
 
 
 def build_labeler(cfg: Config) -> BuiltLabeler:
-    """Build SAM, CLIP (GEM dense), the class-prompt embeddings and the mask source from ``cfg``."""
-    from zsplg_fast.models import (
-        DenseClip,
-        build_clip,
-        build_sam,
-        build_text_embeddings,
-        load_class_names,
-        resolve_sam_checkpoint,
-        weights_fingerprint,
-    )
+    """Build the mask source, the GEM dense features and the class-prompt embeddings from ``cfg``."""
+    from zsplg_fast.models import build_text_embeddings, load_class_names
 
     device = resolve_device(cfg.label.device)
     if cfg.label.masks not in MASK_SOURCES:
         raise ConfigError(
             "label.masks", cfg.label.masks, "unknown mask source", valid=", ".join(MASK_SOURCES)
         )
-    sam = build_sam(cfg.sam.variant, cfg.sam.checkpoint, device=device)
-    clip = build_clip(cfg.clip.model, cfg.clip.pretrained, device=device)
-    dense = DenseClip.from_bundle(clip, cfg.clip).to(device)
+    models = Models(cfg, device)
+    masks, dense, described = MASK_SOURCES[cfg.label.masks](models)
     class_names = load_class_names(cfg.classify.classes)
     prompted = class_names if cfg.classify.include_background_prompt else class_names[1:]
-    text = build_text_embeddings(clip, prompted, cfg.clip.templates)
+    text = build_text_embeddings(models.clip, prompted, cfg.clip.templates)
     classifier = MaskClassifier(
         dense,
         text,
         image_size=cfg.clip.image_size,
-        mean=clip.mean,
-        std=clip.std,
+        mean=models.clip.mean,
+        std=models.clip.std,
         logit_scale=cfg.classify.logit_scale,
         score_threshold=cfg.classify.score_threshold,
         background_in_text=cfg.classify.include_background_prompt,
         device=device,
     )
-    masks = MASK_SOURCES[cfg.label.masks](cfg, sam, device)
-    weights = {
-        "sam": weights_fingerprint(resolve_sam_checkpoint(cfg.sam.variant, cfg.sam.checkpoint)),
-        "clip": clip.weights,
-    }
     manifest = {
-        "fingerprint": labeling_fingerprint(cfg, weights, class_names),
-        "weights": weights,
+        "fingerprint": labeling_fingerprint(cfg, models.weights, class_names),
+        "weights": models.weights,
         "classes": [names[0] for names in class_names],
         "class_synonyms": class_names,
+        "engines": described,
         "config": to_dict(cfg),
         "device": str(device),
         "torch": torch.__version__,

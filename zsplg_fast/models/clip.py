@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from zsplg_fast.errors import CheckpointError, ConfigError
+from zsplg_fast.models.init import deterministic_init
 from zsplg_fast.models.sam import RANDOM_INIT, weights_fingerprint
 from zsplg_fast.utils.io import atomic_write_with, refuse_overwrite
 
@@ -138,7 +139,8 @@ def _build_registered(name: str, pretrained: str | Path | None) -> _Built:
     oc = _open_clip()
     if pretrained is None and name in CLIP_DEFAULT_WEIGHTS:
         pretrained = CLIP_DEFAULT_WEIGHTS[name]()
-    model, tokenizer = CLIP_BUILDERS[name]()
+    with deterministic_init():
+        model, tokenizer = CLIP_BUILDERS[name]()
     if pretrained is None:
         _random_init_warning(name)
         return model, tokenizer, RANDOM_INIT, None
@@ -166,7 +168,8 @@ def _build_open_clip(name: str, pretrained: str | Path | None) -> _Built:
         )
     tokenizer = oc.get_tokenizer(name)
     if pretrained is None:
-        model = oc.create_model(name, pretrained=None)
+        with deterministic_init():
+            model = oc.create_model(name, pretrained=None)
         _random_init_warning(name)
         return model, tokenizer, RANDOM_INIT, None
     value = str(pretrained)

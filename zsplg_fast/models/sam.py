@@ -21,6 +21,7 @@ from segment_anything.build_sam import build_sam_vit_b, build_sam_vit_h, build_s
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
 from zsplg_fast.errors import CheckpointError, ConfigError
+from zsplg_fast.models.init import deterministic_init
 from zsplg_fast.utils.io import atomic_write_with, refuse_overwrite, sha256_file
 
 log = logging.getLogger(__name__)
@@ -234,7 +235,8 @@ def build_sam(variant: str, checkpoint: str | Path | None = None, device: str | 
         path = Path(checkpoint)
         sd = read_sam_state_dict(path)
         _check_variant(sd, variant, path)
-    model = SAM_BUILDERS[variant]()
+    with deterministic_init():  # "random-init" is the same model in every process
+        model = SAM_BUILDERS[variant]()
     if sd is not None:
         model.load_state_dict(sd, strict=True)
     else:

@@ -1,0 +1,164 @@
+"""The engines the fast labeler runs on, by backend (a registry, no if/elif).
+
+- ``torch``: the export specs' own modules in-process (``TorchEngine``), with fp16/bf16 autocast on CUDA.
+- ``ort``: the exported ONNX artifacts (``<dir>/<name>.onnx``, ``<name>.int8.onnx`` for int8) in
+  onnxruntime, CUDA provider when the device is a GPU.
+- ``trt``: TensorRT plans (``<dir>/<name>.<precision>.plan``) built by ``zsplg-fast build``.
+
+Artifacts are checked against the configured weights (sidecar ``source.weights``) and, for CLIP, the
+dense settings, so a label run never silently mixes models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zsplg_fast.config import Config
+from zsplg_fast.engines.base import Engine, load_engine
+from zsplg_fast.errors import CheckpointError, ConfigError
+
+
+@dataclass
+class LabelEngines:
+    """Encoder and batched decoder for the AMG, and the dense CLIP callable for the classifier."""
+
+    encoder: Engine
+    decoder: Engine
+    dense: Callable[[torch.Tensor], torch.Tensor]
+    describe: dict[str, Any]
+
+
+def dense_from_engine(engine: Engine, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Adapter: (1,3,S,S) float32 tensor → ``clip_dense`` engine → (1,D,h,w) float32 tensor on ``device``."""
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        feed = x if str(engine.device).startswith("cuda") else x.cpu().numpy()
+        out = engine({"image": feed})["features"]
+        return torch.as_tensor(out, device=device).float()
+
+    return run
+
+
+def _torch(cfg: Config, sam: torch.nn.Module, dense: torch.nn.Module, device: torch.device) -> LabelEngines:
+    from zsplg_fast.engines.torch_engine import TorchEngine
+    from zsplg_fast.export.specs import get_spec
+
+    autocast = (
+        cfg.label.precision if device.type == "cuda" and cfg.label.precision in ("fp16", "bf16") else "fp32"
+    )
+    if cfg.label.precision not in ("fp32", autocast):
+        raise ConfigError(
+            "label.precision", cfg.label.precision, "the torch backend here runs", valid=f"fp32, {autocast}"
+        )
+    engines = []
+    for name in ("sam_encoder", "sam_decoder_batched"):
+        p = get_spec(name).bind(sam)
+        engines.append(
+            TorchEngine(p.module, p.inputs, p.outputs, device=str(device), autocast=autocast, name=name)
+        )
+
+    def run_dense(x: torch.Tensor) -> torch.Tensor:
+        with (
+            torch.inference_mode(),
+            torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast == "bf16"),
+        ):
+            return dense(x.to(device)).float()
+
+    return LabelEngines(engines[0], engines[1], run_dense, {"backend": "torch", "autocast": autocast})
+
+
+def _check_source(path: Path, expected_weights: str, what: str) -> dict[str, Any]:
+    from zsplg_fast.export.artifact import read_sidecar
+
+    side = read_sidecar(path)
+    got = side.get("source", {}).get("weights")
+    if got != expected_weights:
+        raise CheckpointError(
+            path,
+            f"exported from {what} weights {str(got)[:12]}, but the config's are {expected_weights[:12]}; "
+            f"export again (zsplg-fast export {what}) or point --engines elsewhere",
+        )
+    return side
+
+
+def _check_dense(side: dict[str, Any], cfg: Config, path: Path) -> None:
+    opts = side.get("spec_options", {})
+    want = {
+        "image_size": cfg.clip.image_size,
+        "gem_depth": cfg.clip.gem_depth,
+        "gem_temperature": cfg.clip.gem_temperature,
+        "gem_iters": cfg.clip.gem_iters,
+    }
+    diff = {k: (opts.get(k), v) for k, v in want.items() if k in opts and opts.get(k) != v}
+    if diff:
+        raise ConfigError(
+            "clip", str(path), f"artifact's dense settings differ (artifact, config): {diff}; export again"
+        )
+
+
+def _artifacts(
+    backend: str, folder: Path, suffix: Callable[[str], str], hint: str, options: dict[str, Any]
+) -> Callable[[Config, dict[str, str]], tuple[Engine, Engine, Engine]]:
+    def load(cfg: Config, weights: dict[str, str]) -> tuple[Engine, Engine, Engine]:
+        root = Path(cfg.label.engines) if cfg.label.engines else folder
+        out = []
+        for name, family in (("sam_encoder", "sam"), ("sam_decoder_batched", "sam"), ("clip_dense", "clip")):
+            path = root / suffix(name)
+            if not path.exists():
+                raise ConfigError(
+                    "label.engines",
+                    str(root),
+                    f"{path.name} not found; make it with: {hint}",
+                    valid="a folder",
+                )
+            side = _check_source(path, weights[family], family)
+            if name == "clip_dense":
+                _check_dense(side, cfg, path)
+            out.append(load_engine(path, backend=backend, **options))
+        return out[0], out[1], out[2]
+
+    return load
+
+
+def _ort(cfg: Config, weights: dict[str, str], device: torch.device) -> tuple[Engine, Engine, Engine]:
+    suffix = (lambda n: f"{n}.int8.onnx") if cfg.label.precision == "int8" else (lambda n: f"{n}.onnx")
+    if cfg.label.precision not in ("fp32", "int8"):
+        raise ConfigError(
+            "label.precision", cfg.label.precision, "onnxruntime artifacts are", valid="fp32, int8"
+        )
+    providers = ["cuda"] if device.type == "cuda" else ["cpu"]
+    hint = "zsplg-fast export sam && zsplg-fast export clip" + (
+        " --format onnx-int8" if suffix("x") != "x.onnx" else ""
+    )
+    return _artifacts("ort", Path("export"), suffix, hint, {"providers": providers})(cfg, weights)
+
+
+def _trt(cfg: Config, weights: dict[str, str], device: torch.device) -> tuple[Engine, Engine, Engine]:
+    prec = cfg.label.precision
+    hint = f"zsplg-fast build export/<name>.onnx --precision {prec} --out engines/"
+    return _artifacts("trt", Path("engines"), lambda n: f"{n}.{prec}.plan", hint, {})(cfg, weights)
+
+
+ARTIFACT_BACKENDS: dict[
+    str, Callable[[Config, dict[str, str], torch.device], tuple[Engine, Engine, Engine]]
+] = {
+    "ort": _ort,
+    "trt": _trt,
+}
+
+
+def label_engines(
+    cfg: Config, sam: torch.nn.Module, dense: torch.nn.Module, weights: dict[str, str], device: torch.device
+) -> LabelEngines:
+    """Engines for ``cfg.label.backend``: in-process torch modules, or exported artifacts."""
+    if cfg.label.backend == "torch":
+        return _torch(cfg, sam, dense, device)
+    if cfg.label.backend not in ARTIFACT_BACKENDS:
+        raise ConfigError("label.backend", cfg.label.backend, "unknown backend", valid="torch, ort, trt")
+    enc, dec, clip = ARTIFACT_BACKENDS[cfg.label.backend](cfg, weights, device)
+    return LabelEngines(enc, dec, dense_from_engine(clip, device), {"backend": cfg.label.backend})
