@@ -152,3 +152,48 @@ def test_sigkill_mid_run_then_rerun_leaves_exactly_one_valid_png_each(synth, tmp
     assert not list(out.rglob("*.tmp"))
     for x in synth.samples:
         assert read_label(out / "labels" / f"{x.id}.png").shape == x.load_image().shape[:2]
+
+
+class _HungryMasks:
+    """Raises an out-of-memory error while its prompt batch is above ``fits``."""
+
+    def __init__(self, fits: int, prompt_batch: int | None = None) -> None:
+        self.fits, self.prompt_batch, self.calls = fits, prompt_batch, 0
+
+    def __call__(self, image):
+        import torch
+
+        from zsplg_fast.labeling.masks import MaskSet
+
+        self.calls += 1
+        if (self.prompt_batch or 64) > self.fits:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        h, w = image.shape[:2]
+        m = torch.zeros((1, h, w), dtype=torch.bool)
+        m[0, : h // 2] = True
+        return MaskSet(m, torch.ones(1), torch.ones(1), torch.tensor([[0.0, 0.0, w, h / 2]]))
+
+
+def test_out_of_memory_halves_prompt_batch_then_records_failure(synth, tmp_path):
+    import torch
+
+    from zsplg_fast.labeling.classify import MaskClassifier
+    from zsplg_fast.labeling.labeler import ZeroShotLabeler
+
+    feats = torch.zeros(1, 2, 4, 4)
+    feats[0, 0] = 1.0
+    clf = MaskClassifier(lambda x: feats, torch.eye(2), image_size=8, mean=(0, 0, 0), std=(1, 1, 1))
+    source = _HungryMasks(fits=16)
+    out = tmp_path / "out"
+    s = LabelJob(synth.samples[:3], out, ZeroShotLabeler(source, clf), {"fingerprint": "oom"}).run()
+    assert (s.labeled, s.failed) == (3, 0)
+    assert source.prompt_batch == 16  # 64 → 32 → 16, kept for the next images
+    metas = [json.loads((out / "meta" / f"{x.id}.json").read_text()) for x in synth.samples[:3]]
+    assert [m["oom_halvings"] for m in metas] == [2, 0, 0]
+    # nothing fits: the image is recorded as failed, the job goes on
+    never = _HungryMasks(fits=0, prompt_batch=4)
+    out2 = tmp_path / "out2"
+    s = LabelJob(synth.samples[:2], out2, ZeroShotLabeler(never, clf), {"fingerprint": "oom"}).run()
+    assert (s.labeled, s.failed) == (0, 2) and never.prompt_batch == 1
+    rec = json.loads((out2 / "errors.jsonl").read_text().splitlines()[0])
+    assert rec["stage"] == "label" and "out of memory" in rec["message"]

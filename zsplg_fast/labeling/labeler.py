@@ -2,15 +2,52 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from zsplg_fast.labeling.classify import MaskClassifier
-from zsplg_fast.labeling.masks import MaskSource
+from zsplg_fast.labeling.masks import MaskSet, MaskSource
 from zsplg_fast.labeling.paint import paint
+
+log = logging.getLogger(__name__)
+
+# Messages of allocation failures: torch (CUDA and CPU), onnxruntime, TensorRT / CUDA runtime.
+OOM_MARKERS = ("out of memory", "failed to allocate memory", "cuda_error_out_of_memory", "bad_alloc")
+DEFAULT_PROMPT_BATCH = 64
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """True for an allocation failure on any backend (torch, onnxruntime, TensorRT)."""
+    if isinstance(err, (MemoryError, torch.cuda.OutOfMemoryError)):
+        return True
+    return any(m in str(err).lower() for m in OOM_MARKERS)
+
+
+def masks_with_oom_retry(source: MaskSource, image: np.ndarray) -> tuple[MaskSet, int]:
+    """Run ``source(image)``; on out-of-memory halve ``source.prompt_batch`` and retry.
+
+    Returns (masks, number of halvings). The halved batch is kept for the next images. Raises the
+    last error when the batch is already 1 or the source has no prompt batch to shrink.
+    """
+    halvings = 0
+    while True:
+        try:
+            return source(image), halvings
+        except Exception as e:
+            current = getattr(source, "prompt_batch", None)
+            if not is_out_of_memory(e) or not hasattr(source, "prompt_batch") or current == 1:
+                raise
+            new = max(1, (current or DEFAULT_PROMPT_BATCH) // 2)
+            log.warning("out of memory at prompt batch %s; retrying with %d", current or "auto", new)
+            source.prompt_batch = new
+            halvings += 1
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
 
 
 @dataclass
@@ -38,7 +75,7 @@ class ZeroShotLabeler:
     def __call__(self, image: np.ndarray) -> LabelResult:
         """(H, W, 3) uint8 RGB → LabelResult with timings (seconds) per stage in ``meta``."""
         t0 = time.perf_counter()
-        ms = self.masks(image)
+        ms, halvings = masks_with_oom_retry(self.masks, image)
         t1 = time.perf_counter()
         feats = self.classifier.features(image)
         cls = self.classifier.classify(ms.masks, feats)
@@ -49,6 +86,7 @@ class ZeroShotLabeler:
             "height": int(image.shape[0]),
             "width": int(image.shape[1]),
             "num_masks": len(ms),
+            "oom_halvings": halvings,
             "masks": [
                 {
                     "class": int(c),
