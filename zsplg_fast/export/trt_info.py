@@ -12,8 +12,8 @@ from types import ModuleType
 from zsplg_fast.errors import MissingDependencyError
 
 TRT_INSTALL = (
-    "install it on a machine with an NVIDIA GPU: pip install 'zsplg-fast[gpu]' (tensorrt>=10 from "
-    "NVIDIA's index, CUDA 12/13), or use --backend ort / torch"
+    "on a machine with an NVIDIA GPU and CUDA 12/13: pip install 'tensorrt>=10' (the 'gpu' extra of "
+    "zsplg-fast; the wheel comes from NVIDIA's index), or use --backend ort / torch"
 )
 
 
