@@ -197,3 +197,39 @@ def test_out_of_memory_halves_prompt_batch_then_records_failure(synth, tmp_path)
     assert (s.labeled, s.failed) == (0, 2) and never.prompt_batch == 1
     rec = json.loads((out2 / "errors.jsonl").read_text().splitlines()[0])
     assert rec["stage"] == "label" and "out of memory" in rec["message"]
+
+
+def test_image_batches_give_the_same_labels_and_isolate_bad_images(synth, tmp_path):
+    class Batching:
+        def __init__(self):
+            self.batches = []
+
+        def __call__(self, image):
+            return threshold_labeler(image)
+
+        def label_batch(self, images):
+            self.batches.append(len(images))
+            if any(im.shape[0] == 1 for im in images):
+                raise ValueError("bad image in batch")
+            return [threshold_labeler(im) for im in images]
+
+    lab = Batching()
+    out = tmp_path / "b"
+    s = LabelJob(synth.samples, out, lab, {"fingerprint": "b"}, image_batch=4).run()
+    assert s.labeled == 12 and lab.batches == [4, 4, 4]
+    for x in synth.samples:
+        np.testing.assert_array_equal(
+            read_label(out / "labels" / f"{x.id}.png"), threshold_labeler(x.load_image()).label
+        )
+    # a failing batch falls back to one image at a time; the broken file is recorded alone
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG not really")
+    thin = tmp_path / "thin.png"  # decodes fine, but makes the batch call raise
+    from PIL import Image
+
+    Image.new("RGB", (5, 1), (255, 255, 255)).save(thin)
+    samples = [synth.samples[0], Sample("bad", bad, None), Sample("thin", thin, None), synth.samples[1]]
+    lab = Batching()
+    s = LabelJob(samples, tmp_path / "c", lab, {"fingerprint": "c"}, image_batch=4).run()
+    assert (s.labeled, s.failed) == (3, 1) and lab.batches == [3]
+    assert read_label(tmp_path / "c" / "labels" / "thin.png").tolist() == [[1, 1, 1, 1, 1]]

@@ -79,6 +79,7 @@ class LabelJobConfig:
     num_gpus_per_worker: float = opt(0.0, ge=0.0)
     io_workers: int = opt(2, ge=0, le=64, help="image-decoding threads")
     prefetch: int = opt(4, ge=1, le=256, help="bounded queue of decoded images")
+    image_batch: int = opt(1, ge=1, le=64, help="images whose crops share encoder batches (GPU: try 4)")
     overlays: int = opt(0, ge=0, le=64, help="write a grid PNG of this many samples")
     save_masks: bool = opt(False, help="write per-image COCO RLE masks into meta/")
     seed: int = opt(0)

@@ -80,6 +80,8 @@ class LabelJob:
         prefetch: bounded number of decoded images waiting, and of results waiting to be written.
         load_kwargs: passed to ``load_image`` (``max_long_side``, ``rescale_high_bit_depth``).
         on_progress: called as ``(done, total, sample_id)`` after each image.
+        image_batch: images labeled together (the encoder sees them as one batch when the labeler has
+            ``label_batch``); 1 = one at a time.
     """
 
     def __init__(
@@ -95,6 +97,7 @@ class LabelJob:
         prefetch: int = 4,
         load_kwargs: dict[str, Any] | None = None,
         on_progress: ProgressFn | None = None,
+        image_batch: int = 1,
     ) -> None:
         self.samples = list(samples)
         self.out = Path(out)
@@ -106,6 +109,7 @@ class LabelJob:
         self.prefetch = max(1, prefetch)
         self.load_kwargs = dict(load_kwargs or {})
         self.on_progress = on_progress
+        self.image_batch = max(1, image_batch)
         self.errors_path = errors_file(self.out, shard)
 
     # ----------------------------------------------------------------- stages
@@ -133,6 +137,40 @@ class LabelJob:
                 if nxt is not None:
                     pending.append(pool.submit(self._decode, nxt, stats))
                 yield item
+
+    def _groups(self, stream: Iterator[_Decoded]) -> Iterator[list[_Decoded]]:
+        """Consecutive decoded items in groups of ``image_batch`` (the last one may be shorter)."""
+        group: list[_Decoded] = []
+        for item in stream:
+            group.append(item)
+            if len(group) >= self.image_batch:
+                yield group
+                group = []
+        if group:
+            yield group
+
+    def _label_group(
+        self, group: list[_Decoded]
+    ) -> list[tuple[_Decoded, LabelResult | None, BaseException | None, str]]:
+        """Label the decodable images of ``group`` together; a failing batch is retried image by image."""
+        ok = [it for it in group if it.error is None and it.image is not None]
+        results: dict[int, tuple[LabelResult | None, BaseException | None, str]] = {
+            id(it): (None, it.error, "load") for it in group if it not in ok
+        }
+        batch_fn = getattr(self.labeler, "label_batch", None)
+        if len(ok) > 1 and batch_fn is not None:
+            try:
+                for it, res in zip(ok, batch_fn([it.image for it in ok]), strict=True):
+                    results[id(it)] = (res, None, "")
+                ok = []
+            except Exception:  # isolate the bad image: fall through to one at a time
+                pass
+        for it in ok:
+            try:
+                results[id(it)] = (self.labeler(it.image), None, "")
+            except Exception as e:  # one bad image never kills the job
+                results[id(it)] = (None, e, "label")
+        return [(it, *results[id(it)]) for it in group]
 
     # ------------------------------------------------------------------- run
     def run(self) -> JobSummary:
@@ -164,24 +202,19 @@ class LabelJob:
         done = summary.skipped
         aborted: str | None = None
         try:
-            for item in self._decoded_stream(todo, stats):
-                err: BaseException | None = item.error
-                stage = "load"
-                if err is None and item.image is not None:
-                    try:
-                        result = self.labeler(item.image)
+            for group in self._groups(self._decoded_stream(todo, stats)):
+                for item, result, err, stage in self._label_group(group):
+                    if result is not None:
                         for k, v in result.meta.get("timings_s", {}).items():
                             timings[k] = timings.get(k, 0.0) + float(v)
                         writes.put((item.sample, result))
                         summary.labeled += 1
-                    except Exception as e:  # one bad image never kills the job
-                        err, stage = e, "label"
-                if err is not None:
-                    summary.failed += 1
-                    record_error(self.errors_path, error_record(item.sample, err, stage))
-                done += 1
-                if self.on_progress:
-                    self.on_progress(done, summary.total, item.sample.id)
+                    else:
+                        summary.failed += 1
+                        record_error(self.errors_path, error_record(item.sample, err, stage))
+                    done += 1
+                    if self.on_progress:
+                        self.on_progress(done, summary.total, item.sample.id)
                 with lock:
                     n_write_err = len(write_errors)
                 if self.max_errors is not None and summary.failed + n_write_err > self.max_errors:

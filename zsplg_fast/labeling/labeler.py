@@ -76,6 +76,28 @@ class ZeroShotLabeler:
         """(H, W, 3) uint8 RGB → LabelResult with timings (seconds) per stage in ``meta``."""
         t0 = time.perf_counter()
         ms, halvings = masks_with_oom_retry(self.masks, image)
+        return self._finish(image, ms, halvings, time.perf_counter() - t0)
+
+    def label_batch(self, images: list[np.ndarray]) -> list[LabelResult]:
+        """Several images; the encoder sees them in one batch when the mask source supports it.
+
+        Falls back to one image at a time (with the out-of-memory retry) if the batch does not fit.
+        """
+        batch_fn = getattr(self.masks, "generate_batch", None)
+        if batch_fn is None or len(images) < 2:
+            return [self(im) for im in images]
+        t0 = time.perf_counter()
+        try:
+            sets = [r.to_maskset() for r in batch_fn(images)]
+        except Exception as e:
+            if not is_out_of_memory(e):
+                raise
+            log.warning("out of memory on a batch of %d images; labeling them one by one", len(images))
+            return [self(im) for im in images]
+        share = (time.perf_counter() - t0) / len(images)
+        return [self._finish(im, ms, 0, share) for im, ms in zip(images, sets, strict=True)]
+
+    def _finish(self, image: np.ndarray, ms: MaskSet, halvings: int, t_masks: float) -> LabelResult:
         t1 = time.perf_counter()
         feats = self.classifier.features(image)
         cls = self.classifier.classify(ms.masks, feats)
@@ -111,7 +133,7 @@ class ZeroShotLabeler:
                 )
             ],
             "timings_s": {
-                "masks": round(t1 - t0, 4),
+                "masks": round(t_masks, 4),
                 "classify": round(t2 - t1, 4),
                 "paint": round(t3 - t2, 4),
             },

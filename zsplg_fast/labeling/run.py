@@ -55,5 +55,6 @@ def label_dataset(cfg: Config, on_progress: ProgressFn | None = None) -> JobSumm
         prefetch=cfg.label.prefetch,
         load_kwargs=load_kwargs,
         on_progress=on_progress,
+        image_batch=cfg.label.image_batch,
     )
     return job.run()
