@@ -51,9 +51,13 @@ def main() -> None:
     except ZsplgError as e:
         if debug:
             raise
+        from rich.markup import escape
+
         from zsplg_fast.cli.common import err_console
 
-        err_console.print(f"[bold red]error:[/] {type(e).__name__}: {e}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[bold red]error:[/] {type(e).__name__}: {escape(str(e))}", highlight=False, soft_wrap=True
+        )
         sys.exit(2)
 
 

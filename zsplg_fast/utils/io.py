@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import IO, Any
 
 TMP_SUFFIX = ".tmp"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 @contextlib.contextmanager
@@ -24,6 +26,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=TMP_SUFFIX, dir=dst.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; published files get the usual permissions
     tmp_path = Path(tmp)
     try:
         yield tmp_path
