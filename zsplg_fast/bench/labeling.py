@@ -12,7 +12,11 @@ structured-mask fidelity check runs the same AMG code on the colour SAM (``synth
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,6 +29,7 @@ import torch
 
 from zsplg_fast.bench.labeling_pipelines import (
     EnginePipeline,
+    PipelineResult,
     UpstreamPipeline,
     build_models,
     export_engines,
@@ -69,6 +74,7 @@ class LabelBenchConfig:
     out: str | None = "bench/results/labeling_cpu"
     note: str = ""
     variants: tuple[str, ...] = field(default=("A", "B", "C"))
+    isolate: bool = True  # one process per variant
 
 
 def bench_image(h: int, w: int, seed: int) -> np.ndarray:
@@ -164,76 +170,122 @@ def _colour_fidelity(cfg: LabelBenchConfig, log: Callable[[str], None]) -> list[
     return rows
 
 
-def bench_labeling(cfg: LabelBenchConfig | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the benchmark; write ``cfg.out``.json/.md (unless ``out`` is None) and return the report."""
-    cfg = cfg or LabelBenchConfig()
-    variants = tuple(dict.fromkeys((*cfg.variants, *(("D",) if cfg.precision == "int8" else ()))))
-    bad = [v for v in variants if v not in VARIANTS]
-    if bad or "A" not in variants:
-        raise ConfigError("bench.variants", variants, "must include A; known: A, B, C, D", valid="A,B,C,D")
+def _ref_path(ref_dir: Path, grid: int, i: int) -> Path:
+    return ref_dir / f"A_{grid}_{i}.pt"
+
+
+def run_variant(
+    cfg: LabelBenchConfig, variant: str, ref_dir: Path, export_dir: Path | None, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Every grid × image for one variant, in this process. A saves its masks and features under
+    ``ref_dir``; B/C/D load them for fidelity. ``variant="export"`` only writes the ONNX artifacts."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     threads = torch.get_num_threads()
-    log(f"building {cfg.sam_variant} + {cfg.clip_model} (random weights, seed {cfg.seed})")
     models = build_models(cfg.sam_variant, cfg.clip_model, cfg.clip_size, cfg.seed)
-    engines: dict[str, tuple[Any, Any, Any]] = {}
-    export_s = None
-    if "B" in variants:
-        engines["B"] = torch_engines(models)
-    if {"C", "D"} & set(variants):
-        tmp = None if cfg.export_dir else tempfile.TemporaryDirectory(prefix="zsplg-bench-")
-        where = Path(cfg.export_dir or tmp.name)  # type: ignore[union-attr]
+    out: dict[str, Any] = {"settings": runtime_settings(ort_threads=threads), "runs": {}}
+    if variant == "export":
         t0 = time.perf_counter()
-        paths = export_engines(models, where, int8="D" in variants)
-        export_s = round(time.perf_counter() - t0, 1)
-        log(f"exported ONNX artifacts to {where} in {export_s} s")
-        if "C" in variants:
-            engines["C"] = ort_engines(paths, threads=threads)
-        if "D" in variants:
-            engines["D"] = ort_engines(paths, ".int8", threads=threads)
+        export_engines(models, export_dir or ref_dir, int8=cfg.precision == "int8")
+        out["export_s"] = round(time.perf_counter() - t0, 1)
+        return out
+    engines: Any = None
+    if variant == "B":
+        engines = torch_engines(models)
+    elif variant in ("C", "D"):
+        where = export_dir or ref_dir  # written (and checked against the models) by the "export" step
+        paths = {n: where / f"{n}.onnx" for n in ("sam_encoder", "sam_decoder_batched", "clip_dense")}
+        paths |= {f"{n}.int8": where / f"{n}.int8.onnx" for n in list(paths)}
+        engines = ort_engines(paths, ".int8" if variant == "D" else "", threads=threads)
     images = [bench_image(*cfg.image_hw, seed=cfg.seed + i) for i in range(cfg.images)]
-    load0 = _loadavg()
-    results: dict[str, Any] = {}
     for grid in cfg.grids:
         amg = _amg_kwargs(cfg, grid)
-        pipes: dict[str, Any] = {"A": UpstreamPipeline(models, amg)}
-        amg_cfg = AmgConfig(**amg)
-        for v in variants:
-            if v != "A":
-                pipes[v] = EnginePipeline(*engines[v], models, amg_cfg, prompt_batch=cfg.prompt_batch)
-        warm = bench_image(256, 320, seed=999)
-        for name, pipe in pipes.items():  # first calls pay lazy init (ORT: 12-15 s)
-            if name != "A":
-                pipe(warm)
-        runs: dict[str, list[dict[str, Any]]] = {v: [] for v in pipes}
+        if variant == "A":
+            pipe: Any = UpstreamPipeline(models, amg)
+        else:
+            pipe = EnginePipeline(*engines, models, AmgConfig(**amg), prompt_batch=cfg.prompt_batch)
+            pipe(bench_image(256, 320, seed=999))  # first calls pay lazy init (ORT: 12-15 s)
+        runs = []
         for i, image in enumerate(images):
-            ref, rec = _run(pipes["A"], image)
-            runs["A"].append(rec)
-            log(f"grid {grid} image {i} A: {rec['seconds']:.1f} s, {len(ref.masks)} masks")
-            for v in pipes:
-                if v == "A":
-                    continue
-                res, rec = _run(pipes[v], image)
-                rec["fidelity"] = fidelity(ref, res)
-                runs[v].append(rec)
-                log(f"grid {grid} image {i} {v}: {rec['seconds']:.1f} s, {rec['fidelity']}")
-        summary = {v: _summarise(r) for v, r in runs.items()}
-        for v in summary:
-            summary[v]["speedup_vs_A"] = round(
-                summary["A"]["seconds_per_image"] / summary[v]["seconds_per_image"], 2
-            )
-        results[f"{grid}x{grid}"] = summary
-        _write(cfg, _report(cfg, variants, threads, load0, export_s, results, None), log)  # partial
-    report = _report(cfg, variants, threads, load0, export_s, results, None)
+            res, rec = _run(pipe, image)
+            rec["load_1min"] = (_loadavg() or [None])[0]
+            if variant == "A":
+                torch.save({"masks": res.masks, "features": res.features}, _ref_path(ref_dir, grid, i))
+            else:
+                ref = torch.load(_ref_path(ref_dir, grid, i), weights_only=True)
+                rec["fidelity"] = fidelity(PipelineResult(ref["masks"], ref["masks"], ref["features"]), res)
+            log(f"grid {grid} image {i} {variant}: {rec['seconds']:.1f} s, {len(res.masks)} masks")
+            runs.append(rec)
+        out["runs"][f"{grid}x{grid}"] = runs
+    return out
+
+
+def _in_subprocess(
+    cfg: LabelBenchConfig, variant: str, ref_dir: Path, export_dir: Path | None, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """``run_variant`` in a fresh interpreter (its memory is returned when it exits)."""
+    frag = ref_dir / f"{variant}.json"
+    cmd = [sys.executable, "-m", "zsplg_fast.bench.labeling", "--worker", variant, "--ref", str(ref_dir)]
+    cmd += ["--config", json.dumps(asdict(cfg)), "--fragment", str(frag)]
+    cmd += ["--export-dir", str(export_dir)] if export_dir else []
+    env = {**os.environ, "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    for line in proc.stdout.splitlines():
+        log(line)
+    if proc.returncode != 0 or not frag.is_file():
+        raise RuntimeError(f"bench worker {variant} failed (rc {proc.returncode}): {proc.stderr[-3000:]}")
+    return json.loads(frag.read_text())
+
+
+def bench_labeling(cfg: LabelBenchConfig | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the benchmark; write ``cfg.out``.json/.md (unless ``out`` is None) and return the report.
+
+    Variants run one after the other (A first), each in its own process when ``cfg.isolate`` (so one
+    variant's allocator and ORT arenas do not inflate the next one's memory), on the same images.
+    """
+    cfg = cfg or LabelBenchConfig()
+    variants = tuple(dict.fromkeys((*cfg.variants, *(("D",) if cfg.precision == "int8" else ()))))
+    if any(v not in VARIANTS for v in variants) or "A" not in variants:
+        raise ConfigError("bench.variants", variants, "must include A; known: A, B, C, D", valid="A,B,C,D")
+    variants = ("A", *(v for v in variants if v != "A"))
+    run = _in_subprocess if cfg.isolate else run_variant
+    load0 = _loadavg()
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="zsplg-bench-") as tmp:
+        ref_dir = Path(tmp)
+        export_dir = Path(cfg.export_dir) if cfg.export_dir else ref_dir / "export"
+        export_s = None
+        if {"C", "D"} & set(variants):
+            log(f"exporting / checking ONNX artifacts in {export_dir}")
+            export_s = run(cfg, "export", ref_dir, export_dir, log)["export_s"]
+        per_variant: dict[str, Any] = {}
+        for v in variants:
+            log(f"variant {v}: {VARIANTS[v]}")
+            per_variant[v] = run(cfg, v, ref_dir, export_dir, log)
+            results = _summaries(per_variant)
+            report = _report(cfg, variants, per_variant["A"]["settings"], load0, export_s, results, None)
+            _write(cfg, report, log)  # partial results after each variant
     report["colour_sam_fidelity"] = _colour_fidelity(cfg, log) if cfg.colour_fidelity else None
     _write(cfg, report, log)
     return report
 
 
+def _summaries(per_variant: dict[str, Any]) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for grid in per_variant["A"]["runs"]:
+        summary = {v: _summarise(r["runs"][grid]) for v, r in per_variant.items() if grid in r["runs"]}
+        for v in summary:
+            summary[v]["speedup_vs_A"] = round(
+                summary["A"]["seconds_per_image"] / summary[v]["seconds_per_image"], 2
+            )
+        results[grid] = summary
+    return results
+
+
 def _report(
     cfg: LabelBenchConfig,
     variants: tuple[str, ...],
-    threads: int,
+    settings: dict[str, Any],
     load0: list[float] | None,
     export_s: float | None,
     results: dict[str, Any],
@@ -245,7 +297,7 @@ def _report(
         "variants": {v: VARIANTS[v] for v in variants},
         "machine": machine_info(),
         "libraries": library_versions(),
-        "settings": runtime_settings(ort_threads=threads),
+        "settings": settings,
         "load_average_start_end": [load0, _loadavg()],
         "export_s": export_s,
         "results": results,
@@ -320,3 +372,25 @@ def render_markdown(report: dict[str, Any]) -> str:
             cells = [r["points_per_side"], thr, r["masks_upstream"], r["masks_ours"], r["mean_best_iou"]]
             lines.append(_row([*cells, r["upstream_s"], r["ours_s"]]))
     return "\n".join(lines) + "\n"
+
+
+def _worker_main() -> None:
+    """``python -m zsplg_fast.bench.labeling --worker V ...``: one variant, result as a JSON fragment."""
+    import argparse
+    import warnings
+
+    ap = argparse.ArgumentParser()
+    for flag in ("--worker", "--config", "--ref", "--fragment", "--export-dir"):
+        ap.add_argument(flag, default=None)
+    a = ap.parse_args()
+    raw = json.loads(a.config)
+    raw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    warnings.simplefilter("ignore")
+    out = run_variant(
+        LabelBenchConfig(**raw), a.worker, Path(a.ref), a.export_dir and Path(a.export_dir), print
+    )
+    atomic_write_json(Path(a.fragment), out)
+
+
+if __name__ == "__main__":
+    _worker_main()
