@@ -13,15 +13,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from zsplg_fast.data.labels import IGNORE_INDEX, VOC_PALETTE, colorize
-from zsplg_fast.errors import LabelFormatError
+from zsplg_fast.errors import ConfigError, LabelFormatError
 from zsplg_fast.utils.io import atomic_write_with
 
+T = TypeVar("T")
 IGNORE_RGB = (255, 255, 255)  # ignore pixels in a colour mask: white, as VOC's boundary colour
 _PAD = 4
 _ROW = 16  # legend / title line height in pixels
@@ -35,6 +36,16 @@ class GridItem:
     pred: np.ndarray
     gt: np.ndarray | None = None
     title: str = ""
+
+
+def pick(items: Sequence[T], n: int) -> list[T]:
+    """``n`` items spread evenly over ``items`` (all of them when there are fewer), in order."""
+    if n < 1:
+        raise ConfigError("overlays", n, "need at least one sample", valid=">= 1")
+    if len(items) <= n:
+        return list(items)
+    idx = np.linspace(0, len(items) - 1, n).round().astype(int)
+    return [items[i] for i in dict.fromkeys(idx.tolist())]
 
 
 def full_palette(palette: np.ndarray | Sequence[Sequence[int]] | None) -> np.ndarray:

@@ -233,3 +233,17 @@ def test_image_batches_give_the_same_labels_and_isolate_bad_images(synth, tmp_pa
     s = LabelJob(samples, tmp_path / "c", lab, {"fingerprint": "c"}, image_batch=4).run()
     assert (s.labeled, s.failed) == (3, 1) and lab.batches == [3]
     assert read_label(tmp_path / "c" / "labels" / "thin.png").tolist() == [[1, 1, 1, 1, 1]]
+
+
+def test_label_grid_shows_image_label_and_truth(synth, tmp_path):
+    from PIL import Image
+
+    from zsplg_fast.labeling.run import write_label_grid
+
+    out = tmp_path / "out"
+    _job(synth.samples[:5], out).run()
+    path = write_label_grid(out, synth.samples, 3, ["background", "a", "b", "c"])
+    assert path == out / "overlays.png"
+    im = np.asarray(Image.open(path))
+    assert im.ndim == 3 and im.shape[2] == 3 and im.shape[0] > 3 * 64  # three rows of cells
+    assert write_label_grid(tmp_path / "empty", synth.samples, 3, ["x"]) is None

@@ -17,17 +17,7 @@ from zsplg_fast.bench.segmenter import predict_label
 from zsplg_fast.config.train import TrainConfig
 from zsplg_fast.data.sources import Sample
 from zsplg_fast.errors import ConfigError
-from zsplg_fast.viz import GridItem, write_grid
-
-
-def pick(samples: Sequence[Sample], n: int) -> list[Sample]:
-    """``n`` samples spread evenly over ``samples`` (all of them when there are fewer), in order."""
-    if n < 1:
-        raise ConfigError("overlays", n, "need at least one sample", valid=">= 1")
-    if len(samples) <= n:
-        return list(samples)
-    idx = np.linspace(0, len(samples) - 1, n).round().astype(int)
-    return [samples[i] for i in dict.fromkeys(idx.tolist())]
+from zsplg_fast.viz import GridItem, pick, write_grid
 
 
 def evaluation_grid(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Any
 
 from zsplg_fast.config import Config
-from zsplg_fast.data import open_source, shard
+from zsplg_fast.data import Sample, open_source, shard
 from zsplg_fast.errors import ConfigError
 from zsplg_fast.labeling.build import build_labeler, labeler_factory
 from zsplg_fast.labeling.job import JobSummary, LabelJob, ProgressFn
@@ -32,7 +33,7 @@ def label_dataset(cfg: Config, on_progress: ProgressFn | None = None) -> JobSumm
     if cfg.label.executor == "ray":
         from zsplg_fast.labeling.ray_exec import run_ray
 
-        return run_ray(
+        summary = run_ray(
             samples,
             out,
             functools.partial(labeler_factory, cfg),
@@ -44,12 +45,29 @@ def label_dataset(cfg: Config, on_progress: ProgressFn | None = None) -> JobSumm
             load_kwargs=load_kwargs,
             max_errors=cfg.label.max_errors,
         )
+    else:
+        summary = _local(cfg, samples, out, built.labeler, manifest, (i, n), load_kwargs, on_progress)
+    if cfg.label.overlays:
+        write_label_grid(out, samples, cfg.label.overlays, manifest["classes"])
+    return summary
+
+
+def _local(
+    cfg: Config,
+    samples: list[Sample],
+    out: Path,
+    labeler: Any,
+    manifest: dict[str, Any],
+    shard_in: tuple[int, int],
+    load_kwargs: dict[str, Any],
+    on_progress: ProgressFn | None,
+) -> JobSummary:
     job = LabelJob(
         samples,
         out,
-        built.labeler,
+        labeler,
         manifest,
-        shard=(i, n),
+        shard=shard_in,
         max_errors=cfg.label.max_errors,
         io_workers=cfg.label.io_workers,
         prefetch=cfg.label.prefetch,
@@ -58,3 +76,19 @@ def label_dataset(cfg: Config, on_progress: ProgressFn | None = None) -> JobSumm
         image_batch=cfg.label.image_batch,
     )
     return job.run()
+
+
+def write_label_grid(out: Path, samples: list[Sample], n: int, class_names: list[str]) -> Path | None:
+    """``out/overlays.png``: ``n`` labeled samples, each as image | zero-shot label | ground truth."""
+    from zsplg_fast.data import read_label
+    from zsplg_fast.labeling.outputs import is_done, output_paths
+    from zsplg_fast.viz import GridItem, pick, write_grid
+
+    done = [s for s in samples if is_done(out, s.id)]
+    if not done:
+        return None
+    items = [
+        GridItem(s.load_image(), read_label(output_paths(out, s.id)[0]), s.load_label(), s.id)
+        for s in pick(done, n)
+    ]
+    return write_grid(out / "overlays.png", items, class_names)
