@@ -152,7 +152,7 @@ def runtime_settings(ort_threads: int | None = None) -> dict[str, Any]:
         "malloc": malloc_setting(),
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
-        "ort_intra_op_threads": ort_threads if ort_threads else "onnxruntime default (one per core)",
+        "ort_intra_op_threads": ort_threads if ort_threads else "default (one per core)",
         "nice": nice,
         "env": {k: os.environ[k] for k in _ENV_KEYS if k in os.environ},
     }
