@@ -37,6 +37,7 @@ from zsplg_fast.bench.labeling_pipelines import (
     ort_engines,
     torch_engines,
 )
+from zsplg_fast.bench.labeling_report import render_markdown
 from zsplg_fast.bench.machine import library_versions, machine_info, runtime_settings
 from zsplg_fast.bench.timing import peak_rss_mib, reset_peak_rss
 from zsplg_fast.config.labeling import AmgConfig
@@ -229,11 +230,14 @@ def _in_subprocess(
     cmd += ["--config", json.dumps(asdict(cfg)), "--fragment", str(frag)]
     cmd += ["--export-dir", str(export_dir)] if export_dir else []
     env = {**os.environ, "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    for line in proc.stdout.splitlines():
-        log(line)
-    if proc.returncode != 0 or not frag.is_file():
-        raise RuntimeError(f"bench worker {variant} failed (rc {proc.returncode}): {proc.stderr[-3000:]}")
+    err = ref_dir / f"{variant}.stderr"
+    with open(err, "w", encoding="utf-8") as stderr:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        for line in proc.stdout or []:  # progress as it happens
+            log(line.rstrip())
+        rc = proc.wait()
+    if rc != 0 or not frag.is_file():
+        raise RuntimeError(f"bench worker {variant} failed (rc {rc}): {err.read_text()[-3000:]}")
     return json.loads(frag.read_text())
 
 
@@ -319,59 +323,8 @@ def _loadavg() -> list[float] | None:
         return None
 
 
-def _row(cells: list[Any]) -> str:
-    return "| " + " | ".join(str(c) for c in cells) + " |"
-
-
-def render_markdown(report: dict[str, Any]) -> str:
-    """The report as markdown tables: one row per grid and variant, then the colour-SAM fidelity."""
-    m, s, c = report["machine"], report["settings"], report["config"]
-    lines = [
-        f"# Labeling benchmark ({c['sam_variant']} + {c['clip_model']}, random weights)",
-        "",
-        f"Machine: {m['cpu']}, {m['usable_cores']} usable cores, {m['memory_gib']} GiB; GPU: {m['gpu']}.",
-        f"Allocator: {s['malloc']}. torch threads {s['torch_threads']}, "
-        f"ORT intra-op {s['ort_intra_op_threads']}, nice {s['nice']}. "
-        f"Load average at start/end: {report['load_average_start_end']}.",
-        f"Image {tuple(c['image_hw'])}, {c['images']} images; thresholds pred_iou {c['pred_iou_thresh']}, "
-        f"stability {c['stability_score_thresh']}. {c.get('note') or ''}",
-        "",
-        _row(
-            [
-                "grid",
-                "variant",
-                "s/image",
-                "images/s",
-                "× vs A",
-                "peak RSS MiB",
-                "mean best IoU",
-                "count ratio",
-            ]
-        )[:-1]
-        + "| stages (s) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for grid, summary in report["results"].items():
-        for v, r in summary.items():
-            f = r.get("fidelity", {})
-            stages = ", ".join(f"{k} {t}" for k, t in r["stages_s"].items())
-            cells = [grid, v, r["seconds_per_image"], r["images_per_s"], r["speedup_vs_A"], r["peak_rss_mib"]]
-            lines.append(_row([*cells, f.get("mean_best_iou", "—"), f.get("count_ratio", "—"), stages]))
-    lines += ["", "Variants: " + "; ".join(f"**{k}** {d}" for k, d in report["variants"].items()), ""]
-    rows = report.get("colour_sam_fidelity")
-    if rows:
-        head = ["grid", "pred_iou / stability thr", "masks upstream", "masks ours", "mean best IoU"]
-        lines += [
-            "## Structured-mask fidelity (colour SAM, same AMG code paths)",
-            "",
-            _row([*head, "upstream s", "ours s"]),
-            "|---|---|---|---|---|---|---|",
-        ]
-        for r in rows:
-            thr = f"{r['pred_iou_thresh']} / {r['stability_score_thresh']}"
-            cells = [r["points_per_side"], thr, r["masks_upstream"], r["masks_ours"], r["mean_best_iou"]]
-            lines.append(_row([*cells, r["upstream_s"], r["ours_s"]]))
-    return "\n".join(lines) + "\n"
+def _say(message: str) -> None:
+    print(message, flush=True)
 
 
 def _worker_main() -> None:
@@ -387,7 +340,7 @@ def _worker_main() -> None:
     raw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
     warnings.simplefilter("ignore")
     out = run_variant(
-        LabelBenchConfig(**raw), a.worker, Path(a.ref), a.export_dir and Path(a.export_dir), print
+        LabelBenchConfig(**raw), a.worker, Path(a.ref), a.export_dir and Path(a.export_dir), _say
     )
     atomic_write_json(Path(a.fragment), out)
 
