@@ -24,6 +24,7 @@ from torch import nn
 
 from zsplg_fast.errors import CheckpointError, ConfigError
 from zsplg_fast.models.init import deterministic_init
+from zsplg_fast.models.plugins import load_plugins
 from zsplg_fast.models.sam import RANDOM_INIT, weights_fingerprint
 from zsplg_fast.utils.io import atomic_write_with, refuse_overwrite
 
@@ -228,6 +229,8 @@ def build_clip(
         ConfigError: unknown model name, or an image tower that is not an open_clip ViT.
         CheckpointError: missing/corrupt file, weights of another architecture, unknown or uncached tag.
     """
+    if name not in CLIP_BUILDERS:
+        load_plugins()
     if name in CLIP_BUILDERS:
         model, tokenizer, fp, source = _build_registered(name, pretrained)
     else:

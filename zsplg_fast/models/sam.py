@@ -22,6 +22,7 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 
 from zsplg_fast.errors import CheckpointError, ConfigError
 from zsplg_fast.models.init import deterministic_init
+from zsplg_fast.models.plugins import load_plugins
 from zsplg_fast.utils.io import atomic_write_with, refuse_overwrite, sha256_file
 
 log = logging.getLogger(__name__)
@@ -202,6 +203,8 @@ def resolve_sam_checkpoint(variant: str, checkpoint: str | Path | None = None) -
     Raises:
         ConfigError: unknown variant.
     """
+    if variant not in SAM_BUILDERS:
+        load_plugins()
     if variant not in SAM_BUILDERS:
         close = difflib.get_close_matches(variant, list(SAM_BUILDERS), n=1)
         raise ConfigError(
