@@ -1,0 +1,32 @@
+"""A few training steps of each toy model are deterministic for a seed (and differ across seeds)."""
+
+from __future__ import annotations
+
+import torch
+
+from zsplg_fast.toy.train_clip import ClipTrainConfig, train_clip
+from zsplg_fast.toy.train_sam import SamTrainConfig, train_sam
+
+
+def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(
+        torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
+
+
+def test_sam_training_is_deterministic() -> None:
+    cfg = dict(steps=2, images_per_step=2, points_per_image=3, boxes_per_image=1, warmup=1)
+    a, sa = train_sam(SamTrainConfig(seed=1, **cfg))
+    b, _ = train_sam(SamTrainConfig(seed=1, **cfg))
+    c, _ = train_sam(SamTrainConfig(seed=2, **cfg))
+    assert _same(a, b) and not _same(a, c)
+    assert sa["history"][-1]["step"] == 2
+
+
+def test_clip_training_is_deterministic() -> None:
+    cfg = dict(steps=2, text_steps=1, joint_steps=1, batch=4, pool_size=4, refresh=1, warmup=1)
+    a, _, sa = train_clip(ClipTrainConfig(seed=1, **cfg))
+    b, _, _ = train_clip(ClipTrainConfig(seed=1, **cfg))
+    c, _, _ = train_clip(ClipTrainConfig(seed=2, **cfg))
+    assert _same(a, b) and not _same(a, c)
+    assert sa["history"][-1]["loss"] > 0
