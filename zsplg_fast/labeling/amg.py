@@ -38,7 +38,7 @@ from zsplg_fast.labeling.amg_output import (
     OUTPUT_MODES,
     AmgMasks,
     cat_crops,
-    remove_small_regions,
+    postprocess_small_regions,
     to_records,
 )
 from zsplg_fast.labeling.masks import MaskSet
@@ -52,6 +52,9 @@ def _device_of(engine: Engine) -> torch.device:
         return torch.device(str(getattr(engine, "device", "cpu")))
     except RuntimeError:
         return torch.device("cpu")
+
+
+_POST_STAGES = ("filter", "nms", "upsample", "small_regions", "encode")
 
 
 @dataclass
@@ -84,6 +87,9 @@ class MaskGenerator:
         image_size: S, when the encoder's ``image`` input does not fix it.
         pixel_mean, pixel_std: normalisation on the 0..255 scale (SAM's by default).
         mask_threshold: logit cut-off of a mask (SAM: 0.0).
+        post_threads: CPU threads for filtering/NMS/upsampling (small ops: on a shared CPU, OpenMP
+            threads spin-wait on each other, measured 25× slower with 2 threads at load 6 on 2 cores);
+            None = torch's setting. Engines keep their own threads.
     """
 
     def __init__(
@@ -100,6 +106,7 @@ class MaskGenerator:
         pixel_mean: Sequence[float] = SAM_PIXEL_MEAN,
         pixel_std: Sequence[float] = SAM_PIXEL_STD,
         mask_threshold: float = 0.0,
+        post_threads: int | None = 1,
     ) -> None:
         if output_mode not in OUTPUT_MODES:
             raise ConfigError(
@@ -117,6 +124,7 @@ class MaskGenerator:
         self.mean = torch.tensor(pixel_mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(pixel_std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.mask_threshold = float(mask_threshold)
+        self.post_threads = post_threads
         self.grids = ops.layer_point_grids(
             cfg.points_per_side, cfg.crop_n_layers, cfg.crop_n_points_downscale_factor
         )
@@ -169,10 +177,17 @@ class MaskGenerator:
 
     @contextmanager
     def _stage(self, name: str) -> Iterator[None]:
+        """Time a stage; post-processing stages (not the engines) run with ``post_threads`` CPU threads."""
         t0 = time.perf_counter()
+        threads = torch.get_num_threads()
+        post = name in _POST_STAGES and self.post_threads and self.device.type == "cpu"
+        if post:
+            torch.set_num_threads(self.post_threads)
         try:
             yield
         finally:
+            if post:
+                torch.set_num_threads(threads)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
@@ -209,7 +224,11 @@ class MaskGenerator:
                 result = result.select(keep)
         if self.cfg.min_mask_region_area > 0 and len(result):
             with self._stage("small_regions"):
-                result = self._remove_small_regions(result)
+                result = postprocess_small_regions(
+                    result,
+                    self.cfg.min_mask_region_area,
+                    max(self.cfg.box_nms_thresh, self.cfg.crop_nms_thresh),
+                )
         return result
 
     def _process_crop(self, emb: Any, crop_box: list[int], layer: int, orig_hw: tuple[int, int]) -> AmgMasks:
@@ -359,26 +378,6 @@ class MaskGenerator:
             )
             torch.gt(full, self.mask_threshold, out=masks[i : i + step])
         return masks, stab, ops.masks_to_boxes(masks)
-
-    def _remove_small_regions(self, result: AmgMasks) -> AmgMasks:
-        """Fill small holes, drop small islands, re-run NMS preferring unchanged masks (as upstream's
-        postprocess_small_regions). Runs on the CPU (OpenCV)."""
-        area = self.cfg.min_mask_region_area
-        masks = result.masks.cpu().numpy()
-        new, unchanged = [], []
-        for m in masks:
-            m2, ch1 = remove_small_regions(m, area, "holes")
-            m2, ch2 = remove_small_regions(m2, area, "islands")
-            new.append(m2)
-            unchanged.append(not (ch1 or ch2))
-        new_masks = torch.from_numpy(np.stack(new)).to(self.device)
-        boxes = ops.masks_to_boxes(new_masks)
-        scores = torch.tensor(unchanged, dtype=torch.float32, device=self.device)
-        nms_thresh = max(self.cfg.box_nms_thresh, self.cfg.crop_nms_thresh)
-        keep = batched_nms(boxes.float(), scores, _zeros(scores), nms_thresh)
-        out = result.select(keep)
-        out.masks, out.boxes = new_masks[keep], boxes[keep]
-        return out
 
 
 def _zeros(x: torch.Tensor) -> torch.Tensor:

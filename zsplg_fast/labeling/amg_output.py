@@ -161,3 +161,27 @@ def cat_crops(parts: list[AmgMasks], device: torch.device, hw: tuple[int, int]) 
         masks.append(full)
     rest = {f: torch.cat([getattr(p, f) for p in parts]) for f in _FIELDS[1:]}
     return AmgMasks(masks=torch.cat(masks), **rest)
+
+
+def postprocess_small_regions(result: AmgMasks, min_area: int, nms_thresh: float) -> AmgMasks:
+    """Fill holes and drop islands smaller than ``min_area``, then box NMS preferring unchanged masks
+    (score 1) over changed ones (score 0), as upstream's ``postprocess_small_regions``. OpenCV, on the CPU;
+    the result stays on ``result``'s device."""
+    from torchvision.ops import batched_nms
+
+    from zsplg_fast.labeling.amg_ops import masks_to_boxes
+
+    dev = result.masks.device
+    new, unchanged = [], []
+    for m in result.masks.cpu().numpy():
+        m2, ch1 = remove_small_regions(m, min_area, "holes")
+        m2, ch2 = remove_small_regions(m2, min_area, "islands")
+        new.append(m2)
+        unchanged.append(not (ch1 or ch2))
+    new_masks = torch.from_numpy(np.stack(new)).to(dev)
+    boxes = masks_to_boxes(new_masks)
+    scores = torch.tensor(unchanged, dtype=torch.float32, device=dev)
+    keep = batched_nms(boxes.float(), scores, torch.zeros_like(scores, dtype=torch.int64), nms_thresh)
+    out = result.select(keep)
+    out.masks, out.boxes = new_masks[keep], boxes[keep]
+    return out
