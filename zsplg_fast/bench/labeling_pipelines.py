@@ -252,13 +252,30 @@ def export_engines(
 
 
 def ort_engines(
-    paths: Mapping[str, Path], suffix: str = "", threads: int | None = None
+    paths: Mapping[str, Path], suffix: str = "", threads: int | None = None, cpu_arena: bool = False
 ) -> tuple[Any, Any, Any]:
-    """(encoder, decoder, clip_dense) OrtEngines on the CPU provider."""
+    """(encoder, decoder, clip_dense) OrtEngines on the CPU provider.
+
+    ``cpu_arena=False`` re-creates each session without onnxruntime's CPU memory arena: its
+    power-of-two growth plus vit_b's 805 MB global-attention buffers took one worker to 12.5 GB and an
+    OOM kill on a shared 24 GB host; without it memory goes back to the allocator between runs.
+    """
+    import onnxruntime as ort
+
     from zsplg_fast.engines.ort import OrtEngine
 
-    names = ("sam_encoder", "sam_decoder_batched", "clip_dense")
-    return tuple(OrtEngine(paths[n + suffix], intra_op_threads=threads) for n in names)  # type: ignore[return-value]
+    engines = []
+    for n in ("sam_encoder", "sam_decoder_batched", "clip_dense"):
+        e = OrtEngine(paths[n + suffix], intra_op_threads=threads)
+        if not cpu_arena:
+            opts = ort.SessionOptions()
+            opts.enable_cpu_mem_arena = False
+            if threads:
+                opts.intra_op_num_threads = threads
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            e.session = ort.InferenceSession(str(e.path), opts, providers=["CPUExecutionProvider"])
+        engines.append(e)
+    return tuple(engines)  # type: ignore[return-value]
 
 
 def best_iou(ref: torch.Tensor, ours: torch.Tensor) -> float:
