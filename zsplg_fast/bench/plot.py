@@ -52,7 +52,7 @@ def plot_latency(path: str | Path, report: Mapping[str, Any]) -> Path:
             err.append(max(0.0, t["p90_ms"] - t["median_ms"]))
         ax.barh(ys, xs, height=bar, color=cmap(j % 10), label=b, xerr=[[0] * len(err), err], capsize=2)
         for y, x in zip(ys, xs, strict=True):
-            ax.text(x * 1.05, y, f"{x:.3g}", va="center", fontsize=6)
+            ax.text(x * 1.05, y, f"{x:.0f}" if x >= 10 else f"{x:.3g}", va="center", fontsize=6)
     ax.set_yticks(range(len(cases)))
     ax.set_yticklabels(cases, fontsize=7)
     ax.invert_yaxis()
