@@ -107,3 +107,11 @@ def test_cli_deploy_fp16_keeps_fp32_io_and_accuracy(
     assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
     assert "trtexec --onnx=model.onnx --fp16" in (out / "README.md").read_text()
+
+
+def test_val_must_be_labeled(deploy_config: Callable[..., Any], shapes_ds: Path, tmp_path: Path) -> None:
+    from zsplg_fast.errors import DatasetError
+
+    with pytest.raises(DatasetError):
+        deploy(deploy_config(tmp_path / "x", val=f"folder:{shapes_ds / 'JPEGImages'}", val_split=None))
+    assert not (tmp_path / "x").exists()

@@ -130,6 +130,11 @@ def deploy(cfg: DeployConfig, progress: Progress | None = None) -> dict[str, Any
     out = Path(cfg.out)
     refuse_overwrite(out, force=cfg.force)
     val = _samples(cfg.val, cfg.val_split, "deploy.val", cfg.val_images)
+    unlabeled = [s for s in val if not s.has_label]
+    if unlabeled:
+        raise DatasetError(
+            unlabeled[0].image_path, "--val needs labeled images (the mIoU is measured on them)"
+        )
     if cfg.threads:
         import torch
 
