@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "bench",
     "deploy",
     "run",
+    "toy",
 )
 
 app = typer.Typer(
