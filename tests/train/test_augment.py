@@ -35,6 +35,8 @@ def test_resize_long_side_range() -> None:
     sides = [T.random_resize(img, mask, rng)[0].size for _ in range(200)]
     assert min(w for w, _ in sides) >= 50 and max(w for w, _ in sides) <= 200
     assert all(abs(h - w / 2) <= 1 for w, h in sides)
+    narrow = [T.random_resize(img, mask, rng, (0.4, 0.8))[0].size[0] for _ in range(200)]
+    assert min(narrow) >= 40 and max(narrow) <= 80 and max(narrow) - min(narrow) > 20
 
 
 def test_cutmix_box_area_ratio_and_probability() -> None:

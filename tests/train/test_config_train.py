@@ -38,6 +38,8 @@ def test_bad_keys_and_values_are_refused() -> None:
         load_config(None, {"train.model.backbone": "vgg"})
     with pytest.raises(ConfigError, match="no such file or preset"):
         preset("imagenet")
+    with pytest.raises(ConfigError, match="scale_range"):
+        load_config(None, {"train.data.scale_range": [2.0, 1.0]})
 
 
 def test_lr_scales_with_world_and_batch_and_head_is_x10() -> None:

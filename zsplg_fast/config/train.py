@@ -53,10 +53,20 @@ class TrainDataConfig:
     zero_shot: str | None = opt(None, help="folder of zero-shot labels <id>.png for the unlabeled split")
     enhanced: str | None = opt(None, help="folder of enhanced labels <id>.png (from enhance) for `train`")
     crop_size: int = opt(321, ge=16, le=4096, help="square training crop (UniMatch crop_size)")
+    scale_range: list[float] = opt(
+        factory=lambda: [0.5, 2.0], help="random resize of the long side, × U[lo, hi] (UniMatch: 0.5–2.0)"
+    )
     workers: int = opt(1, ge=0, le=64, help="DataLoader workers per process")
     preflight: bool = opt(True, help="check every image/label once before training (cached)")
     preflight_cache: str | None = opt(None, help="cache folder; null = $XDG_CACHE_HOME/zsplg-fast/preflight")
     max_long_side: int = opt(16384, ge=32, help="refuse images whose long side exceeds this")
+
+    def validate(self, prefix: str) -> None:
+        lo_hi = self.scale_range
+        if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1] <= 8:
+            raise ConfigError(
+                f"{prefix}.scale_range", lo_hi, "need [lo, hi] with 0 < lo <= hi <= 8", "e.g. [0.5, 2.0]"
+            )
 
 
 @dataclass

@@ -69,13 +69,19 @@ class LabeledSet(_Base):
     """
 
     def __init__(
-        self, samples: Sequence[Sample], crop: int, nsample: int | None = None, max_long_side: int = 16384
+        self,
+        samples: Sequence[Sample],
+        crop: int,
+        nsample: int | None = None,
+        max_long_side: int = 16384,
+        scale: tuple[float, float] = (0.5, 2.0),
     ) -> None:
         items = list(samples)
         if nsample is not None and items:
             items = (items * math.ceil(nsample / len(items)))[:nsample]
         super().__init__(items, max_long_side)
         self.crop = crop
+        self.scale = scale
 
     def __getitem__(self, key: Key) -> tuple[torch.Tensor, torch.Tensor, int]:
         index, seed = key
@@ -83,7 +89,7 @@ class LabeledSet(_Base):
         rng = np.random.default_rng(seed)
         label = s.load_label()
         mask = Image.fromarray(label if label is not None else np.full((1, 1), IGNORE, np.uint8))
-        img, mask = T.weak(self._image(s), mask, self.crop, rng, T.PAD_LABELED)
+        img, mask = T.weak(self._image(s), mask, self.crop, rng, T.PAD_LABELED, self.scale)
         return T.normalize(img), T.to_mask(mask), index
 
 
@@ -101,9 +107,11 @@ class UnlabeledSet(_Base):
         crop: int,
         zero_shot: str | Path | None = None,
         max_long_side: int = 16384,
+        scale: tuple[float, float] = (0.5, 2.0),
     ) -> None:
         super().__init__(samples, max_long_side)
         self.crop = crop
+        self.scale = scale
         self.zero_shot = labels_dir(zero_shot) if zero_shot is not None else None
 
     def _zero_shot(self, s: Sample, size: tuple[int, int]) -> np.ndarray:
@@ -119,7 +127,7 @@ class UnlabeledSet(_Base):
         rng = np.random.default_rng(seed)
         img = self._image(s)
         zs = Image.fromarray(self._zero_shot(s, img.size))
-        img, zs = T.weak(img, zs, self.crop, rng, T.PAD_UNLABELED)
+        img, zs = T.weak(img, zs, self.crop, rng, T.PAD_UNLABELED, self.scale)
         s1 = T.strong(img, rng)
         box1 = T.cutmix_box(self.crop, rng)
         s2 = T.strong(img, rng)

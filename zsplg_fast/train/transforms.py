@@ -57,10 +57,16 @@ def random_hflip(
 
 
 def weak(
-    img: Image.Image, mask: Image.Image, size: int, rng: np.random.Generator, fill: int
+    img: Image.Image,
+    mask: Image.Image,
+    size: int,
+    rng: np.random.Generator,
+    fill: int,
+    scale: tuple[float, float] = (0.5, 2.0),
 ) -> tuple[Image.Image, Image.Image]:
-    """The weak (geometric) pipeline shared by labeled and unlabeled samples: resize, crop, flip."""
-    img, mask = random_resize(img, mask, rng)
+    """The weak (geometric) pipeline shared by labeled and unlabeled samples: resize (long side × U[scale]),
+    crop, flip."""
+    img, mask = random_resize(img, mask, rng, scale)
     img, mask = random_crop(img, mask, size, rng, fill)
     return random_hflip(img, mask, rng)
 
