@@ -10,6 +10,7 @@ anything else maps to ``<unk>``), which keeps the token table at a few hundred r
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections.abc import Sequence
@@ -138,6 +139,11 @@ def _open_clip() -> ModuleType:
     return open_clip
 
 
+class _DropRandomInitNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
 def build_clip_toy(init_logit_scale: float = 30.0) -> tuple[nn.Module, ToyTokenizer]:
     """A randomly initialised toy CLIP (eval mode) and its tokenizer.
 
@@ -145,7 +151,14 @@ def build_clip_toy(init_logit_scale: float = 30.0) -> tuple[nn.Module, ToyTokeni
     model's ``logit_scale`` starts at ``log(init_logit_scale)``; weights loaded later replace it.
     """
     oc = _open_clip()
-    model = oc.create_model(TOY_CLIP_NAME, pretrained=None)
+    # open_clip logs "No pretrained weights loaded … initialized randomly" on the root logger; here that is
+    # by design (shipped weights load next, through the sha256-checked registry), so the line is dropped.
+    quiet = _DropRandomInitNotice()
+    logging.getLogger().addFilter(quiet)
+    try:
+        model = oc.create_model(TOY_CLIP_NAME, pretrained=None)
+    finally:
+        logging.getLogger().removeFilter(quiet)
     visual = model.visual
     if int(visual.patch_size[0]) != 16:
         raise ValueError("the toy CLIP's conv stem has stride 16; toy_clip.json must say patch_size 16")
