@@ -16,7 +16,7 @@ from zsplg_fast.toy.registry import MANIFEST_NAME, PACKAGE_DIR, read_manifest, r
 
 def test_manifest_records_provenance() -> None:
     man = read_manifest()
-    for kind in ("sam", "clip"):
+    for kind in ("sam", "clip", "backbone"):
         entry = man["models"][kind]
         assert len(entry["sha256"]) == 64
         assert entry["command"].startswith(("zsplg-fast toy train-", "python -m zsplg_fast.toy.train_"))
@@ -68,3 +68,16 @@ def test_registered_models_load_shipped_weights_without_random_init_warning(
     assert bundle.weights == weights_fingerprint(verified_weights("clip"))
     assert bundle.image_size == toy_clip_config()["vision_cfg"]["image_size"] and bundle.embed_dim == 128
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+def test_segmenter_backbone_toy_loads_the_shipped_sha256_checked_weights() -> None:
+    import torch
+
+    from zsplg_fast.models.segmenter import build_segmenter
+
+    seg = build_segmenter("tiny", 7, pretrained="toy")
+    shipped = torch.load(verified_weights("backbone"), map_location="cpu", weights_only=True)
+    own = seg.backbone.state_dict()
+    assert shipped and all(torch.equal(own[k], v.to(own[k].dtype)) for k, v in shipped.items())
+    with pytest.raises(CheckpointError, match="file not found"):
+        build_segmenter("tiny", 7, pretrained="no-such-weights")

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 
+from zsplg_fast.models.segmenter import build_segmenter
+from zsplg_fast.toy.train_backbone import BackboneTrainConfig, make_batch, train_backbone
 from zsplg_fast.toy.train_clip import ClipTrainConfig, train_clip
 from zsplg_fast.toy.train_sam import SamTrainConfig, train_sam
 
@@ -30,3 +35,20 @@ def test_clip_training_is_deterministic() -> None:
     c, _, _ = train_clip(ClipTrainConfig(seed=2, **cfg))
     assert _same(a, b) and not _same(a, c)
     assert sa["history"][-1]["loss"] > 0
+
+
+def test_backbone_pretraining_is_deterministic_and_writes_a_loadable_backbone(tmp_path: Path) -> None:
+    cfg = dict(steps=2, batch=4, image_size=64, log_every=1)
+    a, sa = train_backbone(BackboneTrainConfig(seed=1, **cfg), tmp_path)
+    b, _ = train_backbone(BackboneTrainConfig(seed=1, **cfg))
+    c, _ = train_backbone(BackboneTrainConfig(seed=2, **cfg))
+    assert _same(a, b) and not _same(a, c)
+    assert json.loads((tmp_path / "backbone_train.json").read_text())["config"]["steps"] == 2
+    seg = build_segmenter("tiny", 7, pretrained=tmp_path / "backbone_toy.pth")
+    assert _same(seg.backbone, a) and sa["history"][-1]["loss"] > 0
+
+
+def test_make_batch_targets_are_the_one_shape_shown() -> None:
+    x, t = make_batch(0, 0, 6, 96, 6)
+    assert x.shape == (6, 3, 96, 96) and t.shape == (6,) and t.dtype == torch.int64
+    assert ((t >= 0) & (t < 6)).all() and len(set(t.tolist())) > 1

@@ -1,4 +1,4 @@
-"""`zsplg-fast toy train-sam | train-clip | eval`: the toy world's own tiny SAM and CLIP."""
+"""`zsplg-fast toy train-sam | train-clip | train-backbone | eval`: the toy world's own models."""
 
 from __future__ import annotations
 
@@ -63,6 +63,23 @@ def train_clip_cmd(
     )
     _, _, summary = train_clip(cfg, out, _command(), eval_fn, eval_every)
     console.print(f"toy CLIP: {steps} steps in {summary['train_seconds']} s → {out}/clip_toy.pt")
+
+
+@app.command("train-backbone")
+def train_backbone_cmd(
+    out: Path = OutOpt,
+    steps: int = typer.Option(1500, "--steps", min=1),
+    seed: int = typer.Option(0, "--seed"),
+    threads: int = ThreadsOpt,
+) -> None:
+    """Pretrain the segmenter's tiny backbone on image-level shape labels (the toy world's ImageNet);
+    writes backbone_toy.pth + backbone_train.json."""
+    from zsplg_fast.toy.train_backbone import BackboneTrainConfig, train_backbone
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    cfg = BackboneTrainConfig(steps=steps, seed=seed, threads=threads)
+    _, summary = train_backbone(cfg, out, _command())
+    console.print(f"toy backbone: {steps} steps in {summary['train_seconds']} s → {out}/backbone_toy.pth")
 
 
 @app.command("eval")

@@ -62,7 +62,8 @@ def prepare_output(out: Path, manifest: dict[str, Any]) -> None:
                 f"{manifest['fingerprint']}; use another --out (or the same config to resume)",
             )
         return
-    foreign = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    ours = {"classes.txt"}  # written by resolve_auto_classes before the job claims the folder
+    foreign = sorted(p.name for p in out.iterdir() if not p.name.startswith(".") and p.name not in ours)
     if foreign:
         raise OutputExistsError(
             out, f"is not empty and has no manifest.json (holds {foreign[:3]}); choose another --out"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from zsplg_fast.data import Sample, open_source, shard
 from zsplg_fast.errors import ConfigError
 from zsplg_fast.labeling.build import build_labeler, labeler_factory
 from zsplg_fast.labeling.job import JobSummary, LabelJob, ProgressFn
+from zsplg_fast.utils.io import atomic_write_text
 
 
 def label_dataset(cfg: Config, on_progress: ProgressFn | None = None) -> JobSummary:
@@ -21,6 +23,7 @@ def label_dataset(cfg: Config, on_progress: ProgressFn | None = None) -> JobSumm
     if cfg.data.source is None:
         raise ConfigError("data.source", None, "no dataset given", valid="voc:DIR, coco:DIR, folder:DIR")
     source = open_source(cfg.data.source, cfg.data.split)
+    cfg = resolve_auto_classes(cfg, source.class_names)
     i, n = cfg.label.shard_index
     samples = shard(source.samples, i, n)
     load_kwargs = {
@@ -76,6 +79,26 @@ def _local(
         image_batch=cfg.label.image_batch,
     )
     return job.run()
+
+
+def resolve_auto_classes(cfg: Config, dataset_classes: list[str] | None) -> Config:
+    """``classify.classes: auto`` → the dataset's own class list (its classes.txt), copied to
+    ``<label.out>/classes.txt`` (one class per line, '|' synonyms kept) so workers and reruns read a file.
+
+    Raises:
+        ConfigError: 'auto' for a dataset that declares no classes.
+    """
+    if cfg.classify.classes != "auto":
+        return cfg
+    if not dataset_classes:
+        why = f"{cfg.data.source} declares no classes.txt"
+        raise ConfigError("classify.classes", "auto", why, valid="voc, coco, a file")
+    path = Path(cfg.label.out) / "classes.txt"
+    text = "\n".join(dataset_classes) + "\n"
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, text)
+    return replace(cfg, classify=replace(cfg.classify, classes=str(path)))
 
 
 def write_label_grid(out: Path, samples: list[Sample], n: int, class_names: list[str]) -> Path | None:

@@ -11,7 +11,7 @@ official ``pretrained/resnet{50,101}.pth`` files and UniMatch checkpoints load.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -261,12 +261,36 @@ def _read_state(path: str | Path) -> dict[str, Any]:
     return obj
 
 
+# Named backbone weights shipped with the project (the toy world's ``toy``): name → path getter.
+BACKBONE_WEIGHTS: dict[str, Callable[[], Path]] = {}
+
+
+def register_backbone_weights(name: str, path: Callable[[], Path]) -> None:
+    """Make ``train.model.pretrained: <name>`` load ``path()`` (called, and checked, at build time)."""
+    BACKBONE_WEIGHTS[name] = path
+
+
+def resolve_backbone_weights(spec: str | Path) -> Path:
+    """A file path as is; else a registered name (plugins load on first need); else the path, which
+    then fails to load with a clear error."""
+    if Path(spec).is_file():
+        return Path(spec)
+    if str(spec) not in BACKBONE_WEIGHTS:
+        from zsplg_fast.models.plugins import load_plugins
+
+        load_plugins()
+    getter = BACKBONE_WEIGHTS.get(str(spec))
+    return getter() if getter is not None else Path(spec)
+
+
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> dict[str, list[str]]:
     """Load a local backbone state_dict (upstream ``pretrained/resnet*.pth`` style) non-strictly.
+    ``path`` may also be a registered name (``toy``: the toy world's shipped, sha256-checked backbone).
 
     Returns ``{"missing": [...], "unexpected": [...], "loaded": [...]}`` and logs the report; a key whose
     shape differs from the model is a :class:`CheckpointError` (wrong architecture).
     """
+    path = resolve_backbone_weights(path)
     obj = _read_state(path)
     state = obj.get("state_dict", obj.get("model", obj))
     state = _strip_prefixes(state, ("module.", "backbone."))

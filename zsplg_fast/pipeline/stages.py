@@ -4,6 +4,8 @@ depends on; the runner fingerprints that config with the fingerprints of the sta
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -48,12 +50,6 @@ def train_config(cfg: Config, **data: Any) -> TrainConfig:
     return replace(t, data=replace(t.data, source=source, **data))
 
 
-def _class_names(cfg: Config) -> list[str]:
-    from zsplg_fast.models.text import load_class_names
-
-    return [names[0] for names in load_class_names(cfg.classify.classes)]
-
-
 def score_labels(samples: list[Any], labels: Path, class_names: list[str]) -> Result:
     """mIoU of ``labels/<id>.png`` against each sample's ground truth (samples without one are skipped)."""
     from zsplg_fast.data import read_label
@@ -78,11 +74,12 @@ def _zero_shot(cfg: Config, ctx: Context, folder: Path) -> Result:
     lcfg = replace(
         cfg,
         data=replace(cfg.data, source=tcfg.data.source, split=tcfg.data.unlabeled),
-        label=replace(cfg.label, out=str(folder)),
+        label=replace(cfg.label, out=str(folder), overlays=cfg.pipeline.overlays),
     )
     summary = label_dataset(lcfg)
     samples = open_source(tcfg.data.source, tcfg.data.unlabeled).samples
-    report = score_labels(samples, folder / "labels", _class_names(cfg))
+    classes = json.loads((folder / "manifest.json").read_text())["classes"]
+    report = score_labels(samples, folder / "labels", classes)
     return {
         "labels": str(folder / "labels"),
         "summary": summary.to_dict(),
@@ -127,7 +124,14 @@ def _evaluate(cfg: Config, ctx: Context, folder: Path) -> Result:
     from zsplg_fast.train.evaluate import evaluate_split
 
     final = _need(ctx, "final", "evaluate")
-    return evaluate_split(train_config(cfg), final["checkpoint"], out=folder / "report.json")
+    tcfg = train_config(cfg)
+    report = evaluate_split(tcfg, final["checkpoint"], out=folder / "report.json")
+    if cfg.pipeline.overlays and os.environ.get("RANK", "0") == "0":
+        from zsplg_fast.bench.overlays import split_grid
+
+        grid = split_grid(tcfg, final["checkpoint"], None, cfg.pipeline.overlays, folder / "overlays.png")
+        report = {**report, "overlays": str(grid)}
+    return report
 
 
 def _export(cfg: Config, ctx: Context, folder: Path) -> Result:

@@ -64,14 +64,17 @@ def toy_settings(root: Path = PACKAGE_DIR) -> dict[str, Any]:
 
 
 def register() -> None:
-    """Register SAM variant ``toy`` and CLIP model ``toy`` with their shipped, sha256-checked weights.
+    """Register SAM variant ``toy``, CLIP model ``toy`` and segmenter backbone weights ``toy`` (the
+    ``tiny`` backbone pretrained by ``toy train-backbone``), all shipped and sha256-checked.
 
     Idempotent; cheap (no weights are read until a model is built).
     """
     from zsplg_fast.models.clip import register_clip_model
     from zsplg_fast.models.sam import register_sam_variant
+    from zsplg_fast.models.segmenter import register_backbone_weights
     from zsplg_fast.toy.clip import build_clip_toy
     from zsplg_fast.toy.sam import build_sam_toy
 
     register_sam_variant(TOY_NAME, build_sam_toy, lambda: verified_weights("sam"))
     register_clip_model(TOY_NAME, build_clip_toy, lambda: verified_weights("clip"))
+    register_backbone_weights(TOY_NAME, lambda: verified_weights("backbone"))

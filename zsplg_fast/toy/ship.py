@@ -1,7 +1,7 @@
 """Turn training outputs into the shipped package data: fp16 weights, sha256 manifest, measured figures.
 
-``python -m zsplg_fast.toy.ship --sam DIR --clip DIR`` reads ``DIR/sam_toy.pth`` + ``sam_train.json`` and
-``DIR/clip_toy.pt`` + ``clip_train.json`` (written by ``zsplg-fast toy train-sam|train-clip``), stores
+``python -m zsplg_fast.toy.ship [--sam DIR] [--clip DIR] [--backbone DIR]`` reads each folder's weights
+and ``*_train.json`` (written by ``zsplg-fast toy train-sam|train-clip|train-backbone``), stores
 the weights as float16 under ``zsplg_fast/toy/weights/``, checks fp16 ↔ fp32 parity, evaluates the
 shipped files on held-out images and writes ``zsplg_fast/toy/manifest.json``.
 """
@@ -19,8 +19,12 @@ import torch.nn.functional as F
 from zsplg_fast.toy.registry import MANIFEST_NAME, PACKAGE_DIR
 from zsplg_fast.utils.io import atomic_write_json, atomic_write_with, sha256_file
 
-FILES = {"sam": "weights/sam_toy.pth", "clip": "weights/clip_toy.pt"}
-SOURCES = {"sam": ("sam_toy.pth", "sam_train.json"), "clip": ("clip_toy.pt", "clip_train.json")}
+FILES = {"sam": "weights/sam_toy.pth", "clip": "weights/clip_toy.pt", "backbone": "weights/backbone_toy.pth"}
+SOURCES = {
+    "sam": ("sam_toy.pth", "sam_train.json"),
+    "clip": ("clip_toy.pt", "clip_train.json"),
+    "backbone": ("backbone_toy.pth", "backbone_train.json"),
+}
 
 
 def to_fp16(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -56,20 +60,26 @@ def parity(
     return out
 
 
-def ship(sam_dir: Path, clip_dir: Path, recommended: dict[str, Any], num_eval: int = 40) -> dict[str, Any]:
-    """Write fp16 weights and the manifest into the package; returns the manifest."""
-    from zsplg_fast.toy.report import evaluate_toy
-
-    models: dict[str, Any] = {}
+def ship(
+    dirs: dict[str, Path], recommended: dict[str, Any] | None = None, num_eval: int = 40
+) -> dict[str, Any]:
+    """Write fp16 weights of the kinds in ``dirs`` ('sam' | 'clip' | 'backbone' → training output folder)
+    and update the manifest; entries of other kinds are kept. Returns the manifest."""
+    path = PACKAGE_DIR / MANIFEST_NAME
+    manifest: dict[str, Any] = (
+        json.loads(path.read_text()) if path.is_file() else {"version": 1, "models": {}}
+    )
     sds32, sds16 = {}, {}
-    for kind, (wname, jname) in SOURCES.items():
-        src = Path(sam_dir if kind == "sam" else clip_dir)
-        train = json.loads((src / jname).read_text())
-        sd = torch.load(src / wname, map_location="cpu", weights_only=True)
+    for kind, src in dirs.items():
+        if kind not in SOURCES:
+            raise ValueError(f"unknown toy model kind '{kind}'; valid: {', '.join(SOURCES)}")
+        wname, jname = SOURCES[kind]
+        train = json.loads((Path(src) / jname).read_text())
+        sd = torch.load(Path(src) / wname, map_location="cpu", weights_only=True)
         sds32[kind], sds16[kind] = sd, to_fp16(sd)
         dst = PACKAGE_DIR / FILES[kind]
         atomic_write_with(dst, lambda f, s=sds16[kind]: torch.save(s, f))
-        models[kind] = {
+        manifest["models"][kind] = {
             "file": FILES[kind],
             "sha256": sha256_file(dst),
             "bytes": dst.stat().st_size,
@@ -83,16 +93,17 @@ def ship(sam_dir: Path, clip_dir: Path, recommended: dict[str, Any], num_eval: i
             "config": train["config"],
             "final_training_log": train["history"][-1] if train["history"] else {},
         }
-    manifest: dict[str, Any] = {
-        "version": 1,
-        "models": models,
-        "recommended": recommended,
-        "fp16_parity": parity(sds32, sds16),
-    }
-    atomic_write_json(PACKAGE_DIR / MANIFEST_NAME, manifest)
-    manifest["metrics"] = evaluate_toy(num_eval, rec=recommended)["metrics"]
-    manifest["metrics_note"] = f"first {num_eval} images of the toy world's val split (never trained on)"
-    atomic_write_json(PACKAGE_DIR / MANIFEST_NAME, manifest)
+    if recommended is not None:
+        manifest["recommended"] = recommended
+    if {"sam", "clip"} <= set(sds32):
+        manifest["fp16_parity"] = parity(sds32, sds16)
+    atomic_write_json(path, manifest)
+    if num_eval and {"sam", "clip"} & set(dirs):
+        from zsplg_fast.toy.report import evaluate_toy
+
+        manifest["metrics"] = evaluate_toy(num_eval, rec=manifest.get("recommended"))["metrics"]
+        manifest["metrics_note"] = f"first {num_eval} images of the toy world's val split (never trained on)"
+        atomic_write_json(path, manifest)
     return manifest
 
 
@@ -102,14 +113,19 @@ def main() -> None:  # pragma: no cover - maintenance script
     from zsplg_fast.toy.report import DEFAULT_RECOMMENDED
 
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--sam", required=True, type=Path)
-    ap.add_argument("--clip", required=True, type=Path)
+    for kind in SOURCES:
+        ap.add_argument(f"--{kind}", type=Path, help=f"output folder of `zsplg-fast toy train-{kind}`")
     ap.add_argument("--recommended", type=Path, help="JSON with 'amg' and 'clip' settings")
     ap.add_argument("--num", type=int, default=40)
     a = ap.parse_args()
-    rec = json.loads(a.recommended.read_text()) if a.recommended else DEFAULT_RECOMMENDED
-    m = ship(a.sam, a.clip, rec, a.num)
-    print(json.dumps({k: m[k] for k in ("fp16_parity", "metrics")}, indent=1))
+    rec = json.loads(a.recommended.read_text()) if a.recommended else None
+    dirs = {kind: getattr(a, kind) for kind in SOURCES if getattr(a, kind) is not None}
+    m = ship(
+        dirs,
+        rec if rec is not None or (PACKAGE_DIR / MANIFEST_NAME).is_file() else DEFAULT_RECOMMENDED,
+        a.num,
+    )
+    print(json.dumps({k: m[k] for k in ("fp16_parity", "metrics") if k in m}, indent=1))
 
 
 if __name__ == "__main__":  # pragma: no cover
