@@ -311,7 +311,8 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> dict[str, li
     }
     if not report["loaded"]:
         raise CheckpointError(path, "no key matches the backbone; is this a ResNet state_dict?")
-    log.warning(
+    log.log(
+        logging.WARNING if report["missing"] or report["unexpected"] else logging.INFO,
         "backbone weights %s: %d loaded, %d missing %s, %d unexpected %s",
         path,
         len(report["loaded"]),

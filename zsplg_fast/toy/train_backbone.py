@@ -108,7 +108,7 @@ def train_backbone(
         loss.backward()
         opt.step()
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            rec = {"step": step + 1, "loss": round(float(loss), 4), "lr": lr}
+            rec = {"step": step + 1, "loss": round(loss.item(), 4), "lr": lr}
             rec["sec"] = round(time.perf_counter() - t0, 1)
             if (step + 1) % (cfg.log_every * 5) == 0 or step + 1 == cfg.steps:
                 rec["held_out_top1"] = round(held_out_accuracy(model, cfg.seed, k, cfg.image_size), 4)
