@@ -46,7 +46,10 @@ class AmgConfig:
 class ClassifyConfig:
     """Naming masks: classes, background threshold, and the painting policy."""
 
-    classes: str = opt("voc", help="voc | coco | path to a text file (one class per line, '|' synonyms)")
+    classes: str = opt(
+        "voc",
+        help="voc | coco | auto (the dataset's classes.txt; label and run) | a class file ('|' synonyms)",
+    )
     score_threshold: float = opt(0.0, ge=0.0, le=1.0, help="below this softmax score a mask is background")
     logit_scale: float = opt(100.0, gt=0.0, help="softmax temperature applied to cosines")
     uncovered: str = opt(

@@ -28,13 +28,14 @@ from torch import nn
 
 from zsplg_fast.data.synthetic import TOY_WORLD, render_sample
 from zsplg_fast.models.segmenter import build_segmenter
+from zsplg_fast.train import transforms as T
 from zsplg_fast.utils.io import atomic_write_json, atomic_write_with
 
 log = logging.getLogger("zsplg_fast.toy")
 
 STREAM = 7  # seed-stream code; the world's splits use other codes (see data.synthetic.SPLIT_CODES)
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+MEAN = torch.tensor(T.MEAN).view(1, 3, 1, 1)  # as the segmenter normalises its inputs
+STD = torch.tensor(T.STD).view(1, 3, 1, 1)
 
 
 @dataclass
@@ -52,7 +53,7 @@ class BackboneTrainConfig:
     log_every: int = 50
 
 
-class PresenceClassifier(nn.Module):
+class ShapeClassifier(nn.Module):
     """Backbone + linear head. x: (B, 3, S, S) float32 normalised → logits (B, K)."""
 
     def __init__(self, num_classes: int) -> None:
@@ -77,7 +78,7 @@ def make_batch(seed: int, step: int, batch: int, size: int, k: int) -> tuple[tor
 
 
 @torch.no_grad()
-def held_out_accuracy(model: PresenceClassifier, seed: int, k: int, size: int, n: int = 128) -> float:
+def held_out_accuracy(model: ShapeClassifier, seed: int, k: int, size: int, n: int = 128) -> float:
     """Top-1 accuracy on ``n`` images from a step index training never reaches."""
     model.eval()
     x, t = make_batch(seed, 10**9, n, size, k)
@@ -94,7 +95,7 @@ def train_backbone(
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     k = TOY_WORLD.num_classes
-    model = PresenceClassifier(k).train()
+    model = ShapeClassifier(k).train()
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     history: list[dict[str, Any]] = []
     t0 = time.perf_counter()
