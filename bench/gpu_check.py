@@ -174,11 +174,10 @@ def _cfg(grid: int) -> Any:
     return AmgConfig(points_per_side=grid, pred_iou_thresh=0.0, stability_score_thresh=0.0)
 
 
-def _masks(records: list[dict]) -> Any:
-    import numpy as np
-    import torch
+def _masks(records: list[dict], hw: tuple[int, int]) -> Any:
+    from zsplg_fast.labeling.masks import MaskSet
 
-    return torch.from_numpy(np.stack([r["segmentation"] for r in records]))
+    return MaskSet.from_records(records, hw).masks
 
 
 # ---- sections -----------------------------------------------------------------------------------------
@@ -257,7 +256,7 @@ def section_amg(smoke: bool, dev: Any, variant: str) -> dict:
     kw = {"points_per_side": grid, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
     upstream = SamAutomaticMaskGenerator(sam, **kw)
     with torch.inference_mode():
-        ref = _masks(upstream.generate(image))  # warm-up and reference
+        ref = _masks(upstream.generate(image), image.shape[:2])  # warm-up and reference
         t_up = _times(lambda: upstream.generate(image), runs, dev)
     out: dict[str, Any] = {"variant": variant, "grid": grid, "image_hw": list(hw), "upstream_fp32_s": t_up}
     ours: dict[str, Any] = {}

@@ -31,7 +31,8 @@ def test_bench_labeling_tiny_a_vs_b(tmp_path: Path) -> None:
     assert b["fidelity"]["mean_best_iou"] >= 0.98 and b["fidelity"]["count_ratio"] == 1.0
     assert b["fidelity"]["clip_feature_cosine_min"] > 0.9999
     assert {"encoder", "decoder", "clip", "pool"} <= set(b["stages_s"])
-    assert report["results"]["4x4"]["A"]["speedup_vs_A"] == 1.0
+    a = report["results"]["4x4"]["A"]
+    assert b["speedup_vs_A"] == pytest.approx(a["seconds_per_image"] / b["seconds_per_image"], abs=0.01)
     assert all(r["mean_best_iou"] >= 0.98 for r in report["colour_sam_fidelity"])
     assert json.loads(out.with_suffix(".json").read_text())["settings"]["torch_threads"] == 1
     md = out.with_suffix(".md").read_text()

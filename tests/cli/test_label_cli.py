@@ -38,3 +38,28 @@ def test_label_cli_on_the_toy_world(tmp_path: Path) -> None:
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0, again.output
     assert [p.stat().st_mtime_ns for p in labels] == mtimes
+
+
+def test_auto_classes_never_overwrite_a_foreign_class_file(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    import pytest
+
+    from zsplg_fast.config import load_config
+    from zsplg_fast.errors import OutputExistsError
+    from zsplg_fast.labeling.run import resolve_auto_classes
+
+    cfg = load_config(None, {"classify.classes": "auto", "label.out": str(tmp_path / "out")})
+    got = resolve_auto_classes(cfg, ["background", "cat|kitty"])
+    assert (tmp_path / "out" / "classes.txt").read_text() == "background\ncat|kitty\n"
+    assert got.classify.classes == str(tmp_path / "out" / "classes.txt")
+    assert resolve_auto_classes(cfg, ["background", "cat|kitty"]) == got  # same list: reused
+    with pytest.raises(OutputExistsError, match="another class list"):
+        resolve_auto_classes(cfg, ["background", "dog"])
+    assert (tmp_path / "out" / "classes.txt").read_text() == "background\ncat|kitty\n"
+    assert (
+        resolve_auto_classes(
+            replace(cfg, classify=replace(cfg.classify, classes="voc")), None
+        ).classify.classes
+        == "voc"
+    )

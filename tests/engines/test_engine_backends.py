@@ -89,6 +89,7 @@ def test_ort_thread_and_optimisation_options(decoder_onnx: Path, decoder_feeds: 
     with pytest.raises(ConfigError, match="optimization"):
         ort_backend.OrtEngine(decoder_onnx, optimization="max")
     e = ort_backend.OrtEngine(decoder_onnx, session_options={"enable_cpu_mem_arena": False})
+    assert e.session.get_session_options().enable_cpu_mem_arena is False
     assert e(decoder_feeds)["low_res_masks"].shape == (5, 3, 64, 64)
     with pytest.raises(ConfigError, match="SessionOptions"):
         ort_backend.OrtEngine(decoder_onnx, session_options={"turbo": True})

@@ -33,7 +33,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]
     return out, json.loads((out / "run" / "summary.json").read_text()), res.output
 
 
-def test_demo_orders_zero_shot_enhanced_final_baseline(demo_run: tuple[Path, dict, str]) -> None:
+def test_demo_quality_floors_and_final_over_baseline(demo_run: tuple[Path, dict, str]) -> None:
     _, summary, output = demo_run
     t = summary["table"]
     assert t["zero_shot_label_miou"] >= ZERO_SHOT_MIN, t

@@ -135,6 +135,7 @@ def _colour_fidelity(cfg: LabelBenchConfig, log: Callable[[str], None]) -> list[
     from zsplg_fast.bench.labeling_pipelines import best_iou
     from zsplg_fast.bench.synthetic_sam import build_colour_sam, sam_module_engines
     from zsplg_fast.labeling.amg import MaskGenerator
+    from zsplg_fast.labeling.masks import MaskSet
 
     sam = build_colour_sam(1024)
     enc, dec = sam_module_engines(sam)
@@ -150,11 +151,7 @@ def _colour_fidelity(cfg: LabelBenchConfig, log: Callable[[str], None]) -> list[
         t0 = time.perf_counter()
         ours = gen.generate_tensors(image)
         t_ours = time.perf_counter() - t0
-        ref_m = (
-            torch.from_numpy(np.stack([r["segmentation"] for r in ref]))
-            if ref
-            else torch.zeros((0, *cfg.image_hw), dtype=torch.bool)
-        )
+        ref_m = MaskSet.from_records(ref, cfg.image_hw).masks
         row = {
             **kw,
             "masks_upstream": len(ref),

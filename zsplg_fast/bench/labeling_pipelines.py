@@ -23,6 +23,8 @@ import torch
 from zsplg_fast.config.labeling import AmgConfig
 from zsplg_fast.labeling.amg import MaskGenerator
 from zsplg_fast.labeling.classify import clip_preprocess
+from zsplg_fast.labeling.engines import dense_from_engine
+from zsplg_fast.labeling.masks import MaskSet
 from zsplg_fast.labeling.pooling import pool_masks
 
 
@@ -127,12 +129,7 @@ class UpstreamPipeline:
             records = self.gen.generate(image)
         sync()
         self.stages["amg_other"] = time.perf_counter() - t0 - self.stages.get("encoder", 0.0)
-        h, w = image.shape[:2]
-        masks = (
-            torch.from_numpy(np.stack([r["segmentation"] for r in records]))
-            if records
-            else torch.zeros((0, h, w), dtype=torch.bool)
-        )
+        masks = MaskSet.from_records(records, image.shape[:2]).masks
         clip = self.models.clip
         with _timed(self.stages, "clip", sync), self._autocast():
             x = clip_preprocess(image, self.models.clip_size, clip.mean, clip.std, self.device)
@@ -149,9 +146,9 @@ class EnginePipeline:
         self, encoder: Any, decoder: Any, clip_dense: Any, models: Models, cfg: AmgConfig, **amg: Any
     ) -> None:
         self.gen = MaskGenerator(encoder, decoder, cfg, **amg)
-        self.clip_dense = clip_dense
         self.models = models
         self.device = self.gen.device
+        self.dense = dense_from_engine(clip_dense, self.device)
 
     @torch.inference_mode()
     def __call__(self, image: np.ndarray) -> PipelineResult:
@@ -161,8 +158,7 @@ class EnginePipeline:
         clip = self.models.clip
         with _timed(stages, "clip", sync):
             x = clip_preprocess(image, self.models.clip_size, clip.mean, clip.std, self.device)
-            feed = x if self.device.type == "cuda" else x.numpy()
-            feats = torch.as_tensor(self.clip_dense({"image": feed})["features"]).to(self.device)[0].float()
+            feats = self.dense(x)[0]
         with _timed(stages, "pool", sync):
             pooled = pool_masks(result.masks, feats)
         return PipelineResult(result.masks.cpu(), pooled.cpu(), feats.cpu(), stages)
@@ -256,25 +252,15 @@ def ort_engines(
 ) -> tuple[Any, Any, Any]:
     """(encoder, decoder, clip_dense) OrtEngines on the CPU provider.
 
-    ``cpu_arena=False`` re-creates each session without onnxruntime's CPU memory arena: its
+    ``cpu_arena=False`` builds each session without onnxruntime's CPU memory arena: its
     power-of-two growth plus vit_b's 805 MB global-attention buffers took one worker to 12.5 GB and an
     OOM kill on a shared 24 GB host; without it memory goes back to the allocator between runs.
     """
-    import onnxruntime as ort
-
     from zsplg_fast.engines.ort import OrtEngine
 
-    engines = []
-    for n in ("sam_encoder", "sam_decoder_batched", "clip_dense"):
-        e = OrtEngine(paths[n + suffix], intra_op_threads=threads)
-        if not cpu_arena:
-            opts = ort.SessionOptions()
-            opts.enable_cpu_mem_arena = False
-            if threads:
-                opts.intra_op_num_threads = threads
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            e.session = ort.InferenceSession(str(e.path), opts, providers=["CPUExecutionProvider"])
-        engines.append(e)
+    opts = {"enable_cpu_mem_arena": cpu_arena}
+    names = ("sam_encoder", "sam_decoder_batched", "clip_dense")
+    engines = [OrtEngine(paths[n + suffix], intra_op_threads=threads, session_options=opts) for n in names]
     return tuple(engines)  # type: ignore[return-value]
 
 

@@ -14,7 +14,9 @@ from zsplg_fast.cli.common import ConfigOpt, SetOpt, build_config, console
 def label(
     data: str = typer.Option(None, "--data", help="voc:DIR | coco:DIR | folder:DIR | synthetic:DIR"),
     split: str = typer.Option(None, "--split", help="split file or name (labeled, unlabeled, val, train)"),
-    classes: str = typer.Option(None, "--classes", help="voc | coco | FILE (one class per line)"),
+    classes: str = typer.Option(
+        None, "--classes", help="voc | coco | auto (the dataset's classes.txt) | FILE (one class per line)"
+    ),
     sam: str = typer.Option(None, "--sam", help="vit_b | vit_l | vit_h | tiny | toy"),
     sam_checkpoint: str = typer.Option(None, "--sam-checkpoint", help="official SAM .pth"),
     clip: str = typer.Option(None, "--clip", help="open_clip model name, e.g. ViT-B-16 (or toy)"),

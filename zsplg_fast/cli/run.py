@@ -66,8 +66,7 @@ def demo(
 
     t0 = time.perf_counter()
     data = out / "data"
-    if not (data / "world.json").exists():
-        make_toy_world(data, scale=scale)
+    make_toy_world(data, scale=scale)  # complete files are kept; another scale's world is refused
     cfg_file = resources.files("zsplg_fast") / "configs" / f"toy_{scale}.yaml"
     with resources.as_file(cfg_file) as path:
         cfg = build_config(path, set_, {"data.source": f"synthetic:{data}", "pipeline.out": str(out / "run")})

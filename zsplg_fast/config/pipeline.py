@@ -20,7 +20,7 @@ class PipelineConfig:
         help="stages to run, in order; 'baseline' trains on the labeled images alone for comparison",
     )
     overlays: int = opt(
-        0, ge=0, le=64, help="write grid PNGs of N samples for the zero-shot and final stages"
+        0, ge=0, le=64, help="grid PNGs of N samples in the zero_shot and evaluate stage folders"
     )
 
     def validate(self, prefix: str) -> None:

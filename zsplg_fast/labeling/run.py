@@ -9,7 +9,7 @@ from typing import Any
 
 from zsplg_fast.config import Config
 from zsplg_fast.data import Sample, open_source, shard
-from zsplg_fast.errors import ConfigError
+from zsplg_fast.errors import ConfigError, OutputExistsError
 from zsplg_fast.labeling.build import build_labeler, labeler_factory
 from zsplg_fast.labeling.job import JobSummary, LabelJob, ProgressFn
 from zsplg_fast.utils.io import atomic_write_text
@@ -95,7 +95,10 @@ def resolve_auto_classes(cfg: Config, dataset_classes: list[str] | None) -> Conf
         raise ConfigError("classify.classes", "auto", why, valid="voc, coco, a file")
     path = Path(cfg.label.out) / "classes.txt"
     text = "\n".join(dataset_classes) + "\n"
-    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+    if path.exists():
+        if path.read_text(encoding="utf-8", errors="replace") != text:
+            raise OutputExistsError(path, "holds another class list; choose another --out")
+    else:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, text)
     return replace(cfg, classify=replace(cfg.classify, classes=str(path)))

@@ -42,7 +42,7 @@ STD = torch.tensor(T.STD).view(1, 3, 1, 1)
 class BackboneTrainConfig:
     """Settings of one pretraining run (all recorded in ``backbone_train.json``)."""
 
-    steps: int = 1500
+    steps: int = 1200
     seed: int = 0
     batch: int = 32
     image_size: int = 160
@@ -138,7 +138,7 @@ def main() -> None:  # pragma: no cover - thin script entry, the CLI is `zsplg-f
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--steps", type=int, default=BackboneTrainConfig.steps)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()

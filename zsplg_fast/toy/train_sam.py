@@ -36,7 +36,7 @@ _LOSS_SIZE = 128  # masks are compared at half the input resolution (2× the dec
 class SamTrainConfig:
     """Toy-SAM training settings (steps drive the LR schedule; nothing depends on wall time)."""
 
-    steps: int = 2500
+    steps: int = 1500
     seed: int = 0
     images_per_step: int = 8
     points_per_image: int = 6
