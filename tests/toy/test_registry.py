@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
 
 from zsplg_fast.errors import CheckpointError
 from zsplg_fast.toy.clip import toy_clip_config
@@ -36,7 +37,7 @@ def _copy_package(tmp: Path) -> Path:
     return root
 
 
-@pytest.mark.parametrize("kind", ["sam", "clip"])
+@pytest.mark.parametrize("kind", ["sam", "clip", "backbone"])
 def test_corrupted_or_missing_weights_raise(tmp_path: Path, kind: str) -> None:
     root = _copy_package(tmp_path)
     assert verified_weights(kind, root).is_file()
@@ -64,7 +65,9 @@ def test_registered_models_load_shipped_weights_without_random_init_warning(
         warnings.simplefilter("error", UserWarning)
         sam = build_sam("toy")
         bundle = build_clip("toy")
-    assert sum(p.numel() for p in sam.parameters()) > 1_000_000
+    shipped = torch.load(verified_weights("sam"), map_location="cpu", weights_only=True)
+    key = "mask_decoder.iou_prediction_head.layers.0.weight"
+    assert torch.equal(sam.state_dict()[key], shipped[key].float())
     assert bundle.weights == weights_fingerprint(verified_weights("clip"))
     assert bundle.image_size == toy_clip_config()["vision_cfg"]["image_size"] and bundle.embed_dim == 128
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from zsplg_fast.data.synthetic import render_sample
 from zsplg_fast.models.segmenter import build_segmenter
-from zsplg_fast.toy.train_backbone import BackboneTrainConfig, make_batch, train_backbone
+from zsplg_fast.toy.train_backbone import MEAN, STD, STREAM, BackboneTrainConfig, make_batch, train_backbone
 from zsplg_fast.toy.train_clip import ClipTrainConfig, train_clip
 from zsplg_fast.toy.train_sam import SamTrainConfig, train_sam
 
@@ -52,3 +54,8 @@ def test_make_batch_targets_are_the_one_shape_shown() -> None:
     x, t = make_batch(0, 0, 6, 96, 6)
     assert x.shape == (6, 3, 96, 96) and t.shape == (6,) and t.dtype == torch.int64
     assert ((t >= 0) & (t < 6)).all() and len(set(t.tolist())) > 1
+    for j in range(6):  # each target is the one shape rendered in that image
+        s = render_sample(np.random.default_rng([0, STREAM, 0, j]), (96, 96), 6, max_objects=1)
+        assert set(np.unique(s.label)) == {0, int(t[j]) + 1}
+        img = torch.from_numpy(s.image).permute(2, 0, 1).float() / 255.0
+        assert torch.allclose(x[j] * STD[0] + MEAN[0], img, atol=1e-5)

@@ -17,5 +17,5 @@ def load_plugins() -> None:
     for mod in PLUGINS:
         if mod in _loaded:
             continue
-        _loaded.add(mod)
         importlib.import_module(mod).register()
+        _loaded.add(mod)  # after success: a failed import is retried, not silently skipped

@@ -271,11 +271,9 @@ def register_backbone_weights(name: str, path: Callable[[], Path]) -> None:
 
 
 def resolve_backbone_weights(spec: str | Path) -> Path:
-    """A file path as is; else a registered name (plugins load on first need); else the path, which
+    """A registered name (plugins load on first need) before a file of that name; else the path, which
     then fails to load with a clear error."""
-    if Path(spec).is_file():
-        return Path(spec)
-    if str(spec) not in BACKBONE_WEIGHTS:
+    if str(spec) not in BACKBONE_WEIGHTS and not Path(spec).is_file():
         from zsplg_fast.models.plugins import load_plugins
 
         load_plugins()

@@ -1,7 +1,7 @@
 """Shipped toy weights: manifest, sha256 checks, and registration as SAM ``toy`` and CLIP ``toy``.
 
 The weights live in ``zsplg_fast/toy/weights/`` (package data); ``zsplg_fast/toy/manifest.json`` records
-each file's sha256, the command that made it, seed, steps, training time and measured metrics.
+each file's sha256, the command that made it, seed, steps, training time, final training log and fp16 parity.
 Loading always checks the sha256 first, so a corrupted or swapped file is a ``CheckpointError``.
 
 This module sits at the models layer: it imports ``zsplg_fast.models`` builders, never the CLI or the

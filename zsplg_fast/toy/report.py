@@ -78,8 +78,8 @@ def evaluate_toy(
     amg, clip_set = settings_from(rec)
     sam, clip, tok = load_toy_models(sam_checkpoint, clip_checkpoint)
     samples = held_out(num)
-    t0 = time.perf_counter()
     pts = sam_point_miou(sam, samples)
+    t0 = time.perf_counter()
     masks = amg_masks(sam, samples, amg)
     t_amg = (time.perf_counter() - t0) / num
     pr = amg_precision_recall(samples, masks)

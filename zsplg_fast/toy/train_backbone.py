@@ -29,6 +29,7 @@ from torch import nn
 from zsplg_fast.data.synthetic import TOY_WORLD, render_sample
 from zsplg_fast.models.segmenter import build_segmenter
 from zsplg_fast.train import transforms as T
+from zsplg_fast.train.common import poly_lr
 from zsplg_fast.utils.io import atomic_write_json, atomic_write_with
 
 log = logging.getLogger("zsplg_fast.toy")
@@ -100,7 +101,7 @@ def train_backbone(
     history: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     for step in range(cfg.steps):
-        lr = cfg.lr * (1 - step / cfg.steps) ** cfg.poly_power
+        lr = poly_lr(cfg.lr, step, cfg.steps, cfg.poly_power)
         for g in opt.param_groups:
             g["lr"] = lr
         x, t = make_batch(cfg.seed, step, cfg.batch, cfg.image_size, k)
