@@ -31,7 +31,9 @@ def main() -> None:
     ap.add_argument("--clip", default="ViT-B-16")
     ap.add_argument("--clip-size", type=int, default=448)
     ap.add_argument("--threads", type=int, default=None, help="torch and ORT threads (default: all cores)")
-    ap.add_argument("--prompt-batch", type=int, default=32, help="ours; 0 = memory-aware default")
+    ap.add_argument(
+        "--prompt-batch", type=int, default=0, help="ours; 0 = the library default (cache-sized on CPU)"
+    )
     ap.add_argument("--export-dir", default=None, help="where ONNX artifacts go (default: a temp dir)")
     ap.add_argument("--no-colour-fidelity", action="store_true")
     ap.add_argument("--out", default="bench/results/labeling_cpu")

@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from zsplg_fast.bench.labeling import LabelBenchConfig, bench_image, bench_labeling
 from zsplg_fast.errors import ConfigError
+from zsplg_fast.labeling.amg_ops import default_prompt_batch
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
@@ -36,7 +38,9 @@ def test_bench_labeling_tiny_a_vs_b(tmp_path: Path) -> None:
     assert all(r["mean_best_iou"] >= 0.98 for r in report["colour_sam_fidelity"])
     assert json.loads(out.with_suffix(".json").read_text())["settings"]["torch_threads"] == 1
     md = out.with_suffix(".md").read_text()
-    assert "| 4x4 | B |" in md and "colour SAM" in md
+    # tiny SAM: 16×16×128 embeddings → the CPU default (cache-sized) is 128 prompts per call
+    assert b["prompt_batch"] == default_prompt_batch(torch.device("cpu"), (16, 16), 128) == 128
+    assert f"| 4x4 | B ({b['prompt_batch']} prompts/call) |" in md and "colour SAM" in md
 
 
 def test_bench_config_errors_and_images() -> None:

@@ -171,6 +171,22 @@ def test_full_res_filter_and_batch_size_give_the_same_masks(colour_sam) -> None:
     assert torch.equal(both[0].masks, a.masks)
 
 
+def test_default_prompt_batch_is_cache_sized_on_cpu_and_memory_aware_on_cuda(colour_sam, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    cpu = torch.device("cpu")
+    assert ops.default_prompt_batch(cpu, (64, 64), 256) == 4  # vit_b: one (4, 4096, 256) fp32 tensor = 16 MiB
+    assert ops.default_prompt_batch(cpu, (16, 16), 128) == 128  # the toy SAM
+    assert ops.default_prompt_batch(cpu, (128, 128), 1024) == 1  # never 0
+    assert ops.default_prompt_batch(cpu, (2, 2), 8) == 256  # capped
+    monkeypatch.setattr(ops, "available_memory", lambda device: 20 * 10**9)
+    assert ops.default_prompt_batch(torch.device("cuda"), (64, 64), 256) == 112
+    _, enc, dec = colour_sam  # (1, 48, 16, 16) embeddings
+    gen = MaskGenerator(
+        enc, dec, AmgConfig(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    )
+    gen.generate_tensors(_image(64, 64, seed=5))
+    assert gen.batch_used == ops.default_prompt_batch(cpu, (16, 16), 48) == 256
+
+
 def test_output_modes_and_maskset(colour_sam) -> None:  # type: ignore[no-untyped-def]
     from pycocotools import mask as mask_utils
 

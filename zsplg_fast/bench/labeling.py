@@ -55,7 +55,8 @@ VARIANTS = {
 @dataclass
 class LabelBenchConfig:
     """What to run. ``precision="int8"`` adds variant D. Thresholds default to 0 so random weights keep
-    their masks. ``points_per_batch`` is upstream's (A); ``prompt_batch`` ours (None = memory-aware)."""
+    their masks. ``points_per_batch`` is upstream's (A); ``prompt_batch`` ours (None = the library's
+    automatic default, ``default_prompt_batch``)."""
 
     grids: tuple[int, ...] = (16, 32)
     images: int = 2
@@ -67,7 +68,7 @@ class LabelBenchConfig:
     pred_iou_thresh: float = 0.0
     stability_score_thresh: float = 0.0
     points_per_batch: int = 64
-    prompt_batch: int | None = 32  # ours; bounded so ORT arenas and tuned malloc stay small on CPU hosts
+    prompt_batch: int | None = None  # ours; None = the library default (default_prompt_batch)
     threads: int | None = None
     export_dir: str | None = None
     colour_fidelity: bool = True
@@ -115,6 +116,8 @@ def _summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "peak_rss_mib": round(max(r["peak_rss_mib"] for r in runs), 1),
         "runs_s": [round(s, 3) for s in secs],
     }
+    if "prompt_batch" in runs[0]:
+        out["prompt_batch"] = runs[0]["prompt_batch"]
     if "fidelity" in runs[0]:
         fid = [r["fidelity"] for r in runs]
         out["fidelity"] = {k: round(statistics.mean(f[k] for f in fid), 5) for k in fid[0]}
@@ -210,6 +213,7 @@ def run_variant(
             if variant == "A":
                 torch.save({"masks": res.masks, "features": res.features}, _ref_path(ref_dir, grid, i))
             else:
+                rec["prompt_batch"] = pipe.gen.batch_used
                 ref = torch.load(_ref_path(ref_dir, grid, i), weights_only=True)
                 rec["fidelity"] = fidelity(PipelineResult(ref["masks"], ref["masks"], ref["features"]), res)
             log(f"grid {grid} image {i} {variant}: {rec['seconds']:.1f} s, {len(res.masks)} masks")

@@ -41,7 +41,15 @@ def render_markdown(report: dict[str, Any]) -> str:
         for v, r in summary.items():
             f = r.get("fidelity", {})
             stages = ", ".join(f"{k} {t}" for k, t in r["stages_s"].items())
-            cells = [grid, v, r["seconds_per_image"], r["images_per_s"], r["speedup_vs_A"], r["peak_rss_mib"]]
+            name = f"{v} ({r['prompt_batch']} prompts/call)" if r.get("prompt_batch") else v
+            cells = [
+                grid,
+                name,
+                r["seconds_per_image"],
+                r["images_per_s"],
+                r["speedup_vs_A"],
+                r["peak_rss_mib"],
+            ]
             lines.append(_row([*cells, f.get("mean_best_iou", "—"), f.get("count_ratio", "—"), stages]))
     lines += ["", "Variants: " + "; ".join(f"**{k}** {d}" for k, d in report["variants"].items()), ""]
     rows = report.get("colour_sam_fidelity")

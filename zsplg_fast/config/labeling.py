@@ -71,7 +71,11 @@ class LabelJobConfig:
     shard: str = opt("0/1", help="i/N: this process labels every N-th image starting at i")
     max_errors: int | None = opt(None, ge=0, help="stop after this many failed images (null = never)")
     masks: str = opt("fast", help="mask source: fast (engine AMG) or upstream (segment-anything AMG)")
-    prompt_batch: int | None = opt(None, ge=1, help="prompts per decoder call; null = memory-aware default")
+    prompt_batch: int | None = opt(
+        None,
+        ge=1,
+        help="prompts per decoder call; null = automatic: cache-sized on CPU, memory-aware on CUDA",
+    )
     backend: str = opt("torch", choices=("torch", "ort", "trt"))
     engines: str | None = opt(None, help="folder of exported artifacts (default: export/ and engines/)")
     device: str = opt("auto", help="torch device: auto | cpu | cuda | cuda:N")

@@ -79,7 +79,8 @@ class MaskGenerator:
             (B, 3, 4h, 4w) logits and ``iou_predictions`` (B, 3).
         cfg: upstream's AMG parameters (``points_per_batch`` is upstream's knob; see ``prompt_batch``).
         output_mode: ``binary_mask`` | ``uncompressed_rle`` | ``coco_rle`` for :meth:`generate`.
-        prompt_batch: prompts per decoder call; None = memory-aware default (results do not depend on it).
+        prompt_batch: prompts per decoder call; None = automatic (``amg_ops.default_prompt_batch``:
+            cache-sized on CPU, memory-aware on CUDA); results do not depend on it.
         full_res_filter: take stability and box decisions on every candidate upsampled to full
             resolution, as upstream does (slow on CPUs; a reference). False: same decisions from the
             low-res logits (see ``amg_lowres``).
@@ -117,6 +118,7 @@ class MaskGenerator:
         self.encoder, self.decoder, self.cfg = encoder, decoder, cfg
         self.output_mode = output_mode
         self.prompt_batch = prompt_batch
+        self.batch_used: int | None = None  # prompts per decoder call in the last crop (reports)
         self.full_res_filter = bool(full_res_filter)
         self.encoder_batch = max(1, int(encoder_batch))
         self.image_size = image_size or self._spec_image_size()
@@ -240,6 +242,7 @@ class MaskGenerator:
         batch = self.prompt_batch or ops.default_prompt_batch(
             self.device, tuple(emb.shape[-2:]), emb.shape[1]
         )
+        self.batch_used = batch
         cands: list[_CropCandidates] = []
         for start in range(0, len(pts), batch):
             sl = slice(start, start + batch)

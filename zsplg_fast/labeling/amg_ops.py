@@ -139,11 +139,25 @@ def available_memory(device: torch.device) -> int:
     return 4 << 30
 
 
+# CPU: the decoder is bound by memory traffic (residual adds, layer norms, copies over (B, h·w, C)
+# tensors), so small batches whose activations stay in cache beat large ones. Measured on vit_b (64×64×256
+# embeddings, 2 EPYC cores, per prompt): batch 4 took 0.57× the time of batch 32 in upstream's
+# decoder, 0.69–0.82× in ours (torch) and 0.71–0.76× in onnxruntime. One activation per batch ≤ 16 MiB.
+CPU_ACTIVATION_BYTES = 16 << 20
+
+
 def default_prompt_batch(device: torch.device, grid_hw: tuple[int, int], channels: int = 256) -> int:
-    """A memory-aware prompt batch: a quarter of free memory at ~10 embedding-sized activations plus
-    the (3, 4h, 4w) float32 logits per prompt. A multiple of 16 in [16, 1024]; 64×64 grid, 20 GB free → 112.
+    """Prompts per decoder call when the user sets none (answers never depend on it).
+
+    CUDA: memory-aware — a quarter of free memory at ~10 embedding-sized activations plus the
+    (3, 4h, 4w) float32 logits per prompt; a multiple of 16 in [16, 1024] (64×64 grid, 20 GB free → 112).
+    CPU: cache-aware — the largest power of two in [1, 256] whose (B, h·w, C) float32 activation fits
+    ``CPU_ACTIVATION_BYTES`` (vit_b's 64×64×256 → 4; the 16×16×128 toy SAM → 128).
     """
     cells = grid_hw[0] * grid_hw[1]
+    if device.type != "cuda":
+        fit = max(1, CPU_ACTIVATION_BYTES // (4 * cells * channels))
+        return min(256, 1 << (fit.bit_length() - 1))
     per_prompt = 4 * cells * (10 * channels + 48)
     n = int(0.25 * available_memory(device) / per_prompt)
     return max(16, min(1024, n // 16 * 16))
