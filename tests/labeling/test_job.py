@@ -157,8 +157,11 @@ def test_sigkill_mid_run_then_rerun_leaves_exactly_one_valid_png_each(synth, tmp
 class _HungryMasks:
     """Raises an out-of-memory error while its prompt batch is above ``fits``."""
 
-    def __init__(self, fits: int, prompt_batch: int | None = None) -> None:
+    def __init__(self, fits: int, prompt_batch: int | None = None, auto: int | None = None) -> None:
         self.fits, self.prompt_batch, self.calls = fits, prompt_batch, 0
+        self.auto = auto  # the automatic batch (MaskGenerator.batch_used), when it exposes one
+        if auto is not None:
+            self.batch_used = None
 
     def __call__(self, image):
         import torch
@@ -166,7 +169,9 @@ class _HungryMasks:
         from zsplg_fast.labeling.masks import MaskSet
 
         self.calls += 1
-        if (self.prompt_batch or 64) > self.fits:
+        if self.auto is not None:
+            self.batch_used = self.prompt_batch or self.auto
+        if (self.prompt_batch or self.auto or 64) > self.fits:
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
         h, w = image.shape[:2]
         m = torch.zeros((1, h, w), dtype=torch.bool)
@@ -190,6 +195,12 @@ def test_out_of_memory_halves_prompt_batch_then_records_failure(synth, tmp_path)
     assert source.prompt_batch == 16  # 64 → 32 → 16, kept for the next images
     metas = [json.loads((out / "meta" / f"{x.id}.json").read_text()) for x in synth.samples[:3]]
     assert [m["oom_halvings"] for m in metas] == [2, 0, 0]
+    # an automatic batch of 8 (the CPU default for vit_b is 4): halved from 8, not from 64
+    auto = _HungryMasks(fits=4, auto=8)
+    s = LabelJob(
+        synth.samples[:1], tmp_path / "out3", ZeroShotLabeler(auto, clf), {"fingerprint": "oom"}
+    ).run()
+    assert s.labeled == 1 and auto.prompt_batch == 4 and auto.calls == 2
     # nothing fits: the image is recorded as failed, the job goes on
     never = _HungryMasks(fits=0, prompt_batch=4)
     out2 = tmp_path / "out2"

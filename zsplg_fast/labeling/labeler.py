@@ -31,8 +31,10 @@ def is_out_of_memory(err: BaseException) -> bool:
 def masks_with_oom_retry(source: MaskSource, image: np.ndarray) -> tuple[MaskSet, int]:
     """Run ``source(image)``; on out-of-memory halve ``source.prompt_batch`` and retry.
 
-    Returns (masks, number of halvings). The halved batch is kept for the next images. Raises the
-    last error when the batch is already 1 or the source has no prompt batch to shrink.
+    Returns (masks, number of halvings). The halved batch is kept for the next images; with an
+    automatic batch (``prompt_batch`` None) the halving starts from the one the source last used
+    (``batch_used``), else from ``DEFAULT_PROMPT_BATCH``. Raises the last error when the batch is
+    already 1 or the source has no prompt batch to shrink.
     """
     halvings = 0
     while True:
@@ -42,7 +44,8 @@ def masks_with_oom_retry(source: MaskSource, image: np.ndarray) -> tuple[MaskSet
             current = getattr(source, "prompt_batch", None)
             if not is_out_of_memory(e) or not hasattr(source, "prompt_batch") or current == 1:
                 raise
-            new = max(1, (current or DEFAULT_PROMPT_BATCH) // 2)
+            used = current or getattr(source, "batch_used", None) or DEFAULT_PROMPT_BATCH
+            new = max(1, used // 2)
             log.warning("out of memory at prompt batch %s; retrying with %d", current or "auto", new)
             source.prompt_batch = new
             halvings += 1
