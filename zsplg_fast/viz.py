@@ -45,7 +45,7 @@ def pick(items: Sequence[T], n: int) -> list[T]:
     if len(items) <= n:
         return list(items)
     idx = np.linspace(0, len(items) - 1, n).round().astype(int)
-    return [items[i] for i in dict.fromkeys(idx.tolist())]
+    return [items[i] for i in idx.tolist()]  # len(items) > n: steps >= 1, so no index repeats
 
 
 def full_palette(palette: np.ndarray | Sequence[Sequence[int]] | None) -> np.ndarray:

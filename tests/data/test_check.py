@@ -57,9 +57,13 @@ def test_cli_synth_then_check(tmp_path: Path) -> None:
 
 def test_cli_check_reports_problems_with_exit_1(tmp_path: Path) -> None:
     root = make_messy_voc(tmp_path / "voc")
+    # a file name that is also rich markup ("[b]" = bold) is printed as it is, not swallowed
+    Image.new("RGB", (8, 6)).save(root / "JPEGImages" / "f_[b]x.png")
+    write_label(root / "SegmentationClass" / "f_[b]x.png", np.full((6, 8), 7, np.uint8))
     res = CliRunner().invoke(app, ["check", "--data", f"voc:{root}", "--num-classes", "3"])
     assert res.exit_code == 1, res.output
     assert "LabelFormatError" in res.output and "InputImageError" in res.output
+    assert "f_[b]x" in res.output and "[7]" in res.output
 
 
 def test_cli_coco_masks(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -83,7 +84,8 @@ def check(
         table.add_row(f"[dim]{key}[/]", str(val))
     console.print(table)
     for p in report.problems[:_SHOWN_PROBLEMS]:
-        console.print(f"[red]{p.error}[/] {p.sample_id}: {p.message}", highlight=False, soft_wrap=True)
+        line = f"[red]{escape(p.error)}[/] {escape(p.sample_id)}: {escape(p.message)}"
+        console.print(line, highlight=False, soft_wrap=True)  # ids and messages are not markup
     if len(report.problems) > _SHOWN_PROBLEMS:
         console.print(f"... and {len(report.problems) - _SHOWN_PROBLEMS} more")
     if report.problems:
