@@ -75,6 +75,20 @@ def test_zero_shot_label_follows_the_same_geometry(synth: Path) -> None:
     assert padded > 0
 
 
+def test_datasets_resize_by_the_configured_scale(synth: Path, tiny_cfg) -> None:  # type: ignore[no-untyped-def]
+    cfg = tiny_cfg(**{"data.scale_range": [0.25, 0.25]})
+    assert cfg.data.scale == (0.25, 0.25)
+    samples = open_source(f"synthetic:{synth}", "unlabeled").samples[:3]
+    # 128 px images in a 128 crop: × 0.25 leaves a 32 px image, so ≥ 15/16 of the crop is padding (255)
+    small_l = LabeledSet(samples, 128, scale=cfg.data.scale)
+    small_u = UnlabeledSet(samples, 128, synth / "SegmentationClass", scale=cfg.data.scale)
+    full = LabeledSet(samples, 128, scale=(1.0, 1.0))
+    for i in range(3):
+        assert (small_l[(i, i)][1] == 255).float().mean() >= 15 / 16 - 0.01
+        assert (small_u[(i, i)][3] == 255).float().mean() >= 15 / 16 - 0.01
+        assert (full[(i, i)][1] == 255).sum() == 0
+
+
 def test_labeled_set_repeats_to_nsample() -> None:
     samples = [Sample(str(i), Path(f"{i}.jpg")) for i in range(3)]
     ds = LabeledSet(samples, 8, nsample=7)

@@ -17,6 +17,10 @@ SEGMENTER_BACKBONES = ("resnet50", "resnet101", "tiny")
 EVAL_MODES = ("original", "sliding_window", "center_crop")
 
 
+# UniMatch's random resize: the long side × U[0.5, 2.0] (dataset/transform.py resize).
+UNIMATCH_SCALE: tuple[float, float] = (0.5, 2.0)
+
+
 @dataclass
 class SegModelConfig:
     """DeepLabV3+ as UniMatch builds it."""
@@ -54,12 +58,18 @@ class TrainDataConfig:
     enhanced: str | None = opt(None, help="folder of enhanced labels <id>.png (from enhance) for `train`")
     crop_size: int = opt(321, ge=16, le=4096, help="square training crop (UniMatch crop_size)")
     scale_range: list[float] = opt(
-        factory=lambda: [0.5, 2.0], help="random resize of the long side, × U[lo, hi] (UniMatch: 0.5–2.0)"
+        factory=lambda: list(UNIMATCH_SCALE),
+        help="random resize of the long side, × U[lo, hi] (UniMatch: 0.5–2.0)",
     )
     workers: int = opt(1, ge=0, le=64, help="DataLoader workers per process")
     preflight: bool = opt(True, help="check every image/label once before training (cached)")
     preflight_cache: str | None = opt(None, help="cache folder; null = $XDG_CACHE_HOME/zsplg-fast/preflight")
     max_long_side: int = opt(16384, ge=32, help="refuse images whose long side exceeds this")
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """``scale_range`` as the (lo, hi) tuple the datasets take."""
+        return (self.scale_range[0], self.scale_range[1])
 
     def validate(self, prefix: str) -> None:
         lo_hi = self.scale_range

@@ -64,7 +64,8 @@ def ship(
     dirs: dict[str, Path], recommended: dict[str, Any] | None = None, num_eval: int = 40
 ) -> dict[str, Any]:
     """Write fp16 weights of the kinds in ``dirs`` ('sam' | 'clip' | 'backbone' → training output folder)
-    and update the manifest; entries of other kinds are kept. Returns the manifest."""
+    and update the manifest; entries of other kinds are kept. ``recommended`` (label settings) replaces
+    the manifest's; a new manifest without it gets ``report.DEFAULT_RECOMMENDED``. Returns the manifest."""
     path = PACKAGE_DIR / MANIFEST_NAME
     manifest: dict[str, Any] = (
         json.loads(path.read_text()) if path.is_file() else {"version": 1, "models": {}}
@@ -95,6 +96,10 @@ def ship(
         }
     if recommended is not None:
         manifest["recommended"] = recommended
+    elif "recommended" not in manifest:
+        from zsplg_fast.toy.report import DEFAULT_RECOMMENDED
+
+        manifest["recommended"] = DEFAULT_RECOMMENDED
     if {"sam", "clip"} <= set(sds32):
         manifest["fp16_parity"] = parity(sds32, sds16)
     atomic_write_json(path, manifest)
@@ -110,8 +115,6 @@ def ship(
 def main() -> None:  # pragma: no cover - maintenance script
     import argparse
 
-    from zsplg_fast.toy.report import DEFAULT_RECOMMENDED
-
     ap = argparse.ArgumentParser(description=__doc__)
     for kind in SOURCES:
         ap.add_argument(f"--{kind}", type=Path, help=f"output folder of `zsplg-fast toy train-{kind}`")
@@ -120,11 +123,7 @@ def main() -> None:  # pragma: no cover - maintenance script
     a = ap.parse_args()
     rec = json.loads(a.recommended.read_text()) if a.recommended else None
     dirs = {kind: getattr(a, kind) for kind in SOURCES if getattr(a, kind) is not None}
-    m = ship(
-        dirs,
-        rec if rec is not None or (PACKAGE_DIR / MANIFEST_NAME).is_file() else DEFAULT_RECOMMENDED,
-        a.num,
-    )
+    m = ship(dirs, rec, a.num)
     print(json.dumps({k: m[k] for k in ("fp16_parity", "metrics") if k in m}, indent=1))
 
 

@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from zsplg_fast.config.train import UNIMATCH_SCALE
 from zsplg_fast.data.images import load_image
 from zsplg_fast.data.labels import read_label
 from zsplg_fast.data.sources import Sample
@@ -74,7 +75,7 @@ class LabeledSet(_Base):
         crop: int,
         nsample: int | None = None,
         max_long_side: int = 16384,
-        scale: tuple[float, float] = (0.5, 2.0),
+        scale: tuple[float, float] = UNIMATCH_SCALE,
     ) -> None:
         items = list(samples)
         if nsample is not None and items:
@@ -107,7 +108,7 @@ class UnlabeledSet(_Base):
         crop: int,
         zero_shot: str | Path | None = None,
         max_long_side: int = 16384,
-        scale: tuple[float, float] = (0.5, 2.0),
+        scale: tuple[float, float] = UNIMATCH_SCALE,
     ) -> None:
         super().__init__(samples, max_long_side)
         self.crop = crop

@@ -14,6 +14,8 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image, ImageFilter, ImageOps
 
+from zsplg_fast.config.train import UNIMATCH_SCALE
+
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 PAD_LABELED = 255
@@ -21,7 +23,7 @@ PAD_UNLABELED = 254
 
 
 def random_resize(
-    img: Image.Image, mask: Image.Image, rng: np.random.Generator, ratio: tuple[float, float] = (0.5, 2.0)
+    img: Image.Image, mask: Image.Image, rng: np.random.Generator, ratio: tuple[float, float] = UNIMATCH_SCALE
 ) -> tuple[Image.Image, Image.Image]:
     """Rescale so the long side is an integer drawn uniformly in [L·r0, L·r1]; bilinear / nearest."""
     w, h = img.size
@@ -62,7 +64,7 @@ def weak(
     size: int,
     rng: np.random.Generator,
     fill: int,
-    scale: tuple[float, float] = (0.5, 2.0),
+    scale: tuple[float, float] = UNIMATCH_SCALE,
 ) -> tuple[Image.Image, Image.Image]:
     """The weak (geometric) pipeline shared by labeled and unlabeled samples: resize (long side × U[scale]),
     crop, flip."""
