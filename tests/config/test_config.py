@@ -29,6 +29,10 @@ from zsplg_fast.errors import ConfigError
         ({"train.unimatch.conf_thresh": 1.5}, r"conf_thresh' = 1.5: out of range; valid: \[0.0, 1.0\]"),
         ({"label.backend": "tensorflow"}, r"'tensorflow': not an allowed value; valid: torch, ort, trt"),
         ({"pipeline.stages": ["zero_shot", "fnal"]}, r"pipeline.stages\[1\].*valid: zero_shot, unimatch"),
+        (
+            {"train.enhance.scope": "background", "train.enhance.fallback": "ignore"},
+            r"'train.enhance.scope' = 'background': .*needs fallback zero_shot \(got ignore\)",
+        ),
     ],
 )
 def test_bad_values_name_key_value_and_valid_values(override: dict, expected: str) -> None:

@@ -1,10 +1,10 @@
-"""The shortened demo (``zsplg-fast demo --scale ci``): the paper's ordering in miniature, as far as
-the toy models reach it (see ENHANCED_SLACK).
+"""The shortened demo (``zsplg-fast demo --scale ci``): the paper's ordering in miniature: good
+zero-shot labels, enhanced labels at least as good, a final model above the labeled-only baseline.
 
 Shipped toy SAM + CLIP label the toy world's unlabeled split; UniMatch, enhance, the final model and
 the labeled-only baseline train on 2 CPU cores. Thresholds are what the shipped models reach on this
-world (see the closing figures in zsplg_fast/toy/manifest.json and README), with a margin for
-cross-machine float noise; the rerun must reuse every stage.
+world (the README's demo table), with a margin for cross-machine float noise; the rerun must
+reuse every stage.
 """
 
 from __future__ import annotations
@@ -18,15 +18,13 @@ from typer.testing import CliRunner
 from zsplg_fast.cli.main import app
 
 ZERO_SHOT_MIN = 0.7  # measured 0.800 on the CI world's 40 unlabeled images
-# The issue asks enhanced >= zero-shot. Measured: 0.799 vs 0.800 (demo scale 0.7566 vs 0.7566), with
-# enhance overriding a zero-shot label only at confidence >= 0.995 (0.011 % of pixels change). The toy
-# segmenter cannot correct the toy labeler within a CPU budget: trained on ground truth for all 200
-# demo images (an oracle for the labels) it reaches 0.58 val mIoU in the demo's 1000 iterations (0.45,
-# and 0.64 in 4000, with DeepLab's 6/12/18 rates), against 0.76 for the zero-shot labels; its confident
-# pixels break more than they fix at every threshold from 0.9 to 0.995 (0.999 changes none). This
-# bounds the shortfall; it does not claim the paper's gain.
-ENHANCED_SLACK = 0.01
-FINAL_OVER_BASELINE = 0.05  # measured 0.340 vs 0.216 val mIoU
+# Enhanced >= zero-shot, with enhance actually changing pixels (so the two are not merely equal).
+# Measured 0.8014 vs 0.7999 (demo scale 0.7615 vs 0.7566): the toy segmenter (UniMatch val ~0.3-0.4)
+# is weaker than the toy labeler at naming masks, so the toy configs let it only add objects the
+# labeler left as background (enhance.scope: background, tau 0.5; 0.22 % of pixels change at demo
+# scale). Letting it relabel everywhere breaks more than it fixes at every tau from 0.5 to 0.99.
+MIN_CHANGED = 1e-4  # measured 0.0022 at demo scale
+FINAL_OVER_BASELINE = 0.05  # measured 0.343 vs 0.216 val mIoU
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +39,9 @@ def test_demo_quality_floors_and_final_over_baseline(demo_run: tuple[Path, dict,
     _, summary, output = demo_run
     t = summary["table"]
     assert t["zero_shot_label_miou"] >= ZERO_SHOT_MIN, t
-    assert t["enhanced_label_miou"] >= t["zero_shot_label_miou"] - ENHANCED_SLACK, t
+    assert t["enhanced_label_miou"] >= t["zero_shot_label_miou"], t
+    enhance = next(s["result"] for s in summary["stages"] if s["name"] == "enhance")
+    assert enhance["changed_fraction"] >= MIN_CHANGED, enhance
     assert t["final_val_miou"] >= t["baseline_val_miou"] + FINAL_OVER_BASELINE, t
     for label in ("zero-shot labels", "enhanced labels", "final model", "labeled-only baseline"):
         assert label in output

@@ -37,6 +37,21 @@ def test_enhanced_label_other_fallbacks() -> None:
         enhanced_label(P, ZS, 0.95, "nearest")
 
 
+def test_enhanced_label_background_scope_only_adds_to_zero_shot_background() -> None:
+    # 5 pixels: confident 2 over zero-shot 1 (named: kept), confident 2 over zero-shot background (added),
+    # confident background over zero-shot 1 (named: not erased), unconfident over background (kept),
+    # confident 1 where there is no zero-shot label (taken, as with scope "all")
+    p = probs([[0.01, 0.01, 0.98], [0.1, 0.1, 0.8], [0.97, 0.02, 0.01], [0.4, 0.3, 0.3], [0.1, 0.9, 0.0]])
+    zs = torch.tensor([[1, 0, 1, 0, IGNORE]])
+    assert enhanced_label(p, zs, 0.75, "zero_shot", "background").tolist() == [[1, 2, 1, 0, 1]]
+    assert enhanced_label(p, zs, 0.75, "zero_shot", "all").tolist() == [[2, 2, 0, 0, 1]]
+    assert enhanced_label(p, None, 0.75, "zero_shot", "background").tolist() == [[2, 2, 0, 0, 1]]
+    with pytest.raises(ConfigError, match="fallback zero_shot"):
+        enhanced_label(p, zs, 0.75, "prediction", "background")
+    with pytest.raises(ConfigError, match="unknown scope"):
+        enhanced_label(p, zs, 0.75, "zero_shot", "objects")
+
+
 def test_online_reading_learns_zero_shot_where_unconfident_two_stage_does_not() -> None:
     logits = torch.log(P).unsqueeze(0)  # (1, C, 1, W): softmax(logits) == P
     conf, label = P.max(dim=0)

@@ -96,6 +96,7 @@ def enhance(
     zero_shot: str = typer.Option(None, "--zero-shot", help="zero-shot label folder"),
     threshold: float = typer.Option(None, "--threshold", help="confidence threshold (default τ)"),
     fallback: str = typer.Option(None, "--fallback", help="zero_shot | prediction | ignore"),
+    scope: str = typer.Option(None, "--scope", help="all | background (only add to zero-shot background)"),
     config: str | None = PresetOpt,
     set_: list[str] | None = SetOpt,
 ) -> None:
@@ -110,9 +111,19 @@ def enhance(
             "train.data.zero_shot": zero_shot,
             "train.enhance.threshold": threshold,
             "train.enhance.fallback": fallback,
+            "train.enhance.scope": scope,
         },
     )
-    keys = ("labels", "written", "kept", "confident_fraction", "miou_enhanced", "miou_zero_shot", "seconds")
+    keys = (
+        "labels",
+        "written",
+        "kept",
+        "confident_fraction",
+        "changed_fraction",
+        "miou_enhanced",
+        "miou_zero_shot",
+        "seconds",
+    )
     _summary("enhance", run(cfg.train, checkpoint, out), keys)
 
 

@@ -136,7 +136,22 @@ class EnhanceConfig:
         choices=("zero_shot", "prediction", "ignore"),
         help="label of pixels below the threshold (zero_shot needs data.zero_shot)",
     )
+    scope: str = opt(
+        "all",
+        choices=("all", "background"),
+        help="where a confident prediction may replace the zero-shot label: everywhere, or only on "
+        "zero-shot background (adds missed objects, never renames a named mask; needs fallback zero_shot)",
+    )
     mode: str = opt("original", choices=EVAL_MODES, help="how predictions are made (full image by default)")
+
+    def validate(self, prefix: str) -> None:
+        if self.scope == "background" and self.fallback != "zero_shot":
+            raise ConfigError(
+                f"{prefix}.scope",
+                self.scope,
+                f"adds to the zero-shot labels, so it needs fallback zero_shot (got {self.fallback})",
+                "scope all, or fallback zero_shot",
+            )
 
 
 @dataclass

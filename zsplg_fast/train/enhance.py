@@ -44,6 +44,7 @@ def _manifest(cfg: TrainConfig, checkpoint: Path, threshold: float, num_classes:
         "checkpoint_sha256": sha256_file(checkpoint),
         "threshold": threshold,
         "fallback": cfg.enhance.fallback,
+        "scope": cfg.enhance.scope,
         "mode": cfg.enhance.mode,
         "window": cfg.eval.window or cfg.data.crop_size,
         "zero_shot": str(labels_dir(cfg.data.zero_shot)) if cfg.data.zero_shot else None,
@@ -90,9 +91,10 @@ def enhance(cfg: TrainConfig, checkpoint: str | Path, out: str | Path) -> dict[s
     Under torchrun each rank takes every world-th image. Where the unlabeled split lists ground-truth
     labels, the mIoU of the enhanced labels and of the zero-shot labels against them is reported.
 
-    Returns ``{"out", "labels", "written", "kept", "images", "confident_fraction", "miou_enhanced",
-    "miou_zero_shot", "images_with_gt", "seconds"}`` (mIoUs None without ground truth); also written
-    to ``out/report.json``.
+    Returns ``{"out", "labels", "written", "kept", "images", "confident_fraction", "changed_fraction"
+    (pixels whose label differs from the zero-shot one), "miou_enhanced", "miou_zero_shot",
+    "images_with_gt", "seconds"}`` (mIoUs None without ground truth, changed_fraction None without
+    zero-shot labels); also written to ``out/report.json``.
     """
     t0 = time.perf_counter()
     e, d = cfg.enhance, cfg.data
@@ -124,7 +126,7 @@ def enhance(cfg: TrainConfig, checkpoint: str | Path, out: str | Path) -> dict[s
         zs_dir = labels_dir(d.zero_shot) if d.zero_shot else None
         dst_dir = out / "labels"
         cm_enh, cm_zs = ConfusionMatrix(c), ConfusionMatrix(c)
-        counts = {"written": 0, "kept": 0, "gt": 0, "confident": 0, "pixels": 0}
+        counts = {"written": 0, "kept": 0, "gt": 0, "confident": 0, "pixels": 0, "changed": 0, "zs_pixels": 0}
         window = cfg.eval.window or d.crop_size
         for s in splits.unlabeled[rt.rank :: rt.world]:
             zs_file = label_file(zs_dir, s.id) if zs_dir is not None else None
@@ -137,11 +139,14 @@ def enhance(cfg: TrainConfig, checkpoint: str | Path, out: str | Path) -> dict[s
                 conf = prob.max(dim=0).values
                 counts["confident"] += int((conf >= threshold).sum())
                 counts["pixels"] += conf.numel()
-                label = enhanced_label(prob, zs, threshold, e.fallback)
+                label = enhanced_label(prob, zs, threshold, e.fallback, e.scope)
                 write_label(dst, label.numpy())
                 counts["written"] += 1
             else:
                 counts["kept"] += 1
+            if zs is not None:
+                counts["changed"] += int((label.long() != zs).sum())
+                counts["zs_pixels"] += zs.numel()
             gt = s.load_label(c) if s.has_label else None
             if gt is not None:
                 counts["gt"] += 1
@@ -161,8 +166,10 @@ def enhance(cfg: TrainConfig, checkpoint: str | Path, out: str | Path) -> dict[s
             "kept": total["kept"],
             "images": total["written"] + total["kept"],
             "confident_fraction": total["confident"] / total["pixels"] if total["pixels"] else None,
+            "changed_fraction": total["changed"] / total["zs_pixels"] if total["zs_pixels"] else None,
             "threshold": threshold,
             "fallback": e.fallback,
+            "scope": e.scope,
             "images_with_gt": total["gt"],
             "miou_enhanced": cm_enh.miou() if total["gt"] else None,
             "miou_zero_shot": cm_zs.miou() if total["gt"] and zs_dir is not None else None,

@@ -181,6 +181,7 @@ def enhanced_label(
     zero_shot: torch.Tensor | None,
     threshold: float,
     fallback: str = "zero_shot",
+    scope: str = "all",
 ) -> torch.Tensor:
     """The enhanced label of one image (both fusion readings use this rule at enhance time).
 
@@ -188,17 +189,37 @@ def enhanced_label(
     Returns (H, W) uint8: argmax where max prob ≥ ``threshold``; elsewhere the zero-shot label
     (``fallback='zero_shot'``; where that is 255 or missing, the prediction), the prediction itself
     (``'prediction'``), or 255 (``'ignore'``).
+
+    ``scope='background'`` lets a confident prediction replace only zero-shot background (index 0, also
+    what the labeler paints where no mask lies) or 255: the segmenter adds objects the labeler missed
+    but never renames or erases a mask the labeler named. It needs ``fallback='zero_shot'``.
     """
     if fallback not in FALLBACKS:
         raise ConfigError("train.enhance.fallback", fallback, "unknown fallback", ", ".join(FALLBACKS))
+    if scope not in SCOPES:
+        raise ConfigError("train.enhance.scope", scope, "unknown scope", ", ".join(SCOPES))
+    if scope == "background" and fallback != "zero_shot":
+        raise ConfigError(
+            "train.enhance.scope",
+            scope,
+            f"needs fallback zero_shot (got {fallback})",
+            "all, or fallback zero_shot",
+        )
     conf, pred = prob.max(dim=0)
     other = FALLBACKS[fallback](pred, zero_shot)
-    return torch.where(conf >= threshold, pred, other).to(torch.uint8)
+    take = conf >= threshold
+    if scope == "background" and zero_shot is not None:
+        zs = zero_shot.to(pred.device)
+        take &= (zs == BACKGROUND) | (zs == IGNORE)
+    return torch.where(take, pred, other).to(torch.uint8)
 
 
 def _zero_shot_or_pred(pred: torch.Tensor, zs: torch.Tensor | None) -> torch.Tensor:
     return pred if zs is None else torch.where(zs != IGNORE, zs.to(pred.device), pred)
 
+
+SCOPES = ("all", "background")
+BACKGROUND = 0  # the background class index (VOC, COCO as UniMatch numbers it, the synthetic world)
 
 FALLBACKS: dict[str, Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]] = {
     "zero_shot": _zero_shot_or_pred,
