@@ -15,6 +15,8 @@ from zsplg_fast.errors import ConfigError
 # Names registered in zsplg_fast.models.segmenter.BACKBONES (config sits below models, so listed here).
 SEGMENTER_BACKBONES = ("resnet50", "resnet101", "tiny")
 EVAL_MODES = ("original", "sliding_window", "center_crop")
+# Where enhance may replace a zero-shot label (train.losses.enhanced_label applies them).
+ENHANCE_SCOPES = ("all", "background")
 
 
 # UniMatch's random resize: the long side × U[0.5, 2.0] (dataset/transform.py resize).
@@ -138,20 +140,28 @@ class EnhanceConfig:
     )
     scope: str = opt(
         "all",
-        choices=("all", "background"),
+        choices=ENHANCE_SCOPES,
         help="where a confident prediction may replace the zero-shot label: everywhere, or only on "
         "zero-shot background (adds missed objects, never renames a named mask; needs fallback zero_shot)",
     )
     mode: str = opt("original", choices=EVAL_MODES, help="how predictions are made (full image by default)")
 
     def validate(self, prefix: str) -> None:
-        if self.scope == "background" and self.fallback != "zero_shot":
-            raise ConfigError(
-                f"{prefix}.scope",
-                self.scope,
-                f"adds to the zero-shot labels, so it needs fallback zero_shot (got {self.fallback})",
-                "scope all, or fallback zero_shot",
-            )
+        check_enhance_scope(self.scope, self.fallback, f"{prefix}.scope")
+
+
+def check_enhance_scope(scope: str, fallback: str, key: str = "train.enhance.scope") -> None:
+    """Refuse an unknown scope, and scope 'background' (it adds to zero-shot labels) without the
+    zero_shot fallback."""
+    if scope not in ENHANCE_SCOPES:
+        raise ConfigError(key, scope, "unknown scope", ", ".join(ENHANCE_SCOPES))
+    if scope == "background" and fallback != "zero_shot":
+        raise ConfigError(
+            key,
+            scope,
+            f"adds to the zero-shot labels, so it needs fallback zero_shot (got {fallback})",
+            "scope all, or fallback zero_shot",
+        )
 
 
 @dataclass

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from zsplg_fast.config.train import check_enhance_scope
 from zsplg_fast.errors import ConfigError
 
 IGNORE = 255
@@ -196,15 +197,7 @@ def enhanced_label(
     """
     if fallback not in FALLBACKS:
         raise ConfigError("train.enhance.fallback", fallback, "unknown fallback", ", ".join(FALLBACKS))
-    if scope not in SCOPES:
-        raise ConfigError("train.enhance.scope", scope, "unknown scope", ", ".join(SCOPES))
-    if scope == "background" and fallback != "zero_shot":
-        raise ConfigError(
-            "train.enhance.scope",
-            scope,
-            f"needs fallback zero_shot (got {fallback})",
-            "all, or fallback zero_shot",
-        )
+    check_enhance_scope(scope, fallback)
     conf, pred = prob.max(dim=0)
     other = FALLBACKS[fallback](pred, zero_shot)
     take = conf >= threshold
@@ -218,7 +211,6 @@ def _zero_shot_or_pred(pred: torch.Tensor, zs: torch.Tensor | None) -> torch.Ten
     return pred if zs is None else torch.where(zs != IGNORE, zs.to(pred.device), pred)
 
 
-SCOPES = ("all", "background")
 BACKGROUND = 0  # the background class index (VOC, COCO as UniMatch numbers it, the synthetic world)
 
 FALLBACKS: dict[str, Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]] = {
