@@ -2,9 +2,9 @@
 zero-shot labels, enhanced labels at least as good, a final model above the labeled-only baseline.
 
 Shipped toy SAM + CLIP label the toy world's unlabeled split; UniMatch, enhance, the final model and
-the labeled-only baseline train on 2 CPU cores. Thresholds are what the shipped models reach on this
-world (the README's demo table), with a margin for cross-machine float noise; the rerun must
-reuse every stage.
+the labeled-only baseline train on 2 CPU cores. The floors (zero-shot, final over baseline) are what
+the shipped models reach on this world (the README's demo table) less a margin for cross-machine float
+noise; enhanced >= zero-shot has none. The rerun must reuse every stage.
 """
 
 from __future__ import annotations
