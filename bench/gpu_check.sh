@@ -1,29 +1,39 @@
 #!/usr/bin/env bash
 # GPU check for zsplg-fast: AMG (vit_b, vit_h, 32×32) upstream vs ours (fp32, bf16, bf16 + torch.compile),
-# GEM dense CLIP ViT-B-16 at 448 (fp32 vs bf16), and bf16-vs-fp32 fidelity. Random weights. < 6 minutes.
+# GEM dense CLIP ViT-B-16 at 448 (fp32 vs bf16), bf16-vs-fp32 fidelity, and the exported batched decoder
+# on every GPU runtime that imports (onnxruntime CUDA/TensorRT providers, TensorRT). Random weights.
+# Finishes in under 6 minutes, wheel install included.
 #
-# Needs: one NVIDIA GPU (H200 class), python3 with PyTorch CUDA + torchvision (numpy, pillow).
-# No TensorRT / onnxruntime-gpu needed. segment-anything and open_clip_torch are NOT expected to be
-# installed: carry their wheels and unpack them without dependencies into /tmp/site, e.g.
+# Needs: one NVIDIA GPU, python3 with PyTorch CUDA + torchvision (numpy, pillow, onnx, onnxruntime).
+# The project's pure-Python dependencies that such a machine usually lacks (segment-anything,
+# open_clip_torch, ftfy, wcwidth) travel as wheels beside the tree: on a machine with the package index,
 #
-#   pip install --no-deps --target /tmp/site segment_anything-1.0-py3-none-any.whl \
-#       open_clip_torch-3.3.0-py3-none-any.whl
+#   bash bench/gpu_wheels.sh            # downloads them into .whl/ (git-ignored), for CPython 3.12
 #
-# Then, from the repository root (the repo itself is put on PYTHONPATH by this script):
+# then copy the tree (with .whl/) to the GPU machine and run, from anywhere:
 #
-#   OUT=/some/dir PYTHONPATH=/tmp/site bash bench/gpu_check.sh        # the real check (GPU)
-#   bash bench/gpu_check.sh --smoke                                    # CPU code-path check, ~1 min
+#   OUT=/some/dir bash bench/gpu_check.sh          # the real check (GPU)
+#   bash bench/gpu_check.sh --smoke                # CPU code-path check, ~1 min
+#   bash bench/gpu_check.sh --only env,amg:vit_b   # some sections
 #
-# /tmp/site is added to PYTHONPATH by this script too. Missing pure-Python deps that open_clip and our
-# config module import but never use here (ftfy, regex, tqdm, huggingface_hub, safetensors, timm, yaml)
-# are replaced by inert stubs, listed in the JSON. Result: $OUT/gpu_check.json (./gpu_check.json if
-# OUT is unset). Each section runs in its own process under a time cap (total budget 330 s); a section
-# that fails or times out is recorded and the others still run. Extra args go to bench/gpu_check.py.
+# Wheels in ${WHEELS:-<repo>/.whl} are installed with --no-deps --no-index into ${SITE:-/tmp/site}, which
+# is put on PYTHONPATH with the repo. Missing pure-Python deps that open_clip and our config import but
+# never use here (tqdm, regex, huggingface_hub, safetensors, timm, yaml) are replaced by inert stubs, listed
+# in the JSON. Results: $OUT/gpu_check.json and $OUT/gpu_check.md (./ if OUT is unset), rewritten after
+# every section; the table is printed at the end. Extra args go to bench/gpu_check.py.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-export PYTHONPATH="${ROOT}:/tmp/site${PYTHONPATH:+:${PYTHONPATH}}"
+PY="${PYTHON:-python3}"
+SITE="${SITE:-/tmp/site}"
+WHEELS="${WHEELS:-${ROOT}/.whl}"
+if compgen -G "${WHEELS}/*.whl" >/dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target "$SITE" "${WHEELS}"/*.whl
+    echo "[gpu_check] installed $(ls "${WHEELS}"/*.whl | wc -l) wheels from ${WHEELS} into ${SITE}"
+fi
+export PYTHONPATH="${ROOT}:${SITE}${PYTHONPATH:+:${PYTHONPATH}}"
 export HF_HUB_OFFLINE=1
 export MALLOC_MMAP_MAX_="${MALLOC_MMAP_MAX_:-0}" MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-100000000000}" \
     MALLOC_TOP_PAD_="${MALLOC_TOP_PAD_:-1000000000}"
 cd "$ROOT"
-exec timeout 355 "${PYTHON:-python3}" bench/gpu_check.py "$@"
+exec timeout 345 "$PY" bench/gpu_check.py "$@"

@@ -27,7 +27,7 @@ def test_gpu_check_smoke_writes_every_section(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     sections = report["sections"]
-    assert set(sections) == {"env", "clip", "amg:vit_b", "compile:vit_b"}
+    assert set(sections) == {"env", "clip", "amg:vit_b", "compile:vit_b", "engines"}
     bad = {k: v for k, v in sections.items() if v["status"] != "ok"}
     assert not bad, bad
     amg = sections["amg:vit_b"]
@@ -36,6 +36,32 @@ def test_gpu_check_smoke_writes_every_section(tmp_path: Path) -> None:
     assert 0.9 < amg["bf16_vs_fp32_engines"]["embedding_cosine"] <= 1.0
     assert sections["compile:vit_b"]["mean_best_iou_vs_bf16_eager"] >= 0.98
     assert 0.9 < sections["clip"]["batch1"]["bf16_vs_fp32_cosine_mean"] <= 1.0
+    # the exported decoder ran on onnxruntime CPU in smoke mode, with parity against torch
+    dec = sections["engines"]["artifacts"]["sam_decoder_batched"]["ort-cpu"]
+    assert dec["status"] == "ok" and dec["low_res_masks"]["passed"], dec
+    assert "tensorrt" in sections["engines"]["runtimes"] or "tensorrt" in sections["engines"]["not_run"]
+    # one table to paste, written beside the JSON and printed
+    table = (tmp_path / "gpu_check.md").read_text()
+    assert table.startswith("| check | seconds | ratio | fidelity / note |")
+    assert "sam_decoder_batched on ort-cpu" in table and "sam_decoder_batched on ort-cpu" in proc.stdout
+
+
+def test_partial_report_is_written_after_each_section(tmp_path: Path) -> None:
+    """A run cut short still reports: the writer rewrites JSON + table, and failed sections show why."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    out = tmp_path / "gpu_check.json"
+    report = {"smoke": False, "sections": {"env": {"status": "ok", "device": "cuda", "torch": "x"}}}
+    gpu_check._write(report, out)
+    assert json.loads(out.read_text())["sections"]["env"]["status"] == "ok"
+    report["sections"]["amg:vit_b"] = {"status": "timeout", "cap_s": 50.0}
+    gpu_check._write(report, out)
+    table = out.with_suffix(".md").read_text()
+    assert "| amg:vit_b | – | – | timeout" in table
+    assert not list(tmp_path.glob("*.tmp"))
 
 
 def test_stub_missing_only_stubs_absent_modules() -> None:
