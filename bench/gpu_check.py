@@ -44,7 +44,7 @@ SECTIONS: dict[str, float] = {
     "compile:vit_b": 75,
     "engines": 45,
     "amg:vit_h": 60,
-    "compile:vit_h": 60,
+    "compile:vit_h": 100,  # inductor compiles vit_h's 32 blocks: vit_b's first call alone took 34 s
 }
 OPTIONAL_PURE_PYTHON = ("yaml", "tqdm", "ftfy", "regex", "huggingface_hub", "safetensors", "timm")
 

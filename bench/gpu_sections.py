@@ -47,7 +47,10 @@ def _build_sam(variant: str, dev: Any) -> Any:
 
     torch.manual_seed(0)
     with torch.device(dev):
-        return SAM_BUILDERS[variant]().eval()
+        sam = SAM_BUILDERS[variant]()
+    # Sam's pixel_mean/std buffers come from the legacy torch.Tensor(list) constructor, which ignores the
+    # device context; upstream's predictor reads Sam.device from them, so move everything explicitly.
+    return sam.to(dev).eval()
 
 
 def _sam_engines(sam: Any, dev: Any, autocast: str, compile_backend: str | None = None) -> tuple[Any, Any]:
