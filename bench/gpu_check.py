@@ -40,10 +40,10 @@ TOTAL_BUDGET_S = 330.0
 SECTIONS: dict[str, float] = {
     "env": 20,
     "clip": 40,
-    "amg:vit_b": 50,
+    "amg:vit_b": 75,
     "compile:vit_b": 75,
     "engines": 45,
-    "amg:vit_h": 60,
+    "amg:vit_h": 90,
     "compile:vit_h": 100,  # inductor compiles vit_h's 32 blocks: vit_b's first call alone took 34 s
 }
 OPTIONAL_PURE_PYTHON = ("yaml", "tqdm", "ftfy", "regex", "huggingface_hub", "safetensors", "timm")
@@ -105,6 +105,8 @@ def _s(times: Any) -> str:
 
 def _amg_rows(name: str, r: dict) -> list[tuple[str, str, str, str]]:
     v, g = r.get("variant", "?"), r.get("grid", "?")
+    if "upstream_fp32_s" not in r:
+        return []
     rows = [(f"AMG {v} {g}×{g}, upstream fp32", _s(r.get("upstream_fp32_s")), "1.00×", "reference")]
     for mode, m in r.get("ours", {}).items():
         fid = f"IoU vs upstream {m.get('mean_best_iou_vs_upstream')}, {m.get('masks')} masks"
@@ -118,12 +120,13 @@ def table_rows(report: dict) -> list[tuple[str, str, str, str]]:
     """(check, seconds, ratio, fidelity / note) rows for the paste table."""
     rows: list[tuple[str, str, str, str]] = []
     for name, r in report["sections"].items():
-        if r.get("status") != "ok":
-            rows.append(
-                (name, "–", "–", f"{r.get('status')}: {r.get('error') or r.get('reason') or ''}"[:160])
-            )
-            continue
         kind = name.partition(":")[0]
+        if r.get("status") != "ok":
+            cap = f" at the {r['cap_s']} s cap" if "cap_s" in r else ""
+            why = r.get("error") or r.get("reason") or ("partial results below" if r.get("partial") else "")
+            rows.append((name, "–", "–", f"{r.get('status')}{cap}: {why}"[:160]))
+            if not (r.get("partial") and kind == "amg"):
+                continue
         if kind == "env":
             rows.append(("env", "–", "–", f"{r.get('gpu', r.get('device'))}, torch {r.get('torch')}"))
         elif kind == "clip":
@@ -185,6 +188,41 @@ def _write(report: dict, out: Path) -> None:
         os.replace(tmp, path)
 
 
+def _write_partial_on_term(fragment: Path, t0: float, stubbed: list[str]) -> None:
+    """Worker side: on SIGTERM (the driver's time cap) write what the section measured so far."""
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        import gpu_sections
+
+        partial = {"status": "timeout", "partial": True, **gpu_sections.PARTIAL}
+        partial |= {"wall_s": round(time.perf_counter() - t0, 2), "stubbed_modules": stubbed}
+        fragment.write_text(json.dumps(partial, indent=2, default=str))
+        os._exit(124)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _run_worker(cmd: list[str], frag: Path, limit: float) -> dict:
+    """Run one section's worker under ``limit`` seconds: its result, its partial result on a timeout
+    (SIGTERM first, so it can write one), or why it crashed."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        _, err = proc.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            _, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        result = json.loads(frag.read_text()) if frag.is_file() else {"status": "timeout"}
+        return {**result, "status": "timeout", "cap_s": round(limit, 1)}
+    if frag.is_file():
+        return json.loads(frag.read_text())
+    return {"status": "crashed", "rc": proc.returncode, "error": (err or "")[-2000:]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="GPU check: AMG upstream vs ours, CLIP dense, bf16, engines")
     ap.add_argument("--smoke", action="store_true", help="CPU, tiny models: exercise every code path fast")
@@ -203,6 +241,7 @@ def main() -> None:
 
         warnings.simplefilter("ignore")
         t0 = time.perf_counter()
+        _write_partial_on_term(Path(args.fragment), t0, stubbed)
         try:
             result = {"status": "ok", **run_section(args.section, args.smoke)}
         except Exception as e:  # reported in the JSON, the other sections still run
@@ -231,18 +270,7 @@ def main() -> None:
             cmd += ["--smoke"] if args.smoke else []
             limit = min(cap * (3 if args.smoke else 1), left)
             print(f"[gpu_check] {name} (cap {limit:.0f} s)", flush=True)
-            try:
-                proc = subprocess.run(cmd, timeout=limit, capture_output=True, text=True, cwd=ROOT)
-                if frag.is_file():
-                    report["sections"][name] = json.loads(frag.read_text())
-                else:
-                    report["sections"][name] = {
-                        "status": "crashed",
-                        "rc": proc.returncode,
-                        "error": proc.stderr[-2000:],
-                    }
-            except subprocess.TimeoutExpired:
-                report["sections"][name] = {"status": "timeout", "cap_s": round(limit, 1)}
+            report["sections"][name] = _run_worker(cmd, frag, limit)
             report["total_s"] = round(time.perf_counter() - start, 1)
             _write(report, out)
             print(f"[gpu_check] {name}: {report['sections'][name].get('status')}", flush=True)

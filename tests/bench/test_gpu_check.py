@@ -77,3 +77,25 @@ def test_stub_missing_only_stubs_absent_modules() -> None:
         assert mod.anything(1, 2).chained.call() is not None  # inert stand-ins
     finally:
         sys.modules.pop(name, None)
+
+
+def test_section_stopped_at_its_cap_reports_what_it_measured(tmp_path: Path) -> None:
+    """The driver stops a worker with SIGTERM at its cap; the worker writes its partial result first."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    frag = tmp_path / "frag.json"
+    code = (
+        f"import sys, time, pathlib; sys.path.insert(0, {str(ROOT / 'bench')!r}); "
+        "import gpu_check, gpu_sections; gpu_sections.PARTIAL['upstream_fp32_s'] = [1.5]; "
+        f"gpu_check._write_partial_on_term(pathlib.Path({str(frag)!r}), time.perf_counter(), []); "
+        "print('ready', flush=True); time.sleep(60)"
+    )
+    result = gpu_check._run_worker([sys.executable, "-c", code], frag, limit=3.0)
+    assert result["status"] == "timeout" and result["cap_s"] == 3.0
+    assert result["partial"] is True and result["upstream_fp32_s"] == [1.5]
+    rows = gpu_check.table_rows({"sections": {"amg:vit_b": {**result, "variant": "vit_b", "grid": 32}}})
+    assert rows[0][3].startswith("timeout at the 3.0 s cap")
+    assert rows[1][:3] == ("AMG vit_b 32×32, upstream fp32", "1.500", "1.00×")
