@@ -105,14 +105,24 @@ def _s(times: Any) -> str:
 
 def _amg_rows(name: str, r: dict) -> list[tuple[str, str, str, str]]:
     v, g = r.get("variant", "?"), r.get("grid", "?")
-    if "upstream_fp32_s" not in r:
-        return []
-    rows = [(f"AMG {v} {g}×{g}, upstream fp32", _s(r.get("upstream_fp32_s")), "1.00×", "reference")]
+    up = r.get("upstream_fp32_s")
+    rows = [(f"AMG {v} {g}×{g}, upstream fp32", _s(up), "1.00×" if up else "–", "reference" if up else "")]
     for mode, m in r.get("ours", {}).items():
-        fid = f"IoU vs upstream {m.get('mean_best_iou_vs_upstream')}, {m.get('masks')} masks"
+        fid = f"{m.get('masks')} masks"
+        if "mean_best_iou_vs_upstream" in m:
+            fid += f"; IoU vs upstream {m['mean_best_iou_vs_upstream']}"
         if "mean_best_iou_vs_ours_fp32" in m:
-            fid += f"; vs fp32 {m['mean_best_iou_vs_ours_fp32']}"
-        rows.append((f"AMG {v} ours {mode}", _s(m.get("s")), f"{m.get('speedup_vs_upstream')}×", fid))
+            fid += f"; IoU vs fp32 {m['mean_best_iou_vs_ours_fp32']}"
+        ratio = f"{m['speedup_vs_upstream']}×" if "speedup_vs_upstream" in m else "–"
+        rows.append((f"AMG {v} ours {mode}", _s(m.get("s")), ratio, fid))
+    if "bf16_vs_fp32_engines" in r:
+        e = r["bf16_vs_fp32_engines"]
+        note = f"embedding cos {e['embedding_cosine']}, per-prompt mask IoU mean {e['prompt_mask_iou_mean']}"
+        rows.append((f"AMG {v} bf16 vs fp32 engines", "–", "–", note))
+    if "colour_sam_vs_upstream" in r:
+        c = r["colour_sam_vs_upstream"]
+        note = f"mean best IoU {c['mean_best_iou']}, masks {c['masks_ours']} vs {c['masks_upstream']}"
+        rows.append((f"colour SAM {g}×{g}: ours vs upstream", "–", "–", note))
     return rows
 
 
