@@ -4,6 +4,7 @@ sequence checked against a recording fake ``tensorrt`` module (TensorRT cannot b
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import sys
 import types
 from pathlib import Path
@@ -15,9 +16,10 @@ from onnx import TensorProto, helper
 
 from zsplg_fast.errors import ConfigError, ExportFailedError, MissingDependencyError, OutputExistsError
 from zsplg_fast.export import tensorrt as trt_build
-from zsplg_fast.export.artifact import read_sidecar
+from zsplg_fast.export.artifact import read_sidecar, sidecar_path
 from zsplg_fast.export.tensors import AxisRange, TensorSpec, parse_axis_ranges
 from zsplg_fast.export.trt_info import RuntimeInfo
+from zsplg_fast.utils.io import atomic_write_json
 
 H200 = RuntimeInfo("10.9.0", "NVIDIA H200", "9.0")
 SEG_INPUTS = [TensorSpec("image", "float32", ("batch", 3, "height", "width"))]
@@ -91,29 +93,84 @@ def test_has_qdq(tmp_path: Path, exported: dict[str, Any]) -> None:
     assert not trt_build.has_qdq(exported["segmenter"].path)
 
 
+def _as_precision(src: Path, dst_dir: Path, precision: str, qdq: bool = False) -> Path:
+    """A copy of ``src`` declared as a ``precision`` ONNX (what precision_artifact writes beside it)."""
+    src = Path(src)
+    dst = dst_dir / f"{src.stem}.{precision}.onnx"
+    if qdq:
+        _qdq_model(dst)
+    else:
+        shutil.copyfile(src, dst)
+    side = {
+        **read_sidecar(src),
+        "name": f"{src.stem}.{precision}",
+        "precision": precision,
+        "precision_tool": "fake-tool",
+        "precision_tool_version": "0.1",
+    }
+    atomic_write_json(sidecar_path(dst), side)
+    return dst
+
+
 def test_int8_needs_explicit_qdq(exported: dict[str, Any], tmp_path: Path) -> None:
+    int8 = _as_precision(exported["segmenter"].path, tmp_path, "int8")
     with pytest.raises(ConfigError, match="QuantizeLinear"):
-        trt_build.build_engine(exported["segmenter"].path, tmp_path, precision="int8")
+        trt_build.build_engine(int8, tmp_path, precision="int8")
+
+
+def test_precision_must_be_the_graphs(exported: dict[str, Any], tmp_path: Path) -> None:
+    """Strongly typed builds: asking fp16 of an fp32 ONNX says how to make the fp16 ONNX."""
+    src = Path(exported["segmenter"].path)
+    with pytest.raises(ConfigError) as err:
+        trt_build.build_engine(src, tmp_path, precision="fp16")
+    msg = str(err.value)
+    assert "fp32 ONNX" in msg and f"zsplg-fast build {src} --precision fp16" in msg
+    fp16 = _as_precision(src, tmp_path, "fp16")
+    with pytest.raises(ConfigError, match="is a fp16 ONNX"):
+        trt_build.build_engine(fp16, tmp_path, precision="bf16")
+    with pytest.raises(ConfigError, match="unknown precision"):
+        trt_build.build_engine(src, tmp_path, precision="fp8")
+
+
+def test_precision_onnx_reuses_or_makes_the_precision_artifact(
+    exported: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from zsplg_fast.export import precision as precision_mod
+    from zsplg_fast.export.artifact import Artifact
+
+    src = Path(exported["segmenter"].path)
+    fp16 = _as_precision(src, tmp_path, "fp16")
+    calls: list[tuple[Path, str, Any]] = []
+
+    def fake(onnx_path: Path, precision: str, *, calibration: Any = None, force: bool = False) -> Artifact:
+        calls.append((Path(onnx_path), precision, calibration))
+        return Artifact.open(fp16)
+
+    monkeypatch.setattr(precision_mod, "precision_artifact", fake, raising=False)
+    assert trt_build.precision_onnx(src, "fp32") == src and not calls
+    assert trt_build.precision_onnx(fp16, "fp16") == fp16 and not calls
+    assert trt_build.precision_onnx(src, "fp16") == fp16 and calls == [(src, "fp16", None)]
+    with pytest.raises(ConfigError, match="is a fp16 ONNX"):
+        trt_build.precision_onnx(fp16, "int8")
+
+
+def test_network_flags_by_line() -> None:
+    flag = types.SimpleNamespace(STRONGLY_TYPED=1)
+    for version, want in (("10.3.0", 2), ("10.16.1.11", 2), ("11.4.0.106", 0)):
+        fake = types.SimpleNamespace(__version__=version, NetworkDefinitionCreationFlag=flag)
+        assert trt_build.network_flags(fake) == want
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed here")
 def test_missing_tensorrt_says_how_to_install(exported: dict[str, Any], tmp_path: Path) -> None:
     with pytest.raises(MissingDependencyError) as err:
-        trt_build.build_engine(exported["segmenter"].path, tmp_path, precision="fp16")
+        trt_build.build_engine(exported["segmenter"].path, tmp_path, precision="fp32")
     assert (
         "tensorrt" in str(err.value) and "pip install" in str(err.value) and "--backend ort" in str(err.value)
     )
 
 
 # ---- a recording fake of the TensorRT 10 Python API ------------------------------------------------------
-
-
-class _Layer:
-    def __init__(self, kind: str, outputs: int = 1) -> None:
-        self.type, self.num_outputs, self.precision, self.output_types = kind, outputs, None, {}
-
-    def set_output_type(self, j: int, t: str) -> None:
-        self.output_types[j] = t
 
 
 class _Err:
@@ -132,25 +189,20 @@ class _Err:
 
 def _fake_trt(state: dict[str, Any]) -> types.ModuleType:
     m = types.ModuleType("tensorrt")
-    m.__version__ = "10.9.0"
-    m.float32 = "float32"
+    m.__version__ = state.get("version", "10.9.0")
     m.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level=2: None})
-    m.LayerType = types.SimpleNamespace(NORMALIZATION="NORM", SOFTMAX="SOFTMAX", CONVOLUTION="CONV")
-    flags = ("FP16", "BF16", "INT8", "OBEY_PRECISION_CONSTRAINTS", "VERSION_COMPATIBLE")
-    m.BuilderFlag = types.SimpleNamespace(**{f: f for f in flags})
+    # only what both lines have: no FP16/BF16/INT8 flags, no precision constraints (removed in 11)
+    m.BuilderFlag = types.SimpleNamespace(TF32="TF32", VERSION_COMPATIBLE="VERSION_COMPATIBLE")
+    m.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=1)
     m.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
 
     class Network:
-        def __init__(self) -> None:
-            self.layers = [_Layer("CONV"), _Layer("NORM"), _Layer("SOFTMAX", 2), _Layer("CONV")]
-            self.num_layers = len(self.layers)
-
-        def get_layer(self, i: int) -> _Layer:
-            return self.layers[i]
+        pass
 
     class Cache:
         def __init__(self, blob: bytes) -> None:
             self.blob = blob
+            state.setdefault("cache_blobs", []).append(blob)
 
         def serialize(self) -> bytes:
             return self.blob + b"+"
@@ -158,6 +210,7 @@ def _fake_trt(state: dict[str, Any]) -> types.ModuleType:
     class Config:
         def __init__(self) -> None:
             self.flags: list[str] = []
+            self.cleared: list[str] = []
             self.pools: dict[str, int] = {}
             self.profiles: list[Any] = []
             self.cache: Cache | None = None
@@ -165,6 +218,9 @@ def _fake_trt(state: dict[str, Any]) -> types.ModuleType:
 
         def set_flag(self, f: str) -> None:
             self.flags.append(f)
+
+        def clear_flag(self, f: str) -> None:
+            self.cleared.append(f)
 
         def set_memory_pool_limit(self, pool: str, n: int) -> None:
             self.pools[pool] = n
@@ -175,8 +231,11 @@ def _fake_trt(state: dict[str, Any]) -> types.ModuleType:
         def create_timing_cache(self, blob: bytes) -> Cache:
             return Cache(blob)
 
-        def set_timing_cache(self, cache: Cache, ignore_mismatch: bool) -> None:
+        def set_timing_cache(self, cache: Cache, ignore_mismatch: bool) -> bool:
+            if cache.blob.startswith(b"FOREIGN"):  # TensorRT refuses a cache from another TRT / GPU
+                return False
             self.cache = cache
+            return True
 
         def get_timing_cache(self) -> Cache | None:
             return self.cache
@@ -205,6 +264,7 @@ def _fake_trt(state: dict[str, Any]) -> types.ModuleType:
             return Profile()
 
         def build_serialized_network(self, network: Network, config: Config) -> bytes | None:
+            state["cache_at_build"] = config.cache.blob if config.cache else None
             return state.get("plan", b"PLAN")
 
     class OnnxParser:
@@ -234,31 +294,27 @@ def fake_trt(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 def test_fp16_build_call_sequence_and_sidecar(
     fake_trt: dict[str, Any], exported: dict[str, Any], tmp_path: Path
 ) -> None:
-    onnx_path = exported["segmenter"].path
+    onnx_path = _as_precision(exported["segmenter"].path, tmp_path, "fp16")
     cache = tmp_path / "timing.cache"
     art, reused = trt_build.build_engine(
         onnx_path, tmp_path / "engines", precision="fp16", timing_cache=cache
     )
     assert not reused and art.path == tmp_path / "engines" / "segmenter.fp16.plan"
     assert art.path.read_bytes() == b"PLAN" and cache.read_bytes() == b"+"
-    cfg, net = fake_trt["config"], fake_trt["network"]
-    assert fake_trt["network_flags"] == 0 and fake_trt["parsed"] == str(onnx_path)
-    assert {"FP16", "OBEY_PRECISION_CONSTRAINTS"} <= set(cfg.flags) and "VERSION_COMPATIBLE" not in cfg.flags
+    cfg = fake_trt["config"]
+    assert fake_trt["network_flags"] == 2 and fake_trt["parsed"] == str(onnx_path)  # 1 << STRONGLY_TYPED
+    assert cfg.flags == [] and cfg.cleared == []  # no precision flags; TF32 left on for a non-fp32 plan
     assert cfg.pools["WORKSPACE"] == 4 << 30 and cfg.builder_optimization_level == 3
-    pinned = [(layer.type, layer.precision, layer.output_types) for layer in net.layers]
-    assert pinned == [
-        ("CONV", None, {}),
-        ("NORM", "float32", {0: "float32"}),
-        ("SOFTMAX", "float32", {0: "float32", 1: "float32"}),
-        ("CONV", None, {}),
-    ]
     assert cfg.profiles[0].shapes == {"image": ((1, 3, 256, 256), (1, 3, 512, 512), (8, 3, 1024, 1024))}
     side = read_sidecar(art.path)
     assert (
         side["tensorrt"] == "10.9.0" and side["gpu"] == "NVIDIA H200" and side["compute_capability"] == "9.0"
     )
-    assert side["onnx"]["sha256"] == read_sidecar(onnx_path)["sha256"] and side["fp32_pinned_layers"] == 2
+    assert side["precision"] == "fp16" and side["strongly_typed"] and side["network_flags"] == 2
+    assert side["precision_tool"] == "fake-tool" and side["precision_tool_version"] == "0.1"
+    assert side["onnx"]["sha256"] == read_sidecar(onnx_path)["sha256"] and side["onnx"]["precision"] == "fp16"
     assert side["class_names"] == ["background", "circle", "square", "star"]
+    assert side["source"] == read_sidecar(onnx_path)["source"] and side["timing_cache"] == "empty"
     assert "zsplg-fast build" in side["rebuild_command"]
 
     art2, reused = trt_build.build_engine(
@@ -280,11 +336,34 @@ def test_fp16_build_call_sequence_and_sidecar(
         force=True,
         version_compatible=True,
     )
-    assert (
-        not reused and "VERSION_COMPATIBLE" in fake_trt["config"].flags and art3.sidecar["version_compatible"]
-    )
+    assert not reused and fake_trt["config"].flags == ["VERSION_COMPATIBLE"]
+    assert art3.sidecar["version_compatible"] and art3.sidecar["timing_cache"] == "loaded"
     assert fake_trt["config"].profiles[0].shapes["image"][2] == (4, 3, 1024, 1024)
     assert cache.read_bytes() == b"++"  # the persisted cache was loaded and extended
+
+
+def test_fp32_plan_clears_tf32_and_11_creates_without_flag(
+    fake_trt: dict[str, Any], exported: dict[str, Any], tmp_path: Path
+) -> None:
+    fake_trt["version"] = "11.4.0.106"
+    art, _ = trt_build.build_engine(exported["segmenter"].path, tmp_path, precision="fp32", timing_cache=None)
+    assert fake_trt["config"].cleared == ["TF32"] and fake_trt["config"].flags == []
+    assert fake_trt["network_flags"] == 0 and art.sidecar["network_flags"] == 0
+    assert art.sidecar["tf32"] is False and art.sidecar["timing_cache"] == "none"
+    assert art.sidecar["precision_tool"].startswith("none") and art.path.name == "segmenter.fp32.plan"
+
+
+def test_foreign_timing_cache_falls_back_to_empty(
+    fake_trt: dict[str, Any], exported: dict[str, Any], tmp_path: Path
+) -> None:
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"FOREIGN-trt-10.3-orin")
+    art, _ = trt_build.build_engine(
+        exported["segmenter"].path, tmp_path, precision="fp32", timing_cache=cache
+    )
+    assert fake_trt["cache_blobs"] == [b"FOREIGN-trt-10.3-orin", b""] and fake_trt["cache_at_build"] == b""
+    assert art.sidecar["timing_cache"].startswith("foreign: mismatch") and art.path.read_bytes() == b"PLAN"
+    assert cache.read_bytes() == b"+"  # replaced by this machine's cache, after the plan was written
 
 
 def test_every_parser_error_is_surfaced(
@@ -300,6 +379,8 @@ def test_every_parser_error_is_surfaced(
 
 def test_failed_build_is_typed(fake_trt: dict[str, Any], exported: dict[str, Any], tmp_path: Path) -> None:
     fake_trt["plan"] = None
+    bf16 = _as_precision(exported["segmenter"].path, tmp_path, "bf16")
+    out = tmp_path / "engines"
     with pytest.raises(ExportFailedError, match="returned None"):
-        trt_build.build_engine(exported["segmenter"].path, tmp_path, precision="bf16", timing_cache=None)
-    assert "BF16" in fake_trt["config"].flags and not list(tmp_path.iterdir())
+        trt_build.build_engine(bf16, out, precision="bf16", timing_cache=None)
+    assert fake_trt["config"].flags == [] and not out.exists()
