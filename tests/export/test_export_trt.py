@@ -189,7 +189,7 @@ class _Err:
 
 def _fake_trt(state: dict[str, Any]) -> types.ModuleType:
     m = types.ModuleType("tensorrt")
-    m.__version__ = state.get("version", "10.9.0")
+    m.__version__ = "10.9.0"
     m.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level=2: None})
     # only what both lines have: no FP16/BF16/INT8 flags, no precision constraints (removed in 11)
     m.BuilderFlag = types.SimpleNamespace(TF32="TF32", VERSION_COMPATIBLE="VERSION_COMPATIBLE")
@@ -345,7 +345,7 @@ def test_fp16_build_call_sequence_and_sidecar(
 def test_fp32_plan_clears_tf32_and_11_creates_without_flag(
     fake_trt: dict[str, Any], exported: dict[str, Any], tmp_path: Path
 ) -> None:
-    fake_trt["version"] = "11.4.0.106"
+    sys.modules["tensorrt"].__version__ = "11.4.0.106"
     art, _ = trt_build.build_engine(exported["segmenter"].path, tmp_path, precision="fp32", timing_cache=None)
     assert fake_trt["config"].cleared == ["TF32"] and fake_trt["config"].flags == []
     assert fake_trt["network_flags"] == 0 and art.sidecar["network_flags"] == 0
