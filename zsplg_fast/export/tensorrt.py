@@ -209,8 +209,8 @@ def _parse(trt: Any, logger: Any, onnx_path: Path, name: str) -> tuple[Any, Any,
     if not parser.parse_from_file(str(onnx_path)):
         errors = []
         for i in range(parser.num_errors):
-            e = parser.get_error(i)
-            errors.append(f"[{e.code()}] node {e.node()}: {e.desc()}")
+            err = parser.get_error(i)
+            errors.append(f"[{err.code()}] node {err.node()}: {err.desc()}")
         raise ExportFailedError(name, "TensorRT ONNX parser", " | ".join(errors) or "unknown parser error")
     return builder, network, parser
 
