@@ -384,3 +384,25 @@ def test_failed_build_is_typed(fake_trt: dict[str, Any], exported: dict[str, Any
     with pytest.raises(ExportFailedError, match="returned None"):
         trt_build.build_engine(bf16, out, precision="bf16", timing_cache=None)
     assert fake_trt["config"].flags == [] and not out.exists()
+
+
+def test_decoder_batch_max_is_a_build_setting(
+    fake_trt: dict[str, Any], exported: dict[str, Any], tmp_path: Path
+) -> None:
+    dec = exported["sam_decoder_batched"].path
+    art, _ = trt_build.build_engine(
+        dec, tmp_path, precision="fp32", timing_cache=None, decoder_max_batch=1024
+    )
+    assert fake_trt["config"].profiles[0].shapes["point_coords"] == ((1, 1, 2), (64, 1, 2), (1024, 4, 2))
+    assert art.sidecar["profiles"]["point_coords"][2] == [1024, 4, 2]
+    assert "--profile batch=1:64:1024" in art.sidecar["rebuild_command"]
+    mine = {"batch": AxisRange(1, 8, 32)}  # an explicit --profile wins
+    art, _ = trt_build.build_engine(
+        dec, tmp_path, precision="fp32", timing_cache=None, decoder_max_batch=1024, profiles=mine, force=True
+    )
+    assert art.sidecar["profiles"]["point_coords"][2] == [32, 4, 2]
+    seg = exported["segmenter"].path  # other artifacts are not touched
+    art, _ = trt_build.build_engine(
+        seg, tmp_path, precision="fp32", timing_cache=None, decoder_max_batch=1024
+    )
+    assert art.sidecar["profiles"]["image"][2] == [8, 3, 1024, 1024]

@@ -153,6 +153,7 @@ def build_cmd(
             version_compatible=e.version_compatible,
             optimization_level=e.optimization_level,
             force=e.force,
+            decoder_max_batch=e.decoder_max_batch,
         )
         state = "reused (same cache key)" if reused else f"built in {art.sidecar.get('build_time_s')} s"
         console.print(f"{art.path}: {state}, {_mb(art.path.stat().st_size)}", highlight=False)

@@ -83,25 +83,31 @@ def _resolve_provider(name: str) -> tuple[str, str]:
     raise ConfigError("providers", name, "unknown execution provider", valid=", ".join(PROVIDERS))
 
 
+def spec_profiles(side: Mapping[str, Any]) -> dict[str, Any]:
+    """Input name → (min, opt, max) shapes from the sidecar's profiles ({} when it declares none, or an
+    axis has no range)."""
+    from zsplg_fast.export.tensorrt import plan_profiles, resolve_ranges
+
+    inputs = [TensorSpec.from_dict(d) for d in side.get("inputs", [])]
+    if not inputs or not side.get("profiles"):
+        return {}
+    try:
+        return dict(plan_profiles(inputs, resolve_ranges(side)))
+    except ConfigError:
+        return {}
+
+
 def trt_provider_options(side: Mapping[str, Any], cache_dir: str | Path, name: str) -> dict[str, Any]:
     """TensorRT-provider options of an artifact: caches under ``cache_dir/ort_trt/<name>`` and the
     sidecar's min/opt/max profile shapes (``"input:1x3x256x256,..."``), when it declares them."""
-    from zsplg_fast.export.tensorrt import plan_profiles, resolve_ranges
-
     cache = Path(cache_dir) / "ort_trt" / name
-    opts: dict[str, Any] = {
-        "trt_engine_cache_path": str(cache),
-        "trt_timing_cache_path": str(cache),
-    }
-    inputs = [TensorSpec.from_dict(d) for d in side.get("inputs", [])]
-    if not inputs or not side.get("profiles"):
-        return opts
-    try:
-        shapes = plan_profiles(inputs, resolve_ranges(side))
-    except ConfigError:  # an axis without a range: let the provider build per shape
-        return opts
-    for i, key in enumerate(("trt_profile_min_shapes", "trt_profile_opt_shapes", "trt_profile_max_shapes")):
-        opts[key] = ",".join(f"{n}:{'x'.join(str(d) for d in s[i])}" for n, s in shapes.items())
+    opts: dict[str, Any] = {"trt_engine_cache_path": str(cache), "trt_timing_cache_path": str(cache)}
+    shapes = spec_profiles(side)
+    if shapes:
+        for i, key in enumerate(
+            ("trt_profile_min_shapes", "trt_profile_opt_shapes", "trt_profile_max_shapes")
+        ):
+            opts[key] = ",".join(f"{n}:{'x'.join(str(d) for d in s[i])}" for n, s in shapes.items())
     return opts
 
 
@@ -225,6 +231,8 @@ class OrtEngine:
                 "check the CUDA driver, CUDA/cuDNN libraries (and libnvinfer.so.10 for TensorRT)",
             )
         self.providers = got
+        # shapes the TensorRT provider was built for (callers cap their batches there); others: any
+        self.profiles = spec_profiles(side) if PROVIDERS["tensorrt"][0] in got else {}
         self.device_id = device_id
         self.device = f"cuda:{device_id}" if gpu else "cpu"
         self.inputs, self.outputs = self._io(side)

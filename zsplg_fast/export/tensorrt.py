@@ -176,6 +176,20 @@ def check_precision(onnx_path: Path, side: Mapping[str, Any], precision: str) ->
         )
 
 
+DECODER_SPEC = "sam_decoder_batched"
+
+
+def decoder_batch(
+    side: Mapping[str, Any], max_batch: int | None, profiles: Mapping[str, AxisRange] | None
+) -> dict[str, AxisRange]:
+    """``{"batch": 1:opt:max_batch}`` for a batched-decoder artifact when ``max_batch`` is set and the
+    caller's ``profiles`` leave ``batch`` open; else ``{}``."""
+    if not max_batch or side.get("spec") != DECODER_SPEC or "batch" in (profiles or {}):
+        return {}
+    opt = min(int(side.get("profiles", {}).get("batch", [1, 64, 256])[1]), max_batch)
+    return {"batch": AxisRange(1, opt, max_batch)}
+
+
 def precision_onnx(
     onnx_path: str | Path,
     precision: str,
@@ -253,12 +267,15 @@ def build_engine(
     version_compatible: bool = False,
     optimization_level: int = 3,
     force: bool = False,
+    decoder_max_batch: int | None = None,
 ) -> tuple[Artifact, bool]:
     """Build (or reuse) ``out_dir/<name>.<precision>.plan`` from an ONNX artifact of that precision.
 
     Args:
         onnx_path: ``export/<name>.onnx`` (fp32) or ``export/<name>.<precision>.onnx`` (from
             ``precision_artifact``); its sidecar's ``precision`` must equal ``precision``.
+        decoder_max_batch: for ``sam_decoder_batched``, the profile's batch max (prompts per decoder
+            call; the labeler caps its batch there) unless ``profiles`` sets ``batch``.
     Returns:
         (the plan artifact, True if an identical cached plan was reused).
     Raises:
@@ -273,7 +290,8 @@ def build_engine(
     check_precision(onnx_path, side, precision)
     name = base_name(side, onnx_path.stem)
     inputs = [TensorSpec.from_dict(d) for d in side["inputs"]]
-    shapes = plan_profiles(inputs, resolve_ranges(side, profiles))
+    given = {**decoder_batch(side, decoder_max_batch, profiles), **(profiles or {})}
+    shapes = plan_profiles(inputs, resolve_ranges(side, given))
     trt = require_tensorrt("building TensorRT engines")
     running = runtime_info()
     workspace = int(workspace_gib * (1 << 30))
@@ -311,7 +329,7 @@ def build_engine(
     if cache_file:
         atomic_write_bytes(cache_file, bytes(config.get_timing_cache().serialize()))
     rebuild = f"zsplg-fast build {onnx_path} --precision {precision} --out {Path(out_dir)} --force" + "".join(
-        f" --profile {k}={v.min}:{v.opt}:{v.max}" for k, v in (profiles or {}).items()
+        f" --profile {k}={v.min}:{v.opt}:{v.max}" for k, v in given.items()
     )
     record = {
         "sidecar_version": SIDECAR_VERSION,
