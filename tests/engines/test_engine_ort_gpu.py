@@ -71,6 +71,7 @@ def test_tensorrt_provider_settings_come_from_the_spec(
     )
     assert trt["user_compute_stream"] == cuda["user_compute_stream"] == str(0xABC)
     assert trt["device_id"] == cuda["device_id"] == 1 and trt["trt_fp16_enable"] is False
+    assert e.profiles["point_coords"] == ((1, 1, 2), (64, 1, 2), (256, 4, 2))  # the labeler caps there
 
 
 def test_tensorrt_provider_not_active_falls_back_to_cuda_with_the_reason(
@@ -82,6 +83,7 @@ def test_tensorrt_provider_not_active_falls_back_to_cuda_with_the_reason(
     assert (
         e.fallback == str(rec[0].message) and "zsplg-fast build" in e.fallback and e.providers == [CUDA, CPU]
     )
+    assert e.profiles == {}  # the CUDA provider takes any batch
     fake_gpu_ort["active"] = [CPU]  # no GPU at all: still a refused silent fallback
     with pytest.raises(ProviderFallbackError):
         ort_backend.OrtEngine(decoder_onnx, providers=["tensorrt"], cache_dir=tmp_path)
