@@ -406,3 +406,31 @@ def test_decoder_batch_max_is_a_build_setting(
         seg, tmp_path, precision="fp32", timing_cache=None, decoder_max_batch=1024
     )
     assert art.sidecar["profiles"]["image"][2] == [8, 3, 1024, 1024]
+
+
+def test_cli_build_makes_the_precision_onnx_first(
+    fake_trt: dict[str, Any], exported: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``zsplg-fast build export/x.onnx --precision fp16``: precision_artifact makes x.fp16.onnx, which is
+    what TensorRT parses (strongly typed); the plan is engines/x.fp16.plan."""
+    from typer.testing import CliRunner
+
+    from zsplg_fast.cli.main import app
+    from zsplg_fast.export import precision as precision_mod
+    from zsplg_fast.export.artifact import Artifact
+
+    src = Path(exported["segmenter"].path)
+    made: list[str] = []
+
+    def fake(onnx_path: Path, precision: str, *, calibration: Any = None, force: bool = False) -> Artifact:
+        made.append(precision)
+        return Artifact.open(_as_precision(Path(onnx_path), tmp_path, precision))
+
+    monkeypatch.setattr(precision_mod, "precision_artifact", fake, raising=False)
+    out = tmp_path / "engines"
+    args = ["build", str(src), "--precision", "fp16", "--out", str(out), "--set", "export.timing_cache=null"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert made == ["fp16"] and fake_trt["parsed"] == str(tmp_path / "segmenter.fp16.onnx")
+    side = read_sidecar(out / "segmenter.fp16.plan")
+    assert side["precision"] == "fp16" and side["onnx"]["path"] == str(tmp_path / "segmenter.fp16.onnx")
