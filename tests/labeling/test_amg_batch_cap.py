@@ -12,7 +12,8 @@ from zsplg_fast.bench.synthetic_sam import build_colour_sam, sam_module_engines
 from zsplg_fast.config.labeling import AmgConfig
 from zsplg_fast.engines.trt import check_profile
 from zsplg_fast.labeling import amg_ops as ops
-from zsplg_fast.labeling.amg import MaskGenerator, engine_max_batch
+from zsplg_fast.labeling.amg import MaskGenerator
+from zsplg_fast.labeling.amg_ops import engine_max_batch
 
 PROFILE = ((1, 1, 2), (8, 1, 2), (16, 4, 2))
 

@@ -54,14 +54,6 @@ def _device_of(engine: Engine) -> torch.device:
         return torch.device("cpu")
 
 
-def engine_max_batch(decoder: Engine, input_name: str = "point_coords") -> int | None:
-    """The most prompts one decoder call may carry: the batch max of the engine's optimisation profile
-    (``profiles``: TensorRT plans, read from the plan or its sidecar; onnxruntime's TensorRT provider),
-    or None when the engine takes any batch."""
-    profile = (getattr(decoder, "profiles", None) or {}).get(input_name)
-    return int(profile[2][0]) if profile else None
-
-
 _POST_STAGES = ("filter", "nms", "upsample", "small_regions", "encode")
 
 
@@ -88,7 +80,7 @@ class MaskGenerator:
         cfg: upstream's AMG parameters (``points_per_batch`` is upstream's knob; see ``prompt_batch``).
         output_mode: ``binary_mask`` | ``uncompressed_rle`` | ``coco_rle`` for :meth:`generate`.
         prompt_batch: prompts per decoder call, capped at the decoder's profile max
-            (:func:`engine_max_batch`); None = automatic (``amg_ops.default_prompt_batch``:
+            (:func:`amg_ops.engine_max_batch`); None = automatic (``amg_ops.default_prompt_batch``:
             cache-sized on CPU, memory-aware on CUDA); results do not depend on it.
         full_res_filter: take stability and box decisions on every candidate upsampled to full
             resolution, as upstream does (slow on CPUs; a reference). False: same decisions from the
@@ -251,7 +243,7 @@ class MaskGenerator:
         batch = self.prompt_batch or ops.default_prompt_batch(
             self.device, tuple(emb.shape[-2:]), emb.shape[1]
         )
-        limit = engine_max_batch(self.decoder)
+        limit = ops.engine_max_batch(self.decoder)
         batch = min(batch, limit) if limit else batch  # a plan built for 256 refuses 1024 prompts
         self.batch_used = batch
         cands: list[_CropCandidates] = []
