@@ -17,7 +17,8 @@ from zsplg_fast.errors import AccuracyDropError, ConfigError, OutputExistsError
 
 def test_int8_folder_and_measurements(int8_deploy: tuple[Path, dict]) -> None:
     out, result = int8_deploy
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "model.json", "model.onnx"]
+    files = ["README.md", "build_tensorrt.sh", "model.json", "model.onnx", "triton"]
+    assert sorted(p.name for p in out.iterdir()) == files
     side = json.loads((out / "model.json").read_text())
     assert side["precision"] == "int8"
     assert side["class_names"] == ["background", "circle", "square", "triangle"]
@@ -39,7 +40,8 @@ def test_int8_folder_and_measurements(int8_deploy: tuple[Path, dict]) -> None:
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert result["miou"]["deployed"] == m["deployed"]
     readme = (out / "README.md").read_text()
-    assert "trtexec --onnx=model.onnx --int8" in readme and "--saveEngine=" in readme
+    assert "trtexec --onnx=model.onnx --stronglyTyped" in readme and "--saveEngine=" in readme
+    assert "--int8" not in readme and "--fp16" not in readme  # the precision is in the graph
     assert "zsplg-fast infer" in readme
 
 
@@ -106,7 +108,9 @@ def test_cli_deploy_fp16_keeps_fp32_io_and_accuracy(
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
-    assert "trtexec --onnx=model.onnx --fp16" in (out / "README.md").read_text()
+    readme = (out / "README.md").read_text()
+    assert "trtexec --onnx=model.onnx --stronglyTyped" in readme and "--fp16" not in readme
+    assert "zsplg-fast build model.onnx --precision fp16" in readme
 
 
 def test_val_must_be_labeled(deploy_config: Callable[..., Any], shapes_ds: Path, tmp_path: Path) -> None:

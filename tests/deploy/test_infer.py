@@ -117,3 +117,33 @@ def test_cli_infer(int8_deploy: tuple[Path, dict], images: Path, tmp_path: Path)
     assert result.exit_code == 0, result.output
     assert "12 of 14 images" in result.output and "2 images skipped" in result.output
     assert len(list((out / "labels").rglob("*.png"))) == 12 and not (out / "overlays").exists()
+
+
+def test_plan_sizes_are_respected_and_reported(
+    int8_deploy: tuple[Path, dict], shapes_ds: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A TensorRT segmenter plan covers a range of sizes: infer says which, and records an image outside
+    it (instead of a TensorRT failure) while the others are labeled."""
+    import importlib
+
+    from PIL import Image
+
+    from zsplg_fast.engines.ort import OrtEngine
+
+    def plan_like(d: Path, side: dict, out: Path, threads: int | None) -> OrtEngine:
+        engine = OrtEngine(d / "model.onnx")
+        engine.profiles = {"image": ((1, 3, 64, 64), (1, 3, 96, 96), (1, 3, 128, 128))}  # type: ignore[attr-defined]
+        return engine
+
+    infer_mod = importlib.import_module("zsplg_fast.deploy.infer")  # the package exports the function
+    monkeypatch.setitem(infer_mod.ENGINES, "trt", plan_like)
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(shapes_ds / "JPEGImages" / "val_00001.jpg", src / "small.jpg")  # 96 x 96
+    Image.new("RGB", (200, 90), (30, 60, 90)).save(src / "wide.png")  # W 200 > 128
+    report = infer(int8_deploy[0], src, tmp_path / "out", backend="trt")
+    assert report["written"] == 1 and report["failed"] == 1 and report["sizes_covered"] == "64x64 to 128x128"
+    (error,) = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
+    assert error["id"] == "wide" and error["error"] == "FeedError"
+    assert "90x200" in error["message"] and "64x64 to 128x128" in error["message"]
+    assert infer(int8_deploy[0], src / "small.jpg", tmp_path / "o2")["sizes_covered"] == "any"

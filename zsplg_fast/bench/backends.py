@@ -219,11 +219,11 @@ def _plan_engine(b: BenchBackend, case: CaseSource, device: str, threads: int | 
 
     from zsplg_fast.engines import load_engine
     from zsplg_fast.export.artifact import read_sidecar
-    from zsplg_fast.export.tensorrt import build_engine
+    from zsplg_fast.export.tensorrt import build_engine, precision_onnx
     from zsplg_fast.export.tensors import AxisRange
 
-    precision = str(b.options["precision"])
-    onnx = Path(case.qdq_onnx() if precision == "int8" else case.onnx())
+    precision = str(b.options["precision"])  # strongly typed: the plan's precision is the ONNX's
+    onnx = Path(case.qdq_onnx() if precision == "int8" else precision_onnx(case.onnx(), precision))
     defaults = read_sidecar(onnx).get("profiles", {})
     ranges = {}
     for axis, size in case.shapes().items():

@@ -27,7 +27,8 @@ class EngineSegmenter(nn.Module):
     """A segmenter Engine as a module: ``forward(image (B, 3, H, W) float32) -> logits (B, C, H, W)``.
 
     ``config.num_classes`` is set (sliding-window evaluation reads it); a zero-size parameter on the
-    CPU tells ``evaluate_model`` where to put its inputs (engines take host tensors and copy them).
+    engine's device (:func:`engine_device`) tells ``evaluate_model`` where to put its inputs, and the
+    logits come back on the input's device, so sliding-window sums never mix CUDA and CPU tensors.
     """
 
     def __init__(self, engine: Any, num_classes: int, input_name: str = "image", output_name: str = "logits"):
@@ -35,7 +36,7 @@ class EngineSegmenter(nn.Module):
         self.engine = engine
         self.config = SimpleNamespace(num_classes=int(num_classes))
         self.input_name, self.output_name = input_name, output_name
-        self._where = nn.Parameter(torch.zeros(0), requires_grad=False)
+        self._where = nn.Parameter(torch.zeros(0, device=engine_device(engine)), requires_grad=False)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         out = self.engine({self.input_name: image.detach().float().contiguous()})[self.output_name]
@@ -46,7 +47,13 @@ class EngineSegmenter(nn.Module):
                 f"(B, {self.config.num_classes}, H, W) logits",
                 f"shape {tuple(logits.shape)}",
             )
-        return logits.float()
+        return logits.to(image.device).float()
+
+
+def engine_device(engine: Any) -> torch.device:
+    """The torch device an engine works on: ``cuda:N`` for GPU engines, else the CPU."""
+    device = str(getattr(engine, "device", "cpu"))
+    return torch.device(device if device.startswith("cuda") else "cpu")
 
 
 def num_classes_of(model: nn.Module) -> int:

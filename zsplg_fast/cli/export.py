@@ -118,9 +118,11 @@ def build_cmd(
     config: Path | None = ConfigOpt,
     set_: list[str] | None = SetOpt,
 ) -> None:
-    """Build TensorRT plans (engines/<name>.<precision>.plan + .json); identical requests reuse the plan."""
+    """Build strongly typed TensorRT plans (engines/<name>.<precision>.plan + .json) from the ONNX of that
+    precision: given an fp32 export and --precision fp16/bf16/int8, the precision ONNX is made first
+    (export/<name>.<precision>.onnx); identical requests reuse the plan."""
     from zsplg_fast.export.formats import check_options
-    from zsplg_fast.export.tensorrt import build_engine
+    from zsplg_fast.export.tensorrt import build_engine, precision_onnx
     from zsplg_fast.export.tensors import parse_axis_ranges
 
     check_options("tensorrt", {"precision": precision})
@@ -142,7 +144,7 @@ def build_cmd(
     ranges = parse_axis_ranges(e.profiles)
     for path in onnx:
         art, reused = build_engine(
-            path,
+            precision_onnx(path, e.precision, force=e.force),
             e.engines_dir,
             precision=e.precision,
             profiles=ranges,
@@ -151,6 +153,7 @@ def build_cmd(
             version_compatible=e.version_compatible,
             optimization_level=e.optimization_level,
             force=e.force,
+            decoder_max_batch=e.decoder_max_batch,
         )
         state = "reused (same cache key)" if reused else f"built in {art.sidecar.get('build_time_s')} s"
         console.print(f"{art.path}: {state}, {_mb(art.path.stat().st_size)}", highlight=False)

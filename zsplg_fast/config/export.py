@@ -68,6 +68,13 @@ class ExportConfig:
     )
     version_compatible: bool = opt(False, help="TensorRT VERSION_COMPATIBLE plans (run on later TRT 10.x)")
     optimization_level: int = opt(3, ge=0, le=5, help="TensorRT builder optimisation level")
+    decoder_max_batch: int = opt(
+        256,
+        ge=1,
+        le=4096,
+        help="sam_decoder_batched plans: most prompts per decoder call (profile batch max); "
+        "the labeler caps its prompt batch there",
+    )
 
     def validate(self, prefix: str) -> None:
         for i, item in enumerate(self.profiles):

@@ -6,7 +6,9 @@
 3. evaluate mIoU of the fp32 reference (the PyTorch checkpoint) and of the deployed model in
    onnxruntime on ``val``, with the training engineer's evaluation (UniMatch protocol);
 4. refuse a drop over ``max_miou_drop`` points (:class:`~zsplg_fast.errors.AccuracyDropError`);
-5. time fp32 and deployed models here; write ``model.onnx``, ``model.json`` (sidecar) and ``README.md``.
+5. time fp32 and deployed models here; write ``model.onnx``, ``model.json`` (sidecar), ``README.md``,
+   ``build_tensorrt.sh`` (the ``zsplg-fast build`` / equivalent ``trtexec`` line, strongly typed) and a
+   Triton model repository ``triton/segmenter/`` (checked against Triton's model-config schema).
 
 Everything is written into a temp folder beside ``out`` and moved into place at the end: a refused or
 failed deploy leaves nothing behind, and an existing folder is only replaced with ``force``.
@@ -35,6 +37,7 @@ from zsplg_fast.errors import AccuracyDropError, ConfigError, DatasetError
 from zsplg_fast.utils.io import atomic_write_text, refuse_overwrite, sha256_file
 
 MODEL, SIDECAR, README = "model.onnx", "model.json", "README.md"  # SIDECAR = sidecar_path(MODEL)
+BUILD_SCRIPT = "build_tensorrt.sh"
 Progress = Callable[[str], None]
 
 
@@ -198,13 +201,15 @@ def deploy(cfg: DeployConfig, progress: Progress | None = None) -> dict[str, Any
         }
         notify("write")
         side = write_derived_sidecar(exported.path, tmp / MODEL, cfg.precision, {"deploy": block})
-        from zsplg_fast.deploy.readme import render_readme
+        from zsplg_fast.deploy.readme import build_script, render_readme
+        from zsplg_fast.deploy.triton import validate_repository, write_repository
 
         atomic_write_text(tmp / README, render_readme(side))
+        atomic_write_text(tmp / BUILD_SCRIPT, build_script(side))
+        validate_repository(write_repository(side, tmp / MODEL, tmp / "triton"))
         shutil.rmtree(tmp / "export")
-        tmp.chmod(0o755)  # a folder to copy to devices: readable like any other (mkdtemp makes 0700)
-        for f in tmp.iterdir():
-            f.chmod(0o644)
+        for f in [tmp, *tmp.rglob("*")]:  # a folder to copy to devices (mkdtemp makes 0700)
+            f.chmod(0o755 if f.is_dir() or f.name == BUILD_SCRIPT else 0o644)
         _move_into_place(tmp, out, cfg.force)
     finally:
         with contextlib.suppress(FileNotFoundError):

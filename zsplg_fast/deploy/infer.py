@@ -18,7 +18,7 @@ from typing import Any
 from zsplg_fast.bench.segmenter import EngineSegmenter, predict_label
 from zsplg_fast.data import load_image, write_label
 from zsplg_fast.data.sources import Sample
-from zsplg_fast.errors import ConfigError, DatasetError, OutputExistsError
+from zsplg_fast.errors import ConfigError, DatasetError, FeedError, OutputExistsError
 from zsplg_fast.utils.io import append_jsonl, atomic_write_json
 
 Progress = Callable[[int, int, str], None]  # (done, total, sample id)
@@ -55,6 +55,31 @@ ENGINES: dict[str, Callable[[Path, dict[str, Any], Path, int | None], Any]] = {
     "torch": _torch,
     "trt": _trt,
 }
+
+
+def describe_sizes(profile: Any) -> str:
+    """``"256x256 to 1024x1024"`` (H x W of an ``image`` (B, 3, H, W) profile), or ``"any"``."""
+    if not profile:
+        return "any"
+    lo, _, hi = profile
+    return f"{lo[-2]}x{lo[-1]} to {hi[-2]}x{hi[-1]}"
+
+
+def check_size(hw: tuple[int, int], profile: Any, backend: str) -> None:
+    """Refuse an image whose (H, W) lies outside the plan's ``image`` profile, saying what it covers.
+
+    Raises:
+        FeedError: naming the image size, the sizes covered and how to widen them.
+    """
+    lo, _, hi = profile
+    h, w = int(hw[0]), int(hw[1])
+    if not (lo[-2] <= h <= hi[-2] and lo[-1] <= w <= hi[-1]):
+        raise FeedError(
+            "image",
+            f"a size the {backend} plan covers ({describe_sizes(profile)}); rebuild it with "
+            "--profile height=MIN:OPT:MAX --profile width=MIN:OPT:MAX, or use --backend ort",
+            f"{h}x{w}",
+        )
 
 
 def _inputs(path: Path) -> list[Sample]:
@@ -111,6 +136,7 @@ def infer(
     model = EngineSegmenter(
         ENGINES[backend](d, side, dst, threads), len(names) or int(side["outputs"][0]["shape"][1])
     )
+    covers = (getattr(model.engine, "profiles", None) or {}).get("image")  # TensorRT: sizes it covers
     evaluated = side.get("deploy", {}).get("miou", {})
     mode = "original" if evaluated.get("mode") in (None, "center_crop") else evaluated["mode"]
     window = int(evaluated.get("window", 321))
@@ -120,6 +146,8 @@ def infer(
     for i, s in enumerate(samples):
         try:
             image = load_image(s.image_path)
+            if covers and mode == "original":
+                check_size(image.shape[:2], covers, backend)
             label = predict_label(model, image, mode, window)
             write_label(dst / "labels" / f"{s.id}.png", label, palette)
             if overlays:
@@ -147,6 +175,7 @@ def infer(
         "written": written,
         "failed": failed,
         "overlays": overlays,
+        "sizes_covered": describe_sizes(covers),
         "seconds": round(seconds, 3),
         "images_per_s": round(written / seconds, 3) if seconds > 0 else None,
     }

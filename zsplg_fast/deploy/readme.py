@@ -1,28 +1,49 @@
-"""The short README of a deploy folder: what is in it, how to run it, how to build it with TensorRT."""
+"""The short README of a deploy folder: what is in it, how to run it, how to build it with TensorRT (the
+``zsplg-fast build`` and equivalent ``trtexec`` lines, also written as ``build_tensorrt.sh``), Triton."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-# trtexec flags per precision: an explicit-QDQ model builds with --int8 (fp16 allowed for the layers
-# left in float); an fp16-converted model with --fp16; fp32 with none.
-TRTEXEC_FLAGS: dict[str, str] = {"fp32": "", "fp16": " --fp16", "int8": " --int8 --fp16"}
+
+def _shapes(sidecar: Mapping[str, Any]) -> dict[str, Any]:
+    from zsplg_fast.export.tensorrt import plan_profiles, resolve_ranges
+    from zsplg_fast.export.tensors import TensorSpec
+
+    return plan_profiles([TensorSpec.from_dict(d) for d in sidecar["inputs"]], resolve_ranges(sidecar))
+
+
+def build_command(sidecar: Mapping[str, Any], model: str = "model.onnx") -> str:
+    """The ``zsplg-fast build`` line for this folder's model (its precision and the sidecar's profiles)."""
+    profiles = "".join(f" --profile {k}={v[0]}:{v[1]}:{v[2]}" for k, v in sidecar.get("profiles", {}).items())
+    return f"zsplg-fast build {model} --precision {sidecar['precision']} --out engines{profiles}"
 
 
 def trtexec_command(sidecar: Mapping[str, Any], model: str = "model.onnx") -> str:
-    """The ``trtexec`` build command for a Jetson (dynamic H/W profile from the sidecar's profiles)."""
-    precision = str(sidecar["precision"])
-    prof = sidecar.get("profiles", {})
-    b, h, w = (
-        prof.get("batch", [1, 1, 1]),
-        prof.get("height", [256, 512, 1024]),
-        prof.get("width", [256, 512, 1024]),
+    """The equivalent ``trtexec`` line: strongly typed (the precision is the graph's: no --fp16/--int8;
+    required on TensorRT 10.x, the default on 11.x), min/opt/max shapes from the sidecar's profiles."""
+    shapes = _shapes(sidecar)
+    flags = " ".join(
+        f"--{k}Shapes=" + ",".join(f"{n}:{'x'.join(str(d) for d in s[i])}" for n, s in shapes.items())
+        for i, k in enumerate(("min", "opt", "max"))
     )
-    shapes = " ".join(
-        f"--{k}Shapes=image:{b[i]}x3x{h[i]}x{w[i]}" for i, k in enumerate(("min", "opt", "max"))
-    )
-    return f"trtexec --onnx={model}{TRTEXEC_FLAGS[precision]} {shapes} --saveEngine=model.{precision}.plan"
+    return f"trtexec --onnx={model} --stronglyTyped {flags} --saveEngine=model.{sidecar['precision']}.plan"
+
+
+def build_script(sidecar: Mapping[str, Any]) -> str:
+    """``build_tensorrt.sh``: build the plan on the target (plans are tied to its GPU and TensorRT)."""
+    return f"""#!/usr/bin/env bash
+# Build the TensorRT plan of model.onnx ON THE TARGET (a plan is tied to its GPU and TensorRT version).
+# The precision ({sidecar["precision"]}) is in the ONNX graph: strongly typed build, no precision flags.
+set -euo pipefail
+cd "$(dirname "$0")"
+if command -v zsplg-fast >/dev/null; then
+  {build_command(sidecar)}
+else
+  {trtexec_command(sidecar)}
+fi
+"""
 
 
 def _pct(v: float) -> str:
@@ -46,6 +67,8 @@ DeepLabV3+ exported from `{d["checkpoint"]}` (sha256 `{str(d["checkpoint_sha256"
 |---|---|
 | `model.onnx` | {d["precision"]} model: `image` (B, 3, H, W) float32 → `logits` (B, C, H, W) float32 |
 | `model.json` | sidecar: classes, palette, preprocessing, precision, mIoU fp32 vs deployed, latency |
+| `build_tensorrt.sh` | builds the TensorRT plan on the target (strongly typed, shapes from the sidecar) |
+| `triton/` | Triton model repository (onnxruntime backend) |
 
 ## Accuracy and speed (measured on this machine when the folder was made)
 
@@ -77,12 +100,24 @@ label = sess.run(["logits"], {{"image": x.transpose(2, 0, 1)[None]}})[0][0].argm
 
 ## TensorRT on a Jetson (or any NVIDIA GPU)
 
-Build the engine on the device itself (plans are tied to the TensorRT version and the GPU):
+Build the engine on the device itself (plans are tied to the TensorRT version and the GPU); the build is
+strongly typed: the {d["precision"]} precision is in `model.onnx`, so no precision flags
+(`build_tensorrt.sh` runs the first line, or the second without zsplg-fast):
 
 ```bash
+{build_command(sidecar)}
 {trtexec_command(sidecar)}
 ```
 
-or, with zsplg-fast installed there: `zsplg-fast build model.onnx --precision {d["precision"]} --out engines/`
-then `zsplg-fast infer . --backend trt ...`.
+then `zsplg-fast infer . --backend trt ...`. TensorRT 10.x (JetPack 6: 10.3) and 11.x both build it;
+`--stronglyTyped` is required on 10.x and the default on 11.x.
+
+## Triton Inference Server
+
+`triton/segmenter/config.pbtxt` + `triton/segmenter/1/model.onnx` is a model repository for Triton's
+onnxruntime backend (batch up to the profile's max, H and W variable):
+
+```bash
+tritonserver --model-repository=$PWD/triton
+```
 """

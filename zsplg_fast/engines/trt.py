@@ -1,10 +1,15 @@
-"""TrtEngine: a TensorRT 10 plan behind the Engine API, with torch CUDA tensors as buffers.
+"""TrtEngine: a TensorRT plan (10.x or 11.x) behind the Engine API, with torch CUDA tensors as buffers.
 
-Follows the TensorRT 10 Python API (``IRuntime.deserialize_cuda_engine``, ``ICudaEngine.num_io_tensors``
+Follows the TensorRT Python API (``IRuntime.deserialize_cuda_engine``, ``ICudaEngine.num_io_tensors``
 / ``get_tensor_name`` / ``get_tensor_mode`` / ``get_tensor_dtype``, ``IExecutionContext.set_input_shape``
 / ``set_tensor_address`` / ``execute_async_v3``). Before deserialising, the plan's sidecar is compared
 with the running TensorRT and GPU (:func:`check_compatible`, pure Python): a plan is tied to the
 TensorRT version (unless built version-compatible) and to the GPU's compute capability.
+
+The plan is deserialised and its context created on the requested device. Every boolean the
+context returns is checked: a shape outside the optimisation profile is a ``FeedError`` naming the
+tensor, the shape and the profile's min/opt/max (checked before TensorRT sees it); tensor addresses
+are 256-byte aligned (TensorRT's requirement; a misaligned view is copied into an aligned buffer).
 """
 
 from __future__ import annotations
@@ -14,10 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from zsplg_fast.engines.base import check_feeds, register_backend
-from zsplg_fast.errors import ConfigError, EngineIncompatibleError
+from zsplg_fast.errors import ConfigError, EngineIncompatibleError, FeedError
 from zsplg_fast.export.artifact import read_sidecar
 from zsplg_fast.export.tensors import TensorSpec
 from zsplg_fast.export.trt_info import RuntimeInfo, require_tensorrt, runtime_info, tensorrt_missing_reason
+
+ALIGNMENT = 256  # bytes; TensorRT's I/O address alignment
+Profile = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
 
 
 def _version(v: str) -> tuple[int, ...]:
@@ -56,6 +64,71 @@ def check_compatible(
         raise EngineIncompatibleError(path, built.describe(), running.describe(), rebuild_command(side, path))
 
 
+def profile_of(engine: Any, side: Mapping[str, Any], name: str) -> Profile | None:
+    """(min, opt, max) shapes of input ``name`` in profile 0: from the engine, else the plan sidecar."""
+    try:
+        got = engine.get_tensor_profile_shape(name, 0)
+        if got is not None and len(got) == 3:
+            return tuple(tuple(int(d) for d in s) for s in got)  # type: ignore[return-value]
+    except (AttributeError, RuntimeError, TypeError):
+        pass
+    shapes = side.get("profiles", {}).get(name)
+    return tuple(tuple(int(d) for d in s) for s in shapes) if shapes else None  # type: ignore[return-value]
+
+
+def check_profile(name: str, shape: tuple[int, ...], profile: Profile | None) -> None:
+    """Raise FeedError unless ``min <= shape <= max`` on every axis of the optimisation profile."""
+    if profile is None:
+        return
+    lo, mid, hi = profile
+    inside = len(shape) == len(lo) and all(a <= d <= b for d, a, b in zip(shape, lo, hi, strict=True))
+    if not inside:
+        raise FeedError(
+            name,
+            f"a shape within the plan's profile (min {list(lo)}, opt {list(mid)}, max {list(hi)}); "
+            "rebuild with a wider --profile",
+            f"shape {list(shape)}",
+        )
+
+
+def aligned(t: Any, alignment: int = ALIGNMENT) -> Any:
+    """``t`` itself when contiguous and its address is ``alignment``-byte aligned, else an aligned copy
+    (a slice of a padded buffer on the same device, so the alignment holds on any allocator)."""
+    t = t.contiguous()
+    if t.data_ptr() % alignment == 0:
+        return t
+    import torch
+
+    pad = alignment // t.element_size() + 1
+    buf = torch.empty(t.numel() + pad, dtype=t.dtype, device=t.device)
+    skip = (-buf.data_ptr() % alignment) // t.element_size()
+    out = buf[skip : skip + t.numel()].view(t.shape)
+    out.copy_(t)
+    return out
+
+
+def bind_input(context: Any, name: str, t: Any, profile: Profile | None) -> Any:
+    """Set the shape and address of input ``name`` (returns the tensor to keep alive until the run).
+
+    Raises:
+        FeedError: a shape outside ``profile`` or refused by ``set_input_shape``, or an address refused
+            by ``set_tensor_address``.
+    """
+    t = aligned(t)
+    shape = tuple(int(d) for d in t.shape)
+    check_profile(name, shape, profile)
+    if not context.set_input_shape(name, shape):
+        lo, mid, hi = profile or ((), (), ())
+        raise FeedError(
+            name,
+            f"a shape TensorRT accepts (profile min {list(lo)}, opt {list(mid)}, max {list(hi)})",
+            f"shape {list(shape)} (set_input_shape returned False)",
+        )
+    if not context.set_tensor_address(name, t.data_ptr()):
+        raise FeedError(name, f"a {ALIGNMENT}-byte aligned device address", f"{t.data_ptr():#x} (refused)")
+    return t
+
+
 class TrtEngine:
     """Run a ``.plan``; feeds may be numpy or torch tensors, outputs are torch CUDA tensors.
 
@@ -79,18 +152,19 @@ class TrtEngine:
         running = runtime_info(device)
         check_compatible(side, running, self.path, strict_gpu)
         self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
-        if side.get("version_compatible"):
-            self._runtime.engine_host_code_allowed = True
-        self.engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
-        if self.engine is None:
-            raise EngineIncompatibleError(
-                self.path,
-                "an unreadable or foreign plan",
-                running.describe(),
-                rebuild_command(side, self.path),
-            )
-        self.context = self.engine.create_execution_context()
+        with torch.cuda.device(device):  # the plan and its context live on the requested GPU
+            self._runtime = trt.Runtime(self._logger)
+            if side.get("version_compatible"):
+                self._runtime.engine_host_code_allowed = True
+            self.engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+            if self.engine is None:
+                raise EngineIncompatibleError(
+                    self.path,
+                    "an unreadable or foreign plan",
+                    running.describe(),
+                    rebuild_command(side, self.path),
+                )
+            self.context = self.engine.create_execution_context()
         if self.context is None:
             raise EngineIncompatibleError(
                 self.path, "a plan", "not enough GPU memory for an execution context", "free GPU memory"
@@ -116,6 +190,7 @@ class TrtEngine:
                 self.path, f"tensors {sorted(names)}", f"a sidecar declaring {sorted(declared)}", "rebuild it"
             )
         self._dtypes = {n: self._torch_dtype[self.engine.get_tensor_dtype(n)] for n in names}
+        self.profiles = {spec.name: profile_of(self.engine, side, spec.name) for spec in self.inputs}
         self.stream = torch.cuda.Stream(device=self.device)
 
     def __call__(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
@@ -128,10 +203,8 @@ class TrtEngine:
             for spec in self.inputs:
                 x = feeds[spec.name]
                 t = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
-                t = t.to(self.device, self._dtypes[spec.name]).contiguous()
-                keep.append(t)
-                self.context.set_input_shape(spec.name, tuple(t.shape))
-                self.context.set_tensor_address(spec.name, t.data_ptr())
+                t = t.to(self.device, self._dtypes[spec.name])
+                keep.append(bind_input(self.context, spec.name, t, self.profiles[spec.name]))
             out: dict[str, Any] = {}
             for spec in self.outputs:
                 shape = tuple(self.context.get_tensor_shape(spec.name))
@@ -141,8 +214,9 @@ class TrtEngine:
                         "trt",
                         f"output '{spec.name}' has a data-dependent shape; use --backend ort",
                     )
-                buf = torch.empty(shape, dtype=self._dtypes[spec.name], device=self.device)
-                self.context.set_tensor_address(spec.name, buf.data_ptr())
+                buf = aligned(torch.empty(shape, dtype=self._dtypes[spec.name], device=self.device))
+                if not self.context.set_tensor_address(spec.name, buf.data_ptr()):
+                    raise FeedError(spec.name, "an output address TensorRT accepts", f"{buf.data_ptr():#x}")
                 out[spec.name] = buf
             self.stream.wait_stream(torch.cuda.current_stream(self.device))
             if not self.context.execute_async_v3(self.stream.cuda_stream):

@@ -84,7 +84,8 @@ FORMATS: dict[str, Format] = {
             "optimization_level",
             "force",
         ),
-        "NVIDIA GPU + TensorRT 10; int8 needs an explicit-QDQ ONNX; plans are tied to TRT version + GPU",
+        "NVIDIA GPU + TensorRT 10/11, strongly typed: the precision is the ONNX graph's (int8: explicit "
+        "QDQ); plans are tied to TRT version + GPU",
     ),
 }
 

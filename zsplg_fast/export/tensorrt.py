@@ -1,19 +1,24 @@
-"""Build TensorRT 10 plans from exported ONNX artifacts (``zsplg-fast build``).
+"""Build strongly typed TensorRT plans from exported ONNX artifacts (``zsplg-fast build``).
 
-Follows the TensorRT 10 Python API: ``Builder`` → ``create_network(0)`` (explicit batch) →
+TensorRT 10.12 deprecated the precision builder flags ("superseded by strong typing") and TensorRT 11
+removed them (``BuilderFlag.FP16/BF16/INT8/FP8``, ``OBEY/PREFER_PRECISION_CONSTRAINTS``,
+``ILayer.precision``, ``ILayer.set_output_type``). So every plan here is **strongly typed**: the
+tensor types of the ONNX graph are the plan's types, and the precision of a plan is the precision of
+the ONNX it is built from (``<name>.fp16.onnx``, ``<name>.int8.onnx`` with explicit Q/DQ, made by
+:func:`zsplg_fast.export.precision.precision_artifact`). :func:`build_engine` reads the ONNX sidecar's
+``precision`` and refuses a request that differs (the CLI ``build`` makes the precision ONNX first).
+
+Follows the TensorRT Python API of both lines: ``Builder`` → ``create_network(flags)`` with
+``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` on 10.x (11.x: always strongly typed, flags 0) →
 ``OnnxParser.parse_from_file`` (every ``get_error(i)`` surfaced) → ``IBuilderConfig`` with
-``set_memory_pool_limit(MemoryPoolType.WORKSPACE)``, precision ``BuilderFlag``s, one
-``IOptimizationProfile`` built from the spec's symbolic axes, a persisted ``ITimingCache`` and
-optionally ``VERSION_COMPATIBLE`` → ``build_serialized_network``.
+``set_memory_pool_limit(MemoryPoolType.WORKSPACE)``, no precision flags, ``clear_flag(TF32)`` for
+fp32 plans ("fp32" means fp32), one ``IOptimizationProfile`` from the spec's symbolic axes, a
+persisted ``ITimingCache`` (a foreign or corrupt one falls back to an empty cache), optionally
+``VERSION_COMPATIBLE`` → ``build_serialized_network``. The plan is written before the timing cache.
 
-- fp16 / bf16 pin LayerNormalization (NORMALIZATION layers) and Softmax to fp32 with
-  ``OBEY_PRECISION_CONSTRAINTS``;
-- int8 takes explicit-QDQ ONNX only (onnxruntime.quantization ``quantize_static`` with QDQ format):
-  implicit calibration is deprecated in TensorRT 10;
-- a cache key (ONNX sha256, precision, profile shapes, flags, TensorRT version, GPU) lets an identical
-  request reuse the plan instead of rebuilding.
-
-Everything that does not need TensorRT (profile planning, cache key, QDQ detection) is plain Python.
+A cache key (ONNX sha256, precision, profile shapes, flags, TensorRT version, GPU) lets an identical
+request reuse the plan instead of rebuilding. Everything that does not need TensorRT (profile
+planning, cache key, QDQ detection, network flags) is plain Python.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +38,6 @@ from zsplg_fast.export.trt_info import RuntimeInfo, require_tensorrt, runtime_in
 from zsplg_fast.utils.io import atomic_write_bytes, atomic_write_json, refuse_overwrite
 
 Shapes = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
-FP32_PINNED_LAYERS = ("NORMALIZATION", "SOFTMAX")
 
 
 def plan_profiles(inputs: Sequence[TensorSpec], ranges: Mapping[str, AxisRange]) -> Shapes:
@@ -116,54 +120,140 @@ def plan_path(out_dir: str | Path, name: str, precision: str) -> Path:
     return Path(out_dir) / f"{name}.{precision}.plan"
 
 
-def _pin_fp32(trt: Any, network: Any) -> int:
-    """Pin normalisation and softmax layers (and their outputs) to fp32. Returns how many."""
-    kinds = {getattr(trt.LayerType, k) for k in FP32_PINNED_LAYERS}
-    n = 0
-    for i in range(network.num_layers):
-        layer = network.get_layer(i)
-        if layer.type in kinds:
-            layer.precision = trt.float32
-            for j in range(layer.num_outputs):
-                layer.set_output_type(j, trt.float32)
-            n += 1
-    return n
+def trt_major(version: str) -> int:
+    """``"10.16.1.11"`` → 10 (0 when unreadable)."""
+    head = str(version).split(".")[0]
+    return int(head) if head.isdigit() else 0
 
 
-def _half(flag: str) -> Callable[[Any, Any, Any], int]:
-    def apply(trt: Any, config: Any, network: Any) -> int:
-        config.set_flag(getattr(trt.BuilderFlag, flag))
-        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-        return _pin_fp32(trt, network)
-
-    return apply
-
-
-def _int8(trt: Any, config: Any, network: Any) -> int:
-    config.set_flag(trt.BuilderFlag.INT8)  # explicit Q/DQ scales; no calibrator
-    config.set_flag(trt.BuilderFlag.FP16)  # layers outside Q/DQ pairs may run in fp16
-    return 0
+def network_flags(trt: Any) -> int:
+    """``create_network`` flags: STRONGLY_TYPED on TensorRT 10.x; 0 on 11.x, where strong typing is
+    always on (the flag is kept there only as a deprecated no-op)."""
+    if trt_major(trt.__version__) >= 11:
+        return 0
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
 
 
-PRECISION_FLAGS: dict[str, Callable[[Any, Any, Any], int]] = {
-    "fp32": lambda trt, config, network: 0,
-    "fp16": _half("FP16"),
-    "bf16": _half("BF16"),
-    "int8": _int8,
-}
+def onnx_precision(side: Mapping[str, Any]) -> str:
+    """The precision an ONNX sidecar declares (an fp32 export has none: ``"fp32"``)."""
+    return str(side.get("precision") or "fp32")
+
+
+def base_name(side: Mapping[str, Any], fallback: str) -> str:
+    """Artifact name without its precision suffix: ``sam_encoder.fp16`` → ``sam_encoder``."""
+    name = str(side.get("name", fallback))
+    suffix = f".{onnx_precision(side)}"
+    return name[: -len(suffix)] if suffix != ".fp32" and name.endswith(suffix) else name
+
+
+def check_precision(onnx_path: Path, side: Mapping[str, Any], precision: str) -> None:
+    """Refuse a build whose requested precision is not the ONNX graph's (builds are strongly typed).
+
+    Raises:
+        ConfigError: unknown precision; a precision that differs from the sidecar's, saying how to make
+            the precision ONNX; an int8 ONNX without Q/DQ nodes.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError("export.precision", precision, "unknown precision", valid=", ".join(PRECISIONS))
+    have = onnx_precision(side)
+    if have != precision:
+        raise ConfigError(
+            "export.precision",
+            precision,
+            f"{onnx_path.name} is a {have} ONNX and TensorRT builds are strongly typed (the plan's "
+            f"precision is the graph's). Make the {precision} ONNX first: `zsplg-fast build "
+            f"{onnx_path} --precision {precision}` does it (precision_artifact in "
+            "zsplg_fast.export.precision), then build that file",
+            valid=have,
+        )
+    if precision == "int8" and not has_qdq(onnx_path):
+        raise ConfigError(
+            "export.precision",
+            "int8",
+            f"{onnx_path.name} has no QuantizeLinear/DequantizeLinear nodes; a strongly typed int8 "
+            "plan needs an explicit-QDQ ONNX (precision_artifact(..., 'int8', calibration=...))",
+            valid="fp32, fp16, bf16",
+        )
+
+
+DECODER_SPEC = "sam_decoder_batched"
+
+
+def decoder_batch(
+    side: Mapping[str, Any], max_batch: int | None, profiles: Mapping[str, AxisRange] | None
+) -> dict[str, AxisRange]:
+    """``{"batch": 1:opt:max_batch}`` for a batched-decoder artifact when ``max_batch`` is set and the
+    caller's ``profiles`` leave ``batch`` open; else ``{}``."""
+    if not max_batch or side.get("spec") != DECODER_SPEC or "batch" in (profiles or {}):
+        return {}
+    opt = min(int(side.get("profiles", {}).get("batch", [1, 64, 256])[1]), max_batch)
+    return {"batch": AxisRange(1, opt, max_batch)}
+
+
+def precision_onnx(
+    onnx_path: str | Path,
+    precision: str,
+    *,
+    calibration: Iterable[dict[str, Any]] | None = None,
+    force: bool = False,
+) -> Path:
+    """The ONNX a ``precision`` build reads: ``onnx_path`` itself when its sidecar already has that
+    precision, else the precision ONNX made from this fp32 artifact beside it (``<stem>.<precision>.onnx``
+    by :func:`zsplg_fast.export.precision.precision_artifact`; int8 needs ``calibration`` feeds).
+
+    Raises:
+        ConfigError: unknown precision, or a reduced-precision ONNX asked for another precision.
+    """
+    path = Path(onnx_path)
+    side = read_sidecar(path)
+    have = onnx_precision(side)
+    if have == precision:
+        return path
+    if precision not in PRECISIONS or have != "fp32":
+        check_precision(path, side, precision)  # raises, naming what to do
+    from zsplg_fast.export.precision import precision_artifact
+
+    return Path(precision_artifact(path, precision, calibration=calibration, force=force).path)
 
 
 def _parse(trt: Any, logger: Any, onnx_path: Path, name: str) -> tuple[Any, Any, Any]:
     builder = trt.Builder(logger)
-    network = builder.create_network(0)
+    network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = []
         for i in range(parser.num_errors):
-            e = parser.get_error(i)
-            errors.append(f"[{e.code()}] node {e.node()}: {e.desc()}")
+            err = parser.get_error(i)
+            errors.append(f"[{err.code()}] node {err.node()}: {err.desc()}")
         raise ExportFailedError(name, "TensorRT ONNX parser", " | ".join(errors) or "unknown parser error")
     return builder, network, parser
+
+
+def load_timing_cache(config: Any, cache_file: Path | None) -> str:
+    """Attach a timing cache to ``config``: the persisted one, or an empty one when there is none or it
+    is foreign (another TensorRT or GPU) or corrupt. Checks every return value.
+
+    Returns ``"none"``, ``"empty"``, ``"loaded"`` or ``"foreign: <why>, rebuilt empty"`` (sidecar).
+    Raises:
+        ExportFailedError: even an empty timing cache could not be created or attached.
+    """
+    if cache_file is None:
+        return "none"
+    state = "empty"
+    if cache_file.is_file():
+        try:
+            cache = config.create_timing_cache(cache_file.read_bytes())
+            attached = cache is not None and bool(config.set_timing_cache(cache, False))
+            why = "unreadable" if cache is None else "mismatch (another TensorRT or GPU)"
+        except (RuntimeError, TypeError, ValueError) as e:  # pybind11 raises on a corrupt blob
+            attached, why = False, f"{type(e).__name__}"
+        if attached:
+            return "loaded"
+        state = f"foreign: {why}, rebuilt empty"
+    cache = config.create_timing_cache(b"")
+    if cache is None or not config.set_timing_cache(cache, False):
+        raise ExportFailedError(str(cache_file), "TensorRT timing cache", "an empty timing cache was refused")
+    return state
 
 
 def build_engine(
@@ -177,32 +267,31 @@ def build_engine(
     version_compatible: bool = False,
     optimization_level: int = 3,
     force: bool = False,
+    decoder_max_batch: int | None = None,
 ) -> tuple[Artifact, bool]:
-    """Build (or reuse) ``out_dir/<name>.<precision>.plan`` from an exported ONNX artifact.
+    """Build (or reuse) ``out_dir/<name>.<precision>.plan`` from an ONNX artifact of that precision.
 
+    Args:
+        onnx_path: ``export/<name>.onnx`` (fp32) or ``export/<name>.<precision>.onnx`` (from
+            ``precision_artifact``); its sidecar's ``precision`` must equal ``precision``.
+        decoder_max_batch: for ``sam_decoder_batched``, the profile's batch max (prompts per decoder
+            call; the labeler caps its batch there) unless ``profiles`` sets ``batch``.
     Returns:
         (the plan artifact, True if an identical cached plan was reused).
     Raises:
-        ConfigError: unknown precision, a dynamic axis without a profile, int8 without Q/DQ nodes.
+        ConfigError: unknown precision, an ONNX of another precision, a dynamic axis without a
+            profile, int8 without Q/DQ nodes.
         MissingDependencyError: tensorrt or a CUDA GPU is missing.
         ExportFailedError: parser errors (all of them) or a failed build.
         OutputExistsError: a different plan of the same name exists and ``force`` is false.
     """
-    if precision not in PRECISION_FLAGS:
-        raise ConfigError("export.precision", precision, "unknown precision", valid=", ".join(PRECISIONS))
     onnx_path = Path(onnx_path)
     side = read_sidecar(onnx_path)
-    name = str(side.get("name", onnx_path.stem))
+    check_precision(onnx_path, side, precision)
+    name = base_name(side, onnx_path.stem)
     inputs = [TensorSpec.from_dict(d) for d in side["inputs"]]
-    shapes = plan_profiles(inputs, resolve_ranges(side, profiles))
-    if precision == "int8" and not has_qdq(onnx_path):
-        raise ConfigError(
-            "export.precision",
-            "int8",
-            f"{onnx_path.name} has no QuantizeLinear/DequantizeLinear nodes; TensorRT 10 int8 takes "
-            "explicit-QDQ models (onnxruntime.quantization.quantize_static, QuantFormat.QDQ)",
-            valid="fp32, fp16, bf16",
-        )
+    given = {**decoder_batch(side, decoder_max_batch, profiles), **(profiles or {})}
+    shapes = plan_profiles(inputs, resolve_ranges(side, given))
     trt = require_tensorrt("building TensorRT engines")
     running = runtime_info()
     workspace = int(workspace_gib * (1 << 30))
@@ -221,7 +310,8 @@ def build_engine(
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
     config.builder_optimization_level = optimization_level
-    pinned = PRECISION_FLAGS[precision](trt, config, network)
+    if precision == "fp32":
+        config.clear_flag(trt.BuilderFlag.TF32)  # "fp32" means fp32, not TF32 tensor-core math
     if version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     profile = builder.create_optimization_profile()
@@ -229,18 +319,17 @@ def build_engine(
         profile.set_shape(input_name, lo, mid, hi)
     config.add_optimization_profile(profile)
     cache_file = Path(timing_cache) if timing_cache else None
-    blob = cache_file.read_bytes() if cache_file and cache_file.is_file() else b""
-    config.set_timing_cache(config.create_timing_cache(blob), False)
+    cache_state = load_timing_cache(config, cache_file)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ExportFailedError(
             name, "TensorRT build", "build_serialized_network returned None (see the log above)"
         )
+    atomic_write_bytes(plan, bytes(serialized))  # the plan first: a cache write cannot lose the build
     if cache_file:
         atomic_write_bytes(cache_file, bytes(config.get_timing_cache().serialize()))
-    atomic_write_bytes(plan, bytes(serialized))
     rebuild = f"zsplg-fast build {onnx_path} --precision {precision} --out {Path(out_dir)} --force" + "".join(
-        f" --profile {k}={v.min}:{v.opt}:{v.max}" for k, v in (profiles or {}).items()
+        f" --profile {k}={v.min}:{v.opt}:{v.max}" for k, v in given.items()
     )
     record = {
         "sidecar_version": SIDECAR_VERSION,
@@ -248,22 +337,31 @@ def build_engine(
         "name": name,
         "spec": side.get("spec"),
         "precision": precision,
+        "precision_tool": side.get("precision_tool", "none (fp32 export)"),
+        "precision_tool_version": side.get("precision_tool_version"),
+        "strongly_typed": True,
+        "network_flags": network_flags(trt),
+        "tf32": precision != "fp32",
         "inputs": side["inputs"],
         "outputs": side["outputs"],
         "tensorrt": running.tensorrt,
         "gpu": running.gpu,
         "compute_capability": running.compute_capability,
         "version_compatible": version_compatible,
-        "onnx": {"path": str(onnx_path), "sha256": side["sha256"]},
+        "onnx": {"path": str(onnx_path), "sha256": side["sha256"], "precision": onnx_precision(side)},
         "profiles": {k: [list(s) for s in v] for k, v in shapes.items()},
         "workspace_bytes": workspace,
         "optimization_level": optimization_level,
-        "fp32_pinned_layers": pinned,
+        "timing_cache": cache_state,
         "cache_key": key,
         "rebuild_command": rebuild,
         "build_time_s": round(time.perf_counter() - t0, 1),
         "size_bytes": plan.stat().st_size,
-        **{k: side[k] for k in ("preprocessing", "class_names", "palette") if k in side},
+        **{
+            k: side[k]
+            for k in ("preprocessing", "class_names", "palette", "source", "spec_options")
+            if k in side
+        },
     }
     atomic_write_json(plan_side, record)
     return Artifact(plan, record), False

@@ -12,7 +12,7 @@ from types import ModuleType
 from zsplg_fast.errors import MissingDependencyError
 
 TRT_INSTALL = (
-    "on a machine with an NVIDIA GPU and CUDA 12/13: pip install 'tensorrt>=10' (the 'gpu' extra of "
+    "on a machine with an NVIDIA GPU and CUDA 12/13: pip install 'tensorrt>=10,<12' (the 'gpu' extra of "
     "zsplg-fast; the wheel comes from NVIDIA's index), or use --backend ort / torch"
 )
 

@@ -79,7 +79,8 @@ class MaskGenerator:
             (B, 3, 4h, 4w) logits and ``iou_predictions`` (B, 3).
         cfg: upstream's AMG parameters (``points_per_batch`` is upstream's knob; see ``prompt_batch``).
         output_mode: ``binary_mask`` | ``uncompressed_rle`` | ``coco_rle`` for :meth:`generate`.
-        prompt_batch: prompts per decoder call; None = automatic (``amg_ops.default_prompt_batch``:
+        prompt_batch: prompts per decoder call, capped at the decoder's profile max
+            (:func:`amg_ops.engine_max_batch`); None = automatic (``amg_ops.default_prompt_batch``:
             cache-sized on CPU, memory-aware on CUDA); results do not depend on it.
         full_res_filter: take stability and box decisions on every candidate upsampled to full
             resolution, as upstream does (slow on CPUs; a reference). False: same decisions from the
@@ -242,6 +243,8 @@ class MaskGenerator:
         batch = self.prompt_batch or ops.default_prompt_batch(
             self.device, tuple(emb.shape[-2:]), emb.shape[1]
         )
+        limit = ops.engine_max_batch(self.decoder)
+        batch = min(batch, limit) if limit else batch  # a plan built for 256 refuses 1024 prompts
         self.batch_used = batch
         cands: list[_CropCandidates] = []
         for start in range(0, len(pts), batch):

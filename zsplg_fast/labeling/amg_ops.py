@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from itertools import product
+from typing import Any
 
 import numpy as np
 import torch
@@ -144,6 +145,14 @@ def available_memory(device: torch.device) -> int:
 # embeddings, 2 EPYC cores, per prompt): batch 4 took 0.57× the time of batch 32 in upstream's
 # decoder, 0.69–0.82× in ours (torch) and 0.71–0.76× in onnxruntime. One activation per batch ≤ 16 MiB.
 CPU_ACTIVATION_BYTES = 16 << 20
+
+
+def engine_max_batch(decoder: Any, input_name: str = "point_coords") -> int | None:
+    """The most prompts one decoder call may carry: the batch max of the engine's optimisation profile
+    (``profiles``: TensorRT plans, read from the plan or its sidecar; onnxruntime's TensorRT provider),
+    or None when the engine takes any batch."""
+    profile = (getattr(decoder, "profiles", None) or {}).get(input_name)
+    return int(profile[2][0]) if profile else None
 
 
 def default_prompt_batch(device: torch.device, grid_hw: tuple[int, int], channels: int = 256) -> int:
