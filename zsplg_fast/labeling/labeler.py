@@ -168,8 +168,8 @@ def review_fields(masks: torch.Tensor, cls: Classification) -> dict[str, Any]:
     covered = masks.any(0).float().mean().item() if k else 0.0
     margins = [round(float(m), 5) for m in cls.margin.tolist()] if cls.margin is not None else [None] * k
     rles: list[dict[str, Any]] = []
-    if k:
-        arr = np.asfortranarray(masks.permute(1, 2, 0).cpu().numpy().astype(np.uint8))
+    for i in range(0, k, 16):  # chunks: the (H, W, chunk) Fortran copy stays small at any K
+        arr = np.asfortranarray(masks[i : i + 16].permute(1, 2, 0).cpu().numpy().astype(np.uint8))
         for r in mask_utils.encode(arr):
             rles.append({"size": [int(r["size"][0]), int(r["size"][1])], "counts": r["counts"].decode()})
     return {"uncovered_fraction": round(1.0 - covered, 6), "margins": margins, "rles": rles}
