@@ -120,6 +120,23 @@ def test_fiftyone_directory_layout(toy_labels: Path, tmp_path: Path) -> None:
         assert (tmp_path / "fo" / "data" / f"{k}.jpg").is_file()
 
 
+def test_fiftyone_reads_the_directory(
+    toy_labels: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FiftyOne's own importer (no database needed to iterate it; its MongoDB does not start here)."""
+    monkeypatch.setenv("FIFTYONE_DO_NOT_TRACK", "true")
+    foud = pytest.importorskip("fiftyone.utils.data", reason="fiftyone is optional (extra [fiftyone]), heavy")
+    export_labels(toy_labels, "fiftyone", tmp_path / "fo")
+    want = _labels(toy_labels)
+    seen = set()
+    with foud.ImageSegmentationDirectoryImporter(str(tmp_path / "fo"), force_grayscale=False) as imp:
+        for path, _, label in imp:
+            stem = Path(path).stem
+            np.testing.assert_array_equal(label.get_mask(), want[stem])
+            seen.add(stem)
+    assert seen == set(want)
+
+
 def test_yolo_polygons_keep_holes_and_parts(toy_labels: Path, tmp_path: Path) -> None:
     ring = np.zeros((40, 60), bool)
     ring[5:35, 5:35] = True

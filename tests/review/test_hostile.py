@@ -104,3 +104,30 @@ def test_export_never_writes_over_a_folder(toy_labels: Path, tmp_path: Path) -> 
     (tmp_path / "mine").mkdir()
     with pytest.raises(OutputExistsError):
         export_labels(toy_labels, "coco", tmp_path / "mine")
+
+
+def test_cli_export_import_report(toy_labels: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from zsplg_fast.cli.main import app
+
+    run = CliRunner().invoke
+    res = run(app, ["labels", "export", str(toy_labels), "--format", "coco", "--out", str(tmp_path / "c")])
+    assert res.exit_code == 0, res.output
+    src = tmp_path / "c" / "instances.json"
+    res = run(app, ["labels", "import", str(src), "--format", "coco", "--classes", str(toy_labels)])
+    assert res.exit_code == 2 and "--out" in res.output  # usage error: the output is required
+    args = [
+        "labels",
+        "import",
+        str(src),
+        "-f",
+        "coco",
+        "--classes",
+        str(toy_labels),
+        "--out",
+        str(tmp_path / "i"),
+    ]
+    assert run(app, args).exit_code == 0 and len(list((tmp_path / "i" / "labels").glob("*.png"))) == 3
+    res = run(app, ["labels", "export", str(toy_labels), "--format", "yolo", "--out", str(tmp_path / "y")])
+    assert "yolo-seg" in str(res.exception)  # unknown format: the valid names are listed
