@@ -52,7 +52,13 @@ def test_report_pages_counts_and_escapes(toy_labels: Path, toy_world: Path, tmp_
     for n in ("unlabeled_00000", "unlabeled_00001"):
         shutil.copy(toy_world / "SegmentationClass" / f"{n}.png", gt / f"{n}.png")
     with_gt = write_report(toy_labels, tmp_path / "report-gt", gt=gt).read_text()
-    assert "IoU against ground truth" in with_gt
+    from zsplg_fast.train.evaluate import evaluate_folders
+
+    classes = json.loads((toy_labels / "manifest.json").read_text())["classes"]
+    rep = evaluate_folders(toy_labels / "labels", gt, classes, missing="skip")
+    assert "IoU against ground truth" in with_gt and rep["images"] == 2
+    for row in rep["per_class"]:
+        assert f"{row['name']}</td><td>" in with_gt and f"<td>{100 * row['iou']:.2f}</td>" in with_gt
 
 
 def test_report_renders_in_headless_chromium(toy_labels: Path, tmp_path: Path) -> None:

@@ -64,8 +64,8 @@ def _object_map(label: np.ndarray, meta: dict[str, Any]) -> np.ndarray | None:
     if parts is None:
         return None
     obj = np.zeros(label.shape, np.uint8)
-    for i, (_, _, vis) in enumerate(parts[:MAX_INSTANCES]):
-        obj[vis] = i + 1
+    for i, (_, _, vis) in enumerate(parts):  # past 254 masks the last index is shared (8-bit PNG)
+        obj[vis] = min(i + 1, MAX_INSTANCES)
     obj[label == IGNORE] = IGNORE
     return obj
 

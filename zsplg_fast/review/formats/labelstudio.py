@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterator
 from html import escape
 from typing import Any
+from urllib.parse import quote, unquote
 
 import numpy as np
 
@@ -67,14 +68,14 @@ def export_labelstudio(ctx: ExportContext) -> dict[str, Any]:
                     "original_height": int(h),
                     "image_rotation": 0,
                     "value": {"format": "rle", "rle": [int(b) for b in rle], "brushlabels": [names[v]]},
-                    "score": round(float(np.mean(s)), 5) if s else None,
+                    **({"score": round(float(np.mean(s)), 5)} if s else {}),
                 }
             )
         results_n += len(results)
         all_scores = [x for v in scores.values() for x in v]
         tasks.append(
             {
-                "data": {"image": ctx.image_prefix + image_name(it), "zsplg_id": it.id},
+                "data": {"image": ctx.image_prefix + quote(image_name(it), safe="/"), "zsplg_id": it.id},
                 "predictions": [
                     {
                         "model_version": ctx.model_version,
@@ -96,7 +97,7 @@ def _task_id(task: dict[str, Any], prefix: str) -> str | None:
     url = data.get("image")
     if not isinstance(url, str):
         return None
-    return strip_suffix(url[len(prefix) :] if prefix and url.startswith(prefix) else url)
+    return strip_suffix(unquote(url[len(prefix) :] if prefix and url.startswith(prefix) else url))
 
 
 def _results(task: dict[str, Any]) -> list[dict[str, Any]]:

@@ -4,11 +4,13 @@ Polygons come from each SAM mask's visible part (or each class region in older f
 contours. The format has no holes and one polygon per line: each connected part is its own line, and a
 hole is joined to its outer contour by a zero-width cut (the same trick Ultralytics uses to merge
 segments), so filling the polygon leaves the hole empty. Background is not a YOLO class (YOLO class
-k-1 = our class k). The polygons are drawn back and the IoU against the label PNG is reported.
+k-1 = our class k). The written lines are read back, filled (``cv2.fillPoly``, as Ultralytics'
+``polygon2mask``) and the IoU against the label PNG is reported.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from typing import Any
 
@@ -35,7 +37,7 @@ def mask_polygons(mask: np.ndarray) -> list[np.ndarray]:
     """(H, W) bool → rings (N, 2) int32 of pixel coordinates (x, y), holes joined to their outer ring."""
     import cv2
 
-    contours, hier = cv2.findContours(mask.astype(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
+    contours, hier = cv2.findContours(mask.astype(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     if hier is None:
         return []
     rings = []
@@ -56,6 +58,17 @@ def draw_polygons(shape: tuple[int, int], polys: list[tuple[int, list[np.ndarray
         tmp = np.zeros(shape, np.uint8)
         cv2.fillPoly(tmp, [r.reshape(-1, 1, 2) for r in rings], 1)
         out[tmp > 0] = cls
+    return out
+
+
+def read_lines(lines: list[str], shape: tuple[int, int]) -> list[tuple[int, list[np.ndarray]]]:
+    """YOLO-seg lines → (our class, [ring (N, 2) int32 pixels]) per line, coordinates denormalised."""
+    h, w = shape
+    out = []
+    for line in lines:
+        v = line.split()
+        xy = np.asarray(v[1:], np.float64).reshape(-1, 2) * (w, h)
+        out.append((int(v[0]) + 1, [np.rint(xy).astype(np.int32)]))
     return out
 
 
@@ -93,10 +106,10 @@ def export_yolo(ctx: ExportContext) -> dict[str, Any]:
         if it.image_path is not None and it.image_path.is_file():
             with atomic_path(ctx.out / "images" / image_name(it)) as tmp:
                 shutil.copyfile(it.image_path, tmp)
-        drawn = draw_polygons((h, w), polys)
+        drawn = draw_polygons((h, w), read_lines(lines, (h, w)))  # what a YOLO reader gets back
         ref = np.where(label == 255, 0, label)
         ious.append(class_iou(ref, drawn, list(range(1, len(classes)))))
-    names = "".join(f"  {k - 1}: {n!r}\n" for k, n in enumerate(classes) if k)
+    names = "".join(f"  {k - 1}: {json.dumps(n)}\n" for k, n in enumerate(classes) if k)  # JSON ⊂ YAML
     atomic_write_text(ctx.out / "data.yaml", f"path: .\ntrain: images\nval: images\nnames:\n{names}")
     lost = 1.0 - float(np.mean(ious)) if ious else 0.0
     ctx.notes.append(f"polygon conversion loses {100 * lost:.3f} IoU points (mean over images and classes)")
