@@ -147,6 +147,7 @@ def write_report(
     missing = folder.missing_fields()
     page_name = ["index.html", *(f"page-{n}.html" for n in range(2, pages + 1))]
     nav = "<nav>" + "".join(f'<a href="{p}">page {n}</a>' for n, p in enumerate(page_name, 1)) + "</nav>"
+    legend = " ".join(f"{_swatch(v)}{e(names[v])}" for v in shares if v != 0)
     for n in range(pages):
         chunk = shown[n * per_page : (n + 1) * per_page]
         cards, rows = [], []
@@ -168,7 +169,7 @@ def write_report(
             f"{_shares_table(shares, names, iou)}"
             "<h2>Review order</h2><p>need = 0.5·(1 − mean margin) + 0.25·(1 − min margin) + 0.25·uncovered "
             f"(margin: CLIP top-1 minus top-2 probability).</p><table>{head}{''.join(rows)}</table>"
-            f'<h2>Thumbnails</h2><div class="grid">{"".join(cards)}</div>{nav}'
+            f'<h2>Thumbnails</h2><p>{legend}</p><div class="grid">{"".join(cards)}</div>{nav}'
         )
         page = (
             '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>label report</title>'
