@@ -4,6 +4,7 @@ FiftyOne's documented layout) and our own importer: the pixels equal the label P
 from __future__ import annotations
 
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -107,6 +108,30 @@ def test_coco_loads_scores_and_round_trips(toy_labels: Path, tmp_path: Path) -> 
     ev.summarize()
     assert ev.stats[0] > 0.99  # the labels scored against themselves: AP = 1
     _round_trip("coco", tmp_path / "coco" / "instances.json", toy_labels, tmp_path)
+
+
+def test_coco_scored_against_ground_truth(toy_world: Path, toy_labels: Path, tmp_path: Path) -> None:
+    """COCOeval scores the zero-shot instances against the toy world's truth (a COCO file made from the
+    ground-truth PNGs: one instance per connected region of a class)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    truth = tmp_path / "truth"
+    shutil.copytree(toy_labels, truth, ignore=shutil.ignore_patterns("*.png"))
+    for p in (toy_labels / "labels").glob("*.png"):
+        shutil.copy(toy_world / "SegmentationClass" / p.name, truth / "labels" / p.name)
+    for p in (truth / "meta").glob("*.json"):
+        p.write_text(json.dumps({k: v for k, v in json.loads(p.read_text()).items() if k != "masks"}))
+    export_labels(truth, "coco", tmp_path / "gt")
+    export_labels(toy_labels, "coco", tmp_path / "dt")
+    gt = COCO(str(tmp_path / "gt" / "instances.json"))
+    dts = json.loads((tmp_path / "dt" / "instances.json").read_text())
+    assert [i["file_name"] for i in dts["images"]] == [i["file_name"] for i in gt.dataset["images"]]
+    ev = COCOeval(gt, gt.loadRes(dts["annotations"]), "segm")
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    assert 0.3 < ev.stats[1] < 1.0  # AP@0.5: good zero-shot masks on the toy world, not a copy of it
 
 
 def test_fiftyone_directory_layout(toy_labels: Path, tmp_path: Path) -> None:

@@ -131,3 +131,18 @@ def test_cli_export_import_report(toy_labels: Path, tmp_path: Path) -> None:
     assert run(app, args).exit_code == 0 and len(list((tmp_path / "i" / "labels").glob("*.png"))) == 3
     res = run(app, ["labels", "export", str(toy_labels), "--format", "yolo", "--out", str(tmp_path / "y")])
     assert "yolo-seg" in str(res.exception)  # unknown format: the valid names are listed
+
+
+def test_class_order_is_checked_without_a_manifest(toy_labels: Path, tmp_path: Path) -> None:
+    classes = json.loads((toy_labels / "manifest.json").read_text())["classes"]
+    swapped = [classes[0], classes[2], classes[1], *classes[3:]]
+    export_labels(toy_labels, "cvat", tmp_path / "cvat")
+    archive = tmp_path / "cvat" / "segmentation_mask.zip"
+    with pytest.raises(
+        DatasetError, match=r"segmentation_mask\.zip: labelmap.txt lists the classes in another"
+    ):
+        import_labels("cvat", archive, ",".join(swapped), tmp_path / "a")
+    import_labels("cvat", archive, ",".join(classes), tmp_path / "b")  # same order as a list: fine
+    export_labels(toy_labels, "coco", tmp_path / "coco")
+    with pytest.raises(DatasetError, match=r"instances\.json: categories are in another order"):
+        import_labels("coco", tmp_path / "coco" / "instances.json", ",".join(swapped), tmp_path / "c")

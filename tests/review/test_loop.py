@@ -74,6 +74,11 @@ def test_corrected_cvat_masks_reach_training(toy_world: Path, toy_labels: Path, 
         "eval.every_epochs": 0,
         "run.device": "cpu",
     }
+    again = export_labels(imported, "coco", tmp_path / "again")  # a second review round: labels only
+    assert again["images"] == 3 and again["missing_fields"] == ["margin", "rle", "uncovered_fraction"]
+    import_labels("coco", tmp_path / "again" / "instances.json", str(imported), tmp_path / "round2")
+    assert (read_label(tmp_path / "round2" / "labels" / f"{sid}.png")[box] == cross).all()
+
     cfg = load_config(None, {f"train.{k}": v for k, v in over.items()}).train
     summary = train_supervised(cfg, tmp_path / "train")
     assert summary["enhanced"] == str(imported)

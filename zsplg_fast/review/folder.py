@@ -38,7 +38,10 @@ class Item:
         return read_label(self.label_path)
 
     def meta(self) -> dict[str, Any]:
-        """The meta record the labeler wrote (masks, classes, scores, timings)."""
+        """The meta record the labeler wrote (masks, classes, scores, timings); {} for a folder written
+        by ``labels import`` (no meta)."""
+        if not self.meta_path.exists():
+            return {}
         try:
             return json.loads(self.meta_path.read_text())
         except (OSError, json.JSONDecodeError) as e:
@@ -72,6 +75,11 @@ class LabelFolder:
     def items(self) -> list[Item]:
         """Every done image, sorted by id."""
         meta_root, label_root = self.root / "meta", self.root / "labels"
+        if not meta_root.is_dir() and label_root.is_dir():  # written by `labels import`: labels only
+            return [
+                Item(p.relative_to(label_root).with_suffix("").as_posix(), p, meta_root / "-", None)
+                for p in sorted(label_root.rglob("*.png"))
+            ] or self._empty()
         out = []
         for mp in sorted(meta_root.rglob("*.json")) if meta_root.is_dir() else []:
             sid = mp.relative_to(meta_root).with_suffix("").as_posix()
@@ -84,9 +92,10 @@ class LabelFolder:
             except (OSError, json.JSONDecodeError):
                 continue  # not done (meta is written last): skipped like the label job does
             out.append(Item(sid, lp, mp, Path(image) if image else None))
-        if not out:
-            raise DatasetError(self.root, "holds no labeled images (labels/*.png with meta/*.json)")
-        return out
+        return out or self._empty()
+
+    def _empty(self) -> list[Item]:
+        raise DatasetError(self.root, "holds no labeled images (labels/*.png with meta/*.json)")
 
     def __iter__(self) -> Iterator[Item]:
         return iter(self.items)
@@ -107,6 +116,8 @@ class LabelFolder:
         missing: set[str] = set()
         for it in self.items[:sample]:
             meta = it.meta()
+            if not meta:  # no meta at all (a folder written by `labels import`)
+                missing.update(REVIEW_FIELDS)
             if "uncovered_fraction" not in meta:
                 missing.add("uncovered_fraction")
             for m in meta.get("masks", []):
@@ -134,9 +145,9 @@ def visible_masks(
 
     Paint order is large → small, so a mask's visible pixels are those of its class inside it that no
     smaller painted mask took. Fully hidden masks, and those of class 0 (background) unless
-    ``include_background``, are left out; the
-    union of the parts of class k is exactly ``label == k`` wherever masks cover. None when meta has no
-    RLEs (older folders).
+    ``include_background``, are left out. Class pixels no mask explains (an edited label) are added as
+    connected regions, so the union of the parts of class k is exactly ``label == k``. None when meta
+    has no RLEs (older folders).
     """
     from pycocotools import mask as mask_utils
 
@@ -156,4 +167,24 @@ def visible_masks(
         if (cls != 0 or include_background) and vis.any():
             parts.append((cls, float(masks[i].get("score", 1.0)), vis))
     parts.reverse()
-    return parts
+    covered = np.zeros(label.shape, bool)
+    for _, _, vis in parts:
+        covered |= vis
+    lo = 0 if include_background else 1  # pixels no mask explains (an edited PNG, no masks):
+    return parts + class_regions(label, ~covered, lo)
+
+
+def class_regions(
+    label: np.ndarray, where: np.ndarray | None = None, lo: int = 1
+) -> list[tuple[int, float, np.ndarray]]:
+    """(class, 1.0, (H, W) bool) per 8-connected region of each class ``lo``..254 (inside ``where``)."""
+    import cv2
+
+    out = []
+    for v in (int(x) for x in np.unique(label) if lo <= x < IGNORE):
+        m = label == v
+        if where is not None:
+            m &= where
+        n, comp = cv2.connectedComponents(m.astype(np.uint8), connectivity=8)
+        out.extend((v, 1.0, comp == i) for i in range(1, n))
+    return out

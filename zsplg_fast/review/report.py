@@ -106,10 +106,9 @@ def _row(rank: int, s: ImageStats, names: dict[int, str]) -> str:
 
 
 def _card(rank: int, s: ImageStats, item: Item, thumb: str, out: Path) -> str:
-    links = [
-        f'<a href="{href(item.label_path, out)}">label</a>',
-        f'<a href="{href(item.meta_path, out)}">meta</a>',
-    ]
+    links = [f'<a href="{href(item.label_path, out)}">label</a>']
+    if item.meta_path.is_file():
+        links.append(f'<a href="{href(item.meta_path, out)}">meta</a>')
     if item.image_path is not None:
         links.insert(0, f'<a href="{href(item.image_path, out)}">image</a>')
     return (

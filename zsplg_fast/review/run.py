@@ -125,7 +125,9 @@ def import_labels(
     try:
         imported: list[str] = []
         with tempfile.TemporaryDirectory(prefix=".import-", dir=dst.parent) as scratch:
-            ctx = ImportContext(src, names, known, fill, Path(scratch), image_prefix=image_prefix)
+            ctx = ImportContext(
+                src, names, known, fill, Path(scratch), image_prefix=image_prefix, check_order=base is None
+            )
             for sid, label in f.importer(ctx):
                 label = _checked(sid, label, base, fill, names, src)
                 write_label(tmp / "labels" / f"{sid}.png", label)

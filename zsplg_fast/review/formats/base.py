@@ -31,7 +31,11 @@ class ExportContext:
 @dataclass
 class ImportContext:
     """One import: the file or archive, the class names (index = label value), the known image ids
-    (None: any), what uncovered pixels become (0 or 255) and a scratch folder for archives."""
+    (None: any), what uncovered pixels become (0 or 255) and a scratch folder for archives.
+
+    Classes are matched by name. ``check_order``: the class names came from a file or list, not from a
+    label folder's manifest, so a source whose own class order differs (CVAT labelmap, COCO category
+    ids) is refused rather than trusted."""
 
     source: Path
     classes: list[str]
@@ -39,6 +43,7 @@ class ImportContext:
     fill: int
     scratch: Path
     image_prefix: str = "/data/local-files/?d="
+    check_order: bool = False
 
 
 Exporter = Callable[[ExportContext], dict[str, Any]]

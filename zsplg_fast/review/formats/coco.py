@@ -16,26 +16,16 @@ from typing import Any
 import numpy as np
 
 from zsplg_fast.errors import DatasetError
-from zsplg_fast.review.folder import Item, visible_masks
+from zsplg_fast.review.folder import Item, class_regions, visible_masks
 from zsplg_fast.review.formats.base import ExportContext, Format, ImportContext, image_name, strip_suffix
 from zsplg_fast.utils.io import atomic_write_json
 
 FILE = "instances.json"
 
 
-def _regions(label: np.ndarray) -> list[tuple[int, float, np.ndarray]]:
-    import cv2
-
-    out = []
-    for v in (int(x) for x in np.unique(label) if 0 < x < 255):
-        n, comp = cv2.connectedComponents((label == v).astype(np.uint8), connectivity=8)
-        out.extend((v, 1.0, comp == i) for i in range(1, n))
-    return out
-
-
 def _parts(it: Item, label: np.ndarray, with_background: bool) -> tuple[list[Any], bool]:
     parts = visible_masks(label, it.meta(), include_background=with_background)
-    return (_regions(label), False) if parts is None else (parts, True)
+    return (class_regions(label), False) if parts is None else (parts, True)
 
 
 def export_coco(ctx: ExportContext) -> dict[str, Any]:
@@ -98,6 +88,13 @@ def import_coco(ctx: ImportContext) -> Iterator[tuple[str, np.ndarray | None]]:
     foreign = sorted(n for n in cats.values() if n not in index)
     if foreign:
         raise DatasetError(ctx.source, f"categories {foreign} are not among the classes {ctx.classes}")
+    order = [n for _, n in sorted(cats.items()) if n != ctx.classes[0]]
+    if ctx.check_order and order != [n for n in ctx.classes[1:] if n in order]:
+        raise DatasetError(
+            ctx.source,
+            f"categories are in another order ({order}) than --classes ({ctx.classes}); "
+            "pass the label folder it was exported from to --classes (classes are then matched by name)",
+        )
     by_image: dict[int, list[dict[str, Any]]] = {}
     for a in anns:
         if int(a["image_id"]) not in images:

@@ -24,7 +24,7 @@ from PIL import Image
 
 from zsplg_fast.data import VOC_PALETTE, write_label
 from zsplg_fast.errors import DatasetError
-from zsplg_fast.review.folder import IGNORE, class_names_with_ignore, visible_masks
+from zsplg_fast.review.folder import IGNORE, IGNORE_NAME, class_names_with_ignore, visible_masks
 from zsplg_fast.review.formats.base import ExportContext, Format, ImportContext
 from zsplg_fast.review.safezip import safe_extract
 from zsplg_fast.utils.io import atomic_path, atomic_write_text
@@ -101,7 +101,9 @@ def export_cvat(ctx: ExportContext) -> dict[str, Any]:
     return {"archive": str(ctx.out / ARCHIVE), "images": len(ctx.items), "object_maps": objects}
 
 
-def _lookup(colours: dict[str, tuple[int, int, int]], classes: list[str], archive: Path) -> dict[int, int]:
+def _lookup(
+    colours: dict[str, tuple[int, int, int]], classes: list[str], archive: Path, check_order: bool
+) -> dict[int, int]:
     names = class_names_with_ignore(classes)
     missing = [n for v, n in names.items() if v != IGNORE and n not in colours]
     if missing:
@@ -114,6 +116,13 @@ def _lookup(colours: dict[str, tuple[int, int, int]], classes: list[str], archiv
     if extra:
         raise DatasetError(
             archive, f"labelmap.txt declares label(s) {extra} that are not among the classes {classes}"
+        )
+    order = [n for n in colours if n != IGNORE_NAME]
+    if order != classes:
+        raise DatasetError(
+            archive,
+            f"labelmap.txt lists the classes in another order ({order}) than the label folder's "
+            f"manifest ({classes}); pass the folder it was exported from to --classes, or fix the order",
         )
     by_name = {n: v for v, n in names.items()}
     return {(r << 16) | (g << 8) | b: by_name[n] for n, (r, g, b) in colours.items()}
@@ -146,7 +155,7 @@ def import_cvat(ctx: ImportContext) -> Iterator[tuple[str, np.ndarray]]:
     if lm is None:
         raise DatasetError(src, "has no labelmap.txt: not a CVAT Segmentation Mask 1.1 export")
     base = lm.parent
-    lut = _lookup(parse_labelmap(lm, src), ctx.classes, src)
+    lut = _lookup(parse_labelmap(lm, src), ctx.classes, src, ctx.check_order)
     cls_dir = base / "SegmentationClass"
     pngs = sorted(cls_dir.rglob("*.png")) if cls_dir.is_dir() else []
     if not pngs:

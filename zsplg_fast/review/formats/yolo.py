@@ -16,9 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from zsplg_fast.review.folder import Item, visible_masks
+from zsplg_fast.review.folder import Item, class_regions, visible_masks
 from zsplg_fast.review.formats.base import ExportContext, Format, image_name
-from zsplg_fast.review.formats.coco import _regions
 from zsplg_fast.utils.io import atomic_path, atomic_write_text
 
 
@@ -85,7 +84,7 @@ def class_iou(a: np.ndarray, b: np.ndarray, classes: list[int]) -> float:
 
 def _polys(it: Item, label: np.ndarray) -> list[tuple[int, list[np.ndarray]]]:
     parts = visible_masks(label, it.meta())
-    parts = _regions(label) if parts is None else parts
+    parts = class_regions(label) if parts is None else parts
     return [(cls, mask_polygons(vis)) for cls, _, vis in parts]
 
 
