@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -41,7 +40,8 @@ def export_labels(
     """Write the label folder (or its ``review`` images most in need of review) as ``fmt`` into ``out``.
 
     ``out`` must not exist; it is built in a temp folder beside it and renamed when complete. Returns
-    the summary also written to ``out/export.json`` (counts, degraded fields, polygon IoU).
+    the summary also written to ``out/export.json`` (counts, degraded fields, polygon IoU; file names
+    relative to ``out``).
     """
     f = _format(fmt)
     folder = LabelFolder(labels_dir)
@@ -54,7 +54,9 @@ def export_labels(
         ctx = ExportContext(folder, items, tmp, image_prefix=image_prefix, model_version=model_version)
         missing = folder.missing_fields()
         if missing:
-            ctx.notes.append(f"meta lacks {missing} (labeled by an older version); exported what it has")
+            ctx.notes.append(
+                f"meta lacks {missing} (an older version's labels, or imported ones); exported what it has"
+            )
         figures = f.exporter(ctx)
         summary = {
             "format": f.name,
@@ -68,7 +70,6 @@ def export_labels(
             "notes": ctx.notes,
             **figures,
         }
-        summary = json.loads(json.dumps(summary).replace(str(tmp), str(dst)))
         atomic_write_json(tmp / "export.json", summary)
         os.replace(tmp, dst)
     except BaseException:
@@ -114,6 +115,8 @@ def import_labels(
     src = Path(source)
     if not src.exists():
         raise DatasetError(src, "not found")
+    if uncovered not in (None, "background", "ignore"):
+        raise ConfigError("--uncovered", uncovered, "unknown", valid="background, ignore")
     names, base = resolve_classes(classes)
     dst = Path(out)
     refuse_overwrite(dst)

@@ -65,7 +65,7 @@ def export_coco(ctx: ExportContext) -> dict[str, Any]:
     atomic_write_json(
         ctx.out / FILE, {"info": info, "images": images, "categories": cats, "annotations": anns}, indent=None
     )
-    return {"file": str(ctx.out / FILE), "images": len(images), "annotations": len(anns)}
+    return {"file": FILE, "images": len(images), "annotations": len(anns)}
 
 
 def import_coco(ctx: ImportContext) -> Iterator[tuple[str, np.ndarray | None]]:

@@ -98,7 +98,7 @@ def export_cvat(ctx: ExportContext) -> dict[str, Any]:
             for p in sorted(root.rglob("*")):
                 if p.is_file():
                     zf.write(p, p.relative_to(root).as_posix())
-    return {"archive": str(ctx.out / ARCHIVE), "images": len(ctx.items), "object_maps": objects}
+    return {"archive": ARCHIVE, "images": len(ctx.items), "object_maps": objects}
 
 
 def _lookup(

@@ -38,7 +38,7 @@ def export_fiftyone(ctx: ExportContext) -> dict[str, Any]:
         )
     targets = {str(v): n for v, n in class_names_with_ignore(ctx.folder.classes).items()}
     atomic_write_json(ctx.out / "mask_targets.json", targets)
-    return {"images": copied, "masks": len(ctx.items), "mask_targets": str(ctx.out / "mask_targets.json")}
+    return {"images": copied, "masks": len(ctx.items), "mask_targets": "mask_targets.json"}
 
 
 FORMAT = Format("fiftyone", "FiftyOne (ImageSegmentationDirectory)", export_fiftyone)

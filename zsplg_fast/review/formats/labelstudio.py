@@ -87,7 +87,7 @@ def export_labelstudio(ctx: ExportContext) -> dict[str, Any]:
         )
     atomic_write_json(ctx.out / "tasks.json", tasks, indent=1)
     atomic_write_text(ctx.out / "label_config.xml", label_config(ctx.folder.classes))
-    return {"tasks": str(ctx.out / "tasks.json"), "images": len(tasks), "results": results_n}
+    return {"tasks": "tasks.json", "images": len(tasks), "results": results_n}
 
 
 def _task_id(task: dict[str, Any], prefix: str) -> str | None:
