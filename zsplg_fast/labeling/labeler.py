@@ -164,12 +164,12 @@ def review_fields(masks: torch.Tensor, cls: Classification) -> dict[str, Any]:
     """
     from pycocotools import mask as mask_utils
 
-    k = masks.shape[0]
-    covered = masks.any(0).float().mean().item() if k else 0.0
+    k, h, w = masks.shape
     margins = [round(float(m), 5) for m in cls.margin.tolist()] if cls.margin is not None else [None] * k
-    rles: list[dict[str, Any]] = []
-    for i in range(0, k, 16):  # chunks: the (H, W, chunk) Fortran copy stays small at any K
-        arr = np.asfortranarray(masks[i : i + 16].permute(1, 2, 0).cpu().numpy().astype(np.uint8))
-        for r in mask_utils.encode(arr):
-            rles.append({"size": [int(r["size"][0]), int(r["size"][1])], "counts": r["counts"].decode()})
-    return {"uncovered_fraction": round(1.0 - covered, 6), "margins": margins, "rles": rles}
+    encoded: list[dict[str, Any]] = []
+    for i in range(0, k, 16):  # chunks of (16, W, H): a C-order copy whose transpose is the Fortran
+        chunk = masks[i : i + 16].bool().transpose(1, 2).contiguous().cpu().numpy().view(np.uint8)
+        encoded += mask_utils.encode(chunk.T)  # (H, W, n) column-major, as pycocotools wants
+    covered = float(mask_utils.area(mask_utils.merge(encoded, intersect=False))) if k else 0.0
+    rles = [{"size": [int(h), int(w)], "counts": r["counts"].decode()} for r in encoded]
+    return {"uncovered_fraction": round(1.0 - covered / max(1, h * w), 6), "margins": margins, "rles": rles}
