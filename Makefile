@@ -8,20 +8,26 @@ export MALLOC_TRIM_THRESHOLD_ ?= 100000000000
 export MALLOC_TOP_PAD_ ?= 1000000000
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: venv demo test test-fast lint format bench clean
+.PHONY: venv sysdeps demo test test-fast lint format bench clean
 
 $(BIN)/zsplg-fast: pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev,dist]"
+	$(BIN)/pip install -q -e ".[dev,dist,review]"
 	touch $@
 
 venv: $(BIN)/zsplg-fast
 
+# Headless Chromium for the label report test (system package; installed only when root and missing).
+sysdeps:
+	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+		echo "chromium not installed: the report browser test will skip" >&2
+
 demo: venv
 	$(BIN)/zsplg-fast demo --out demo_out
 
-test: venv
+test: venv sysdeps
 	$(BIN)/ruff check zsplg_fast tests bench
 	$(BIN)/ruff format --check zsplg_fast tests bench
 	@# pytest exit 5 = no tests collected: a broken suite, never a pass.

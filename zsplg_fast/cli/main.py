@@ -15,6 +15,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "config_cmd",
     "data",
     "label",
+    "labels",
     "export",
     "train",
     "bench",

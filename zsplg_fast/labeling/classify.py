@@ -41,13 +41,16 @@ class Classification:
 
     ``classes``: (K,) int64 final label index (0 = background when the score is below threshold);
     ``best``: (K,) int64 label index before thresholding; ``scores``: (K,) float32 softmax
-    probability of ``best`` in [0, 1]; ``cosine``: (K,) float32 cosine of ``best`` in [-1, 1].
+    probability of ``best`` in [0, 1]; ``cosine``: (K,) float32 cosine of ``best`` in [-1, 1];
+    ``margin``: (K,) float32 softmax probability of ``best`` minus that of the runner-up, in [0, 1]
+    (1 when there is a single prompt; the review order reads it).
     """
 
     classes: torch.Tensor
     best: torch.Tensor
     scores: torch.Tensor
     cosine: torch.Tensor
+    margin: torch.Tensor | None = None
 
 
 class MaskClassifier:
@@ -118,11 +121,13 @@ class MaskClassifier:
         if k == 0:
             z = torch.zeros(0, dtype=torch.int64, device=self.device)
             e = torch.zeros(0, dtype=torch.float32, device=self.device)
-            return Classification(z, z.clone(), e, e.clone())
+            return Classification(z, z.clone(), e, e.clone(), e.clone())
         pooled = pool_masks(masks.to(self.device), features)  # (K, D)
         cos = F.normalize(pooled, dim=-1) @ self.text.T  # (K, C')
         probs = torch.softmax(self.logit_scale * cos, dim=-1)
         score, idx = probs.max(dim=-1)
         best = idx + self.offset
         classes = torch.where(score >= self.score_threshold, best, torch.zeros_like(best))
-        return Classification(classes, best, score, cos.gather(1, idx[:, None])[:, 0])
+        top2 = probs.topk(min(2, probs.shape[1]), dim=-1).values
+        margin = top2[:, 0] - top2[:, 1] if top2.shape[1] > 1 else torch.ones_like(score)
+        return Classification(classes, best, score, cos.gather(1, idx[:, None])[:, 0], margin)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from zsplg_fast.labeling.classify import MaskClassifier
+from zsplg_fast.labeling.classify import Classification, MaskClassifier
 from zsplg_fast.labeling.masks import MaskSet, MaskSource
 from zsplg_fast.labeling.paint import paint
 
@@ -107,11 +107,13 @@ class ZeroShotLabeler:
         t2 = time.perf_counter()
         label = paint(ms.masks, cls.classes, self.uncovered)
         t3 = time.perf_counter()
+        review = review_fields(ms.masks, cls)
         meta = {
             "height": int(image.shape[0]),
             "width": int(image.shape[1]),
             "num_masks": len(ms),
             "oom_halvings": halvings,
+            "uncovered_fraction": review["uncovered_fraction"],
             "masks": [
                 {
                     "class": int(c),
@@ -122,8 +124,10 @@ class ZeroShotLabeler:
                     "predicted_iou": round(float(p), 5),
                     "stability": round(float(st), 5),
                     "bbox_xywh": [round(float(v), 1) for v in box],
+                    "margin": mg,
+                    "rle": rle,
                 }
-                for c, b, s, co, a, p, st, box in zip(
+                for c, b, s, co, a, p, st, box, mg, rle in zip(
                     cls.classes.tolist(),
                     cls.best.tolist(),
                     cls.scores.tolist(),
@@ -132,6 +136,8 @@ class ZeroShotLabeler:
                     ms.predicted_iou.tolist(),
                     ms.stability.tolist(),
                     ms.boxes.tolist(),
+                    review["margins"],
+                    review["rles"],
                     strict=True,
                 )
             ],
@@ -142,3 +148,28 @@ class ZeroShotLabeler:
             },
         }
         return LabelResult(label, meta)
+
+
+def review_fields(masks: torch.Tensor, cls: Classification) -> dict[str, Any]:
+    """What the review loop (``zsplg_fast.review``) reads from meta, cheap to keep here.
+
+    Args:
+        masks: (K, H, W) bool at image resolution.
+        cls: the masks' classification (``margin`` may be None for older classifiers).
+
+    Returns:
+        ``uncovered_fraction``: share of pixels no mask covers, in [0, 1]; ``margins``: K floats, top-1
+        minus top-2 softmax probability (None when unknown); ``rles``: K COCO RLEs (pycocotools,
+        ``counts`` as str) of the full SAM masks.
+    """
+    from pycocotools import mask as mask_utils
+
+    k, h, w = masks.shape
+    margins = [round(float(m), 5) for m in cls.margin.tolist()] if cls.margin is not None else [None] * k
+    encoded: list[dict[str, Any]] = []
+    for i in range(0, k, 16):  # chunks of (16, W, H): a C-order copy whose transpose is the Fortran
+        chunk = masks[i : i + 16].bool().transpose(1, 2).contiguous().cpu().numpy().view(np.uint8)
+        encoded += mask_utils.encode(chunk.T)  # (H, W, n) column-major, as pycocotools wants
+    covered = float(mask_utils.area(mask_utils.merge(encoded, intersect=False))) if k else 0.0
+    rles = [{"size": [int(h), int(w)], "counts": r["counts"].decode()} for r in encoded]
+    return {"uncovered_fraction": round(1.0 - covered / max(1, h * w), 6), "margins": margins, "rles": rles}

@@ -1,0 +1,54 @@
+"""A real label folder for the review tests: 3 toy-world images labeled by the shipped toy SAM and CLIP."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from zsplg_fast.config import load_config
+from zsplg_fast.data.synthetic import TOY_WORLD, _generate
+
+CONFIG = Path(__file__).parents[2] / "zsplg_fast" / "configs" / "toy_ci.yaml"
+
+
+@pytest.fixture(scope="session")
+def toy_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The toy world (the one the toy SAM and CLIP were trained on), small: 4 labeled, 3 unlabeled, 2 val."""
+    data = tmp_path_factory.mktemp("review") / "world"
+    _generate(data, TOY_WORLD, {"labeled": 4, "unlabeled": 3, "val": 2})  # make_toy_world's, fewer images
+    return data
+
+
+@pytest.fixture(scope="session")
+def toy_labels(toy_world: Path) -> Path:
+    """`label` on 3 unlabeled toy images (meta with margins, RLEs, uncovered fraction)."""
+    from zsplg_fast.labeling.run import label_dataset
+
+    torch.set_num_threads(1)
+    split = toy_world.parent / "three.txt"
+    split.write_text("".join((toy_world / "splits" / "unlabeled.txt").read_text().splitlines(True)[:3]))
+    out = toy_world.parent / "zs"
+    over = {"data.source": f"synthetic:{toy_world}", "data.split": str(split), "classify.classes": "auto"}
+    over.update({"sam.variant": "toy", "clip.model": "toy", "label.out": str(out), "label.overlays": 0})
+    over["amg.points_per_side"] = 8  # fewer prompts: still several masks per image, half the time
+    label_dataset(load_config(CONFIG, over))
+    return out
+
+
+@pytest.fixture
+def old_labels(toy_labels: Path, tmp_path: Path) -> Path:
+    """A copy of ``toy_labels`` whose meta lacks the review fields (a folder labeled by an older version)."""
+    out = tmp_path / "old"
+    shutil.copytree(toy_labels, out)
+    for p in (out / "meta").glob("*.json"):
+        meta = json.loads(p.read_text())
+        meta.pop("uncovered_fraction")
+        for m in meta["masks"]:
+            m.pop("rle")
+            m.pop("margin")
+        p.write_text(json.dumps(meta))
+    return out

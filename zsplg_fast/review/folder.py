@@ -1,0 +1,190 @@
+"""Read a label folder written by ``label`` (``manifest.json``, ``labels/<id>.png``, ``meta/<id>.json``).
+
+The review loop (export, import, report) reads only through :class:`LabelFolder`, so older folders
+whose meta lacks the review fields (``margin``, ``rle`` per mask, ``uncovered_fraction``) still work:
+:meth:`LabelFolder.missing_fields` names what is missing and each consumer degrades.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zsplg_fast.data import read_label
+from zsplg_fast.errors import DatasetError
+
+IGNORE = 255
+IGNORE_NAME = "ignore"
+REVIEW_FIELDS = ("margin", "rle", "uncovered_fraction")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One labeled image: ``id`` (may contain '/'), its label PNG, meta JSON and source image path."""
+
+    id: str
+    label_path: Path
+    meta_path: Path
+    image_path: Path | None
+
+    def label(self) -> np.ndarray:
+        """(H, W) uint8 class indices, 255 = ignore."""
+        return read_label(self.label_path)
+
+    def meta(self) -> dict[str, Any]:
+        """The meta record the labeler wrote (masks, classes, scores, timings); {} for a folder written
+        by ``labels import`` (no meta)."""
+        if not self.meta_path.exists():
+            return {}
+        try:
+            return json.loads(self.meta_path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise DatasetError(self.meta_path, f"unreadable meta JSON ({e})") from e
+
+
+class LabelFolder:
+    """A finished (or partial) label output folder. Only images whose PNG and meta both exist count."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        mpath = self.root / "manifest.json"
+        if not mpath.is_file():
+            raise DatasetError(self.root, "not a label folder: no manifest.json (write one with `label`)")
+        try:
+            self.manifest: dict[str, Any] = json.loads(mpath.read_text())
+        except json.JSONDecodeError as e:
+            raise DatasetError(mpath, f"unreadable manifest ({e})") from e
+        classes = self.manifest.get("classes")
+        if not isinstance(classes, list) or not classes:
+            raise DatasetError(mpath, "has no 'classes' list")
+        self.classes: list[str] = [str(c) for c in classes]
+
+    @property
+    def uncovered(self) -> str:
+        """'background' or 'ignore': what the labeler paints where no mask covers."""
+        cfg = self.manifest.get("config", {})
+        return str(cfg.get("classify", {}).get("uncovered", "background"))
+
+    @cached_property
+    def items(self) -> list[Item]:
+        """Every done image, sorted by id."""
+        meta_root, label_root = self.root / "meta", self.root / "labels"
+        if not meta_root.is_dir() and label_root.is_dir():  # written by `labels import`: labels only
+            return [
+                Item(p.relative_to(label_root).with_suffix("").as_posix(), p, meta_root / "-", None)
+                for p in sorted(label_root.rglob("*.png"))
+            ] or self._empty()
+        out = []
+        for mp in sorted(meta_root.rglob("*.json")) if meta_root.is_dir() else []:
+            sid = mp.relative_to(meta_root).with_suffix("").as_posix()
+            lp = label_root / f"{sid}.png"
+            if not lp.is_file():
+                continue
+            image = None
+            try:
+                image = json.loads(mp.read_text()).get("image")
+            except (OSError, json.JSONDecodeError):
+                continue  # not done (meta is written last): skipped like the label job does
+            out.append(Item(sid, lp, mp, Path(image) if image else None))
+        return out or self._empty()
+
+    def _empty(self) -> list[Item]:
+        raise DatasetError(self.root, "holds no labeled images (labels/*.png with meta/*.json)")
+
+    def __iter__(self) -> Iterator[Item]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def get(self, sample_id: str) -> Item | None:
+        """The item of ``sample_id`` or None."""
+        return self._by_id.get(sample_id)
+
+    @cached_property
+    def _by_id(self) -> dict[str, Item]:
+        return {it.id: it for it in self.items}
+
+    def missing_fields(self, sample: int = 20) -> list[str]:
+        """Review fields absent from the first ``sample`` metas (older folders): subset of REVIEW_FIELDS."""
+        missing: set[str] = set()
+        for it in self.items[:sample]:
+            meta = it.meta()
+            if not meta:  # no meta at all (a folder written by `labels import`)
+                missing.update(REVIEW_FIELDS)
+            if "uncovered_fraction" not in meta:
+                missing.add("uncovered_fraction")
+            for m in meta.get("masks", []):
+                missing.update(f for f in ("margin", "rle") if m.get(f) is None)
+        return [f for f in REVIEW_FIELDS if f in missing]
+
+
+def class_names_with_ignore(classes: list[str]) -> dict[int, str]:
+    """Label value → name: the manifest classes plus 255 → 'ignore'."""
+    return {**dict(enumerate(classes)), IGNORE: IGNORE_NAME}
+
+
+def mask_rles(meta: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The SAM masks' COCO RLEs from meta (``counts`` bytes for pycocotools), or None when absent."""
+    masks = meta.get("masks", [])
+    if not masks or any(m.get("rle") is None for m in masks):
+        return None if masks else []
+    return [{"size": m["rle"]["size"], "counts": m["rle"]["counts"].encode()} for m in masks]
+
+
+def visible_masks(
+    label: np.ndarray, meta: dict[str, Any], include_background: bool = False
+) -> list[tuple[int, float, np.ndarray]] | None:
+    """Each SAM mask's visible part: (class, score, (H, W) bool) where the label shows that mask's class.
+
+    Paint order is large → small, so a mask's visible pixels are those of its class inside it that no
+    smaller painted mask took. Fully hidden masks, and those of class 0 (background) unless
+    ``include_background``, are left out. Class pixels no mask explains (an edited label) are added as
+    connected regions, so the union of the parts of class k is exactly ``label == k``. None when meta
+    has no RLEs (older folders).
+    """
+    from pycocotools import mask as mask_utils
+
+    rles = mask_rles(meta)
+    if rles is None:
+        return None
+    masks = meta.get("masks", [])
+    taken = np.zeros(label.shape, bool)
+    parts: list[tuple[int, float, np.ndarray]] = []
+    areas = [int(m.get("area", 0)) for m in masks]
+    order = sorted(range(len(masks)), key=lambda i: -areas[i])  # stable: matches paint()
+    for i in reversed(order):  # smallest (painted last, on top) first
+        m = mask_utils.decode(rles[i]).astype(bool)
+        cls = int(masks[i]["class"])
+        vis = m & ~taken & (label == cls)
+        taken |= m
+        if (cls != 0 or include_background) and vis.any():
+            parts.append((cls, float(masks[i].get("score", 1.0)), vis))
+    parts.reverse()
+    covered = np.zeros(label.shape, bool)
+    for _, _, vis in parts:
+        covered |= vis
+    lo = 0 if include_background else 1  # pixels no mask explains (an edited PNG, no masks):
+    return parts + class_regions(label, ~covered, lo)
+
+
+def class_regions(
+    label: np.ndarray, where: np.ndarray | None = None, lo: int = 1
+) -> list[tuple[int, float, np.ndarray]]:
+    """(class, 1.0, (H, W) bool) per 8-connected region of each class ``lo``..254 (inside ``where``)."""
+    import cv2
+
+    out = []
+    for v in (int(x) for x in np.unique(label) if lo <= x < IGNORE):
+        m = label == v
+        if where is not None:
+            m &= where
+        n, comp = cv2.connectedComponents(m.astype(np.uint8), connectivity=8)
+        out.extend((v, 1.0, comp == i) for i in range(1, n))
+    return out

@@ -1,0 +1,86 @@
+"""Safe archive extraction: no zip slip, no links, no member past a size cap.
+
+Every member name is checked before anything is written: absolute paths, drive letters, ``..`` parts and
+symbolic links are refused, and so is a member (or the archive in total) that would unpack past the cap.
+Sizes are counted while streaming, so a header that lies about ``file_size`` cannot get past the cap.
+"""
+
+from __future__ import annotations
+
+import stat
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from zsplg_fast.errors import DatasetError
+
+MAX_MEMBER_BYTES = 256 << 20
+MAX_TOTAL_BYTES = 8 << 30
+_CHUNK = 1 << 20
+
+
+def _check_name(archive: Path, name: str) -> PurePosixPath:
+    norm = name.replace("\\", "/")
+    p = PurePosixPath(norm)
+    if norm.startswith("/") or p.is_absolute() or (len(norm) > 1 and norm[1] == ":"):
+        raise DatasetError(archive, f"member {name!r} has an absolute path; refusing to extract (zip slip)")
+    if ".." in p.parts:
+        raise DatasetError(archive, f"member {name!r} climbs out with '..'; refusing to extract (zip slip)")
+    return p
+
+
+def safe_extract(
+    archive: str | Path,
+    dest: str | Path,
+    max_member_bytes: int = MAX_MEMBER_BYTES,
+    max_total_bytes: int = MAX_TOTAL_BYTES,
+) -> list[Path]:
+    """Extract the zip ``archive`` into ``dest``; returns the files written.
+
+    Raises:
+        DatasetError: not a zip, a member with an absolute path or '..', a symbolic link, or a member /
+            total past the caps (names the archive and the member).
+    """
+    src, root = Path(archive), Path(dest)
+    if not zipfile.is_zipfile(src):
+        raise DatasetError(src, "is not a zip archive")
+    written: list[Path] = []
+    total = 0
+    with zipfile.ZipFile(src) as zf:
+        infos = zf.infolist()
+        for info in infos:  # check every name before writing anything
+            _check_name(src, info.filename)
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise DatasetError(src, f"member {info.filename!r} is a symbolic link; refusing to extract")
+            if info.file_size > max_member_bytes:
+                raise DatasetError(
+                    src,
+                    f"member {info.filename!r} unpacks to {info.file_size} bytes, over the cap of "
+                    f"{max_member_bytes}",
+                )
+        root.mkdir(parents=True, exist_ok=True)
+        base = root.resolve()
+        for info in infos:
+            rel = _check_name(src, info.filename)
+            target = (base / rel).resolve()
+            if base != target and base not in target.parents:
+                raise DatasetError(src, f"member {info.filename!r} resolves outside {root}; refusing")
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            size = 0
+            with zf.open(info) as fin, open(target, "wb") as fout:
+                while chunk := fin.read(_CHUNK):
+                    size += len(chunk)
+                    total += len(chunk)
+                    if size > max_member_bytes or total > max_total_bytes:
+                        fout.close()
+                        target.unlink(missing_ok=True)
+                        raise DatasetError(
+                            src,
+                            f"member {info.filename!r} unpacks past the size cap "
+                            f"({max_member_bytes} per member, {max_total_bytes} in total); refusing",
+                        )
+                    fout.write(chunk)
+            written.append(target)
+    return written
