@@ -52,19 +52,21 @@ def label_dataset(
         with out_lock:
             prepare_output(out, manifest)
     if cfg.label.executor == "ray":
-        from zsplg_fast.labeling.ray_exec import run_ray
+        from zsplg_fast.labeling.ray_exec import PrepareSpec, run_ray
 
         summary = run_ray(
             samples,
             out,
             functools.partial(labeler_factory, cfg),
             manifest,
+            PrepareSpec.of(built.labeler, load_kwargs),
             shard=(i, n),
             workers=cfg.label.workers,
             num_gpus_per_worker=cfg.label.num_gpus_per_worker,
+            batch_size=cfg.label.ray_batch,
             ray_address=cfg.label.ray_address,
-            load_kwargs=load_kwargs,
             max_errors=cfg.label.max_errors,
+            on_progress=on_progress,
         )
     else:
         summary = _local(cfg, samples, out, built.labeler, manifest, (i, n), load_kwargs, on_progress)
