@@ -42,6 +42,14 @@ def test_device_specs() -> None:
             parse_devices(bad, cuda_count=n_cuda)
 
 
+def test_devices_refuse_the_ray_executor() -> None:
+    from zsplg_fast.labeling.devices import label_on_devices
+
+    cfg = load_config(None, {"label.devices": "cpu:2", "label.executor": "ray"})
+    with pytest.raises(ConfigError, match="local executor"):
+        label_on_devices(cfg, [])
+
+
 def test_worker_shards_split_the_machine_share() -> None:
     items = list(range(23))
     for i, n, d in [(0, 1, 2), (1, 3, 2), (2, 3, 4)]:
