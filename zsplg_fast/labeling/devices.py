@@ -22,6 +22,7 @@ for it (two fresh workers would otherwise each see the other's files as foreign)
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import queue
@@ -151,6 +152,19 @@ def _pinned_env(device: str) -> Any:
             os.environ["CUDA_VISIBLE_DEVICES"] = old
 
 
+def _same_labeling(out: Path, cfg: Config) -> bool:
+    """True when ``out``'s manifest was written with this config's labeling settings (the fingerprint's
+    inputs except the weights' hashes), so its finished shards need no worker; otherwise a worker
+    starts and the manifest check itself accepts or refuses the folder."""
+    try:
+        old = json.loads((out / "manifest.json").read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    new = to_dict(cfg)
+    same = all(old.get(k) == new[k] for k in ("sam", "clip", "amg", "classify"))
+    return same and all(old["label"].get(k) == new["label"][k] for k in ("masks", "precision"))
+
+
 def _worker(cfg: Config, plan: WorkerPlan, events: Any, out_lock: Any) -> None:
     """Child process body: label ``plan``'s shard; every outcome goes to ``events``, never raised."""
     import torch
@@ -198,7 +212,7 @@ def label_on_devices(
     d = len(plans)
     for plan in plans:
         mine = shard(samples, plan.index, d)
-        if (out / "manifest.json").is_file() and all(is_done(out, s.id) for s in mine):
+        if _same_labeling(out, cfg) and all(is_done(out, s.id) for s in mine):
             n = len(mine)
             results[plan.index] = ("done", JobSummary(total=n, skipped=n).to_dict())
             progress[plan.index] = (n, n)
@@ -259,6 +273,7 @@ def _summarize(
     seconds: float,
 ) -> DevicesSummary:
     summary = DevicesSummary(errors_path=str(out / "errors-*.jsonl"))
+    claimed = (out / "manifest.json").is_file()
     for plan in plans:
         status, info = results[plan.index]
         record: dict[str, Any] = {
@@ -278,10 +293,14 @@ def _summarize(
                 summary.load_stats[k] = summary.load_stats.get(k, 0) + v
         else:
             record.update(info)
-            record["rerun"] = rerun_command(out, plan)
+            record["rerun"] = (
+                rerun_command(out, plan)
+                if claimed
+                else f"the same command again (no worker got as far as claiming {out})"
+            )
         summary.workers.append(record)
     summary.seconds = round(seconds, 3)
-    if (out / "manifest.json").is_file():  # the folder is ours: record how to rerun a shard
+    if claimed:  # the folder is ours: record how to rerun a shard
         rerun_cfg = replace(cfg, label=replace(cfg.label, devices=None, overlays=0))
         atomic_write_text(out / "shards" / "config.yaml", yaml.safe_dump(to_dict(rerun_cfg), sort_keys=False))
         atomic_write_json(out / "shards" / "devices.json", summary.to_dict())
