@@ -120,3 +120,20 @@ def _app():
     from zsplg_fast.cli.main import app
 
     return app
+
+
+def test_gpu_workers_are_pinned_through_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from zsplg_fast.labeling.devices import _pinned_env
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    with _pinned_env("cuda:1"):
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")  # the parent's own mask: cuda:1 is GPU 5
+    with _pinned_env("cuda:1"):
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "5"
+    with _pinned_env("cpu"):
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "3,5"
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "3,5"
