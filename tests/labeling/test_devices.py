@@ -137,3 +137,33 @@ def test_gpu_workers_are_pinned_through_cuda_visible_devices(monkeypatch: pytest
     with _pinned_env("cpu"):
         assert os.environ["CUDA_VISIBLE_DEVICES"] == "3,5"
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "3,5"
+
+
+def test_cli_reports_a_failed_worker_with_its_rerun_command(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    from zsplg_fast.labeling import run
+    from zsplg_fast.labeling.devices import DevicesSummary, WorkerPlan, rerun_command
+
+    plan = WorkerPlan(1, "cuda:1", (1, 2), 8)
+    failed = {
+        "worker": 1,
+        "device": "cuda:1",
+        "shard": "1/2",
+        "status": "failed",
+        "error": "OutOfMemoryError",
+    }
+    failed |= {"message": "CUDA out of memory [1]", "rerun": rerun_command(tmp_path, plan)}
+    done = {"worker": 0, "device": "cuda:0", "shard": "0/2", "status": "done"}
+    summary = DevicesSummary(total=3, labeled=3, workers=[done, failed])
+    monkeypatch.setattr(run, "label_dataset", lambda cfg, on_progress=None: summary)
+    res = CliRunner().invoke(
+        _app(), ["label", "--data", "folder:x", "--devices", "2", "--out", str(tmp_path)]
+    )
+    assert res.exit_code == 1
+    text = " ".join(res.output.split())
+    assert (
+        "worker 1 (cuda:1, shard 1/2) failed: OutOfMemoryError" in text and "CUDA out of memory [1]" in text
+    )
+    rerun = f"rerun its shard alone: zsplg-fast label --config {tmp_path}/shards/config.yaml --shard 1/2"
+    assert rerun + " --device cuda:1\n" in res.output  # one unbroken line, ready to copy

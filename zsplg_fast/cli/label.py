@@ -97,8 +97,9 @@ def label(
     failed_workers = getattr(summary, "failed_workers", [])
     for w in failed_workers:
         console.print(f"[red]worker {w['worker']} ({w['device']}, shard {w['shard']}) failed: {w['error']}")
-        console.print(w["message"], markup=False, highlight=False)
-        console.print(f"  rerun its shard alone: {w['rerun']}", markup=False, highlight=False)
+        console.print(w["message"], markup=False, highlight=False, soft_wrap=True)
+        # soft_wrap: the command stays on one line, ready to copy
+        console.print(f"  rerun its shard alone: {w['rerun']}", markup=False, highlight=False, soft_wrap=True)
     if failed_workers:
         raise typer.Exit(1)
 
