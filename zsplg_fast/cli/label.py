@@ -28,10 +28,16 @@ def label(
     backend: str = typer.Option(None, "--backend", help="torch | ort | trt (fast masks)"),
     engines: str = typer.Option(None, "--engines", help="folder of exported artifacts"),
     device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
+    devices: str = typer.Option(
+        None,
+        "--devices",
+        help="one worker process per device, disjoint shards, one folder: all | cuda:0,cuda:1 | cpu:N | N",
+    ),
     executor: str = typer.Option(None, "--executor", help="local | ray"),
     ray_address: str = typer.Option(None, "--ray-address"),
-    workers: int = typer.Option(None, "--workers", help="ray actors"),
-    num_gpus_per_worker: float = typer.Option(None, "--num-gpus-per-worker"),
+    workers: int = typer.Option(None, "--workers", help="ray labeling actors"),
+    num_gpus_per_worker: float = typer.Option(None, "--num-gpus-per-worker", help="GPUs per ray actor"),
+    ray_batch: int = typer.Option(None, "--ray-batch", help="images per ray labeling batch"),
     overlays: int = typer.Option(None, "--overlays", help="write a grid PNG of N samples"),
     config: Path | None = ConfigOpt,
     set_: list[str] | None = SetOpt,
@@ -57,10 +63,12 @@ def label(
             "label.backend": backend,
             "label.engines": engines,
             "label.device": device,
+            "label.devices": devices,
             "label.executor": executor,
             "label.ray_address": ray_address,
             "label.workers": workers,
             "label.num_gpus_per_worker": num_gpus_per_worker,
+            "label.ray_batch": ray_batch,
             "label.overlays": overlays,
         },
     )
@@ -86,6 +94,14 @@ def label(
     console.print(table)
     if summary.failed:
         console.print(f"[yellow]{summary.failed} images failed; see {summary.errors_path}")
+    failed_workers = getattr(summary, "failed_workers", [])
+    for w in failed_workers:
+        console.print(f"[red]worker {w['worker']} ({w['device']}, shard {w['shard']}) failed: {w['error']}")
+        console.print(w["message"], markup=False, highlight=False, soft_wrap=True)
+        # soft_wrap: the command stays on one line, ready to copy
+        console.print(f"  rerun its shard alone: {w['rerun']}", markup=False, highlight=False, soft_wrap=True)
+    if failed_workers:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

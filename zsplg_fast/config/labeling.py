@@ -80,10 +80,15 @@ class LabelJobConfig:
     engines: str | None = opt(None, help="folder of exported artifacts (default: export/ and engines/)")
     device: str = opt("auto", help="torch device: auto | cpu | cuda | cuda:N")
     precision: str = opt("fp32", choices=("fp32", "fp16", "bf16", "int8"))
+    devices: str | None = opt(
+        None,
+        help="one worker process per device over disjoint shards: all | cuda:0,cuda:1 | cpu:N | N",
+    )
     executor: str = opt("local", choices=("local", "ray"))
     ray_address: str | None = opt(None)
-    workers: int = opt(1, ge=1, le=1024, help="ray actors")
-    num_gpus_per_worker: float = opt(0.0, ge=0.0)
+    workers: int = opt(1, ge=1, le=1024, help="ray GPU-stage actors")
+    num_gpus_per_worker: float = opt(0.0, ge=0.0, help="GPUs per ray GPU-stage actor (0 = CPU actors)")
+    ray_batch: int = opt(4, ge=1, le=256, help="images per batch of the ray GPU stage")
     io_workers: int = opt(2, ge=0, le=64, help="image-decoding threads")
     prefetch: int = opt(4, ge=1, le=256, help="bounded queue of decoded images")
     image_batch: int = opt(1, ge=1, le=64, help="images whose crops share encoder batches (GPU: try 4)")

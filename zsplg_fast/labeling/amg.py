@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torchvision.ops import batched_nms, box_area
 
 from zsplg_fast.config.labeling import AmgConfig
@@ -41,6 +40,7 @@ from zsplg_fast.labeling.amg_output import (
     postprocess_small_regions,
     to_records,
 )
+from zsplg_fast.labeling.amg_prepare import PreparedImage, prepare_image, resize_longest
 from zsplg_fast.labeling.masks import MaskSet
 
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -158,23 +158,25 @@ class MaskGenerator:
         """(H, W, 3) uint8 RGB → AmgMasks on the device (masks (K, H, W) bool)."""
         return self.generate_batch([image])[0]
 
-    @torch.inference_mode()
     def generate_batch(self, images: Sequence[np.ndarray]) -> list[AmgMasks]:
         """Several images: the encoder sees all their crops in batches of ``encoder_batch``."""
+        t0 = time.perf_counter()
+        prepared = [prepare_image(im, self.image_size, self.cfg) for im in images]
+        t_resize = time.perf_counter() - t0
+        result = self.generate_prepared(prepared)
+        self.timings["preprocess"] = self.timings.get("preprocess", 0.0) + t_resize
+        return result
+
+    @torch.inference_mode()
+    def generate_prepared(self, prepared: Sequence[PreparedImage]) -> list[AmgMasks]:
+        """Images already cut and resized on the CPU (``amg_prepare.prepare_image``) → their masks."""
         self.timings = {}
-        jobs: list[tuple[int, list[int], int]] = []  # (image index, crop box, layer)
-        for i, image in enumerate(images):
-            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-                raise ConfigError("image", f"{image.dtype}{list(image.shape)}", "must be (H, W, 3) uint8 RGB")
-            boxes, layers = ops.crop_boxes(
-                image.shape[:2], self.cfg.crop_n_layers, self.cfg.crop_overlap_ratio
-            )
-            jobs += [(i, b, lay) for b, lay in zip(boxes, layers, strict=True)]
-        embeddings = self._encode([images[i][b[1] : b[3], b[0] : b[2]] for i, b, _ in jobs])
-        per_image: list[list[tuple[list[int], int, Any]]] = [[] for _ in images]
-        for (i, box, layer), emb in zip(jobs, embeddings, strict=True):
-            per_image[i].append((box, layer, emb))
-        return [self._generate_one(img, crops) for img, crops in zip(images, per_image, strict=True)]
+        jobs = [(i, c) for i, p in enumerate(prepared) for c in p.crops]
+        embeddings = self._encode([c.resized for _, c in jobs])
+        per_image: list[list[tuple[list[int], int, Any]]] = [[] for _ in prepared]
+        for (i, c), emb in zip(jobs, embeddings, strict=True):
+            per_image[i].append((c.box, c.layer, emb))
+        return [self._generate_one(p.hw, crops) for p, crops in zip(prepared, per_image, strict=True)]
 
     # ---- stages ------------------------------------------------------------------------------------
 
@@ -196,28 +198,31 @@ class MaskGenerator:
             self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
 
     def _preprocess(self, crop: np.ndarray) -> torch.Tensor:
-        """(h, w, 3) uint8 → (1, 3, S, S) float32: PIL bilinear resize of the long side to S (as
-        ResizeLongestSide.apply_image), normalise, zero-pad bottom-right (as Sam.preprocess)."""
+        """(h, w, 3) uint8 → (1, 3, S, S) float32, both halves at once (bench/gpu_check.py)."""
+        return self._normalize_pad(resize_longest(crop, self.image_size))
+
+    def _normalize_pad(self, resized: np.ndarray) -> torch.Tensor:
+        """(h', w', 3) uint8 resized crop → (1, 3, S, S) float32: normalise, then zero-pad bottom-right
+        (as Sam.preprocess)."""
         s = self.image_size
-        new_h, new_w = ops.preprocess_shape(crop.shape[0], crop.shape[1], s)
-        resized = np.array(Image.fromarray(np.ascontiguousarray(crop)).resize((new_w, new_h), Image.BILINEAR))
         x = torch.from_numpy(resized).to(self.device).permute(2, 0, 1)[None].float()
         x = (x - self.mean) / self.std
-        return torch.nn.functional.pad(x, (0, s - new_w, 0, s - new_h))
+        return torch.nn.functional.pad(x, (0, s - resized.shape[1], 0, s - resized.shape[0]))
 
-    def _encode(self, crops: list[np.ndarray]) -> list[Any]:
-        """Embeddings (1, C, h, w) per crop, in the encoder's native array type."""
+    def _encode(self, resized: list[np.ndarray]) -> list[Any]:
+        """Embeddings (1, C, h, w) per resized crop, in the encoder's native array type."""
         out: list[Any] = []
-        for start in range(0, len(crops), self.encoder_batch):
+        for start in range(0, len(resized), self.encoder_batch):
             with self._stage("preprocess"):
-                x = torch.cat([self._preprocess(c) for c in crops[start : start + self.encoder_batch]])
+                chunk = resized[start : start + self.encoder_batch]
+                x = torch.cat([self._normalize_pad(c) for c in chunk])
             with self._stage("encoder"):
                 emb = self.encoder({"image": _feed(self.encoder, x)})["image_embeddings"]
             out += [emb[j : j + 1] for j in range(x.shape[0])]
         return out
 
-    def _generate_one(self, image: np.ndarray, crops: list[tuple[list[int], int, Any]]) -> AmgMasks:
-        h, w = image.shape[:2]
+    def _generate_one(self, hw: tuple[int, int], crops: list[tuple[list[int], int, Any]]) -> AmgMasks:
+        h, w = hw
         parts = [self._process_crop(emb, box, layer, (h, w)) for box, layer, emb in crops]
         with self._stage("nms"):
             result = cat_crops(parts, self.device, (h, w))

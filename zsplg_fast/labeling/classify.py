@@ -101,13 +101,18 @@ class MaskClassifier:
     def features(self, image: np.ndarray) -> torch.Tensor:
         """(H, W, 3) uint8 → (D, h, w) float32 dense features on the classifier's device."""
         x = clip_preprocess(image, self.image_size, self.mean, self.std, self.device)
-        f = self.dense(x)
+        return self.features_batch(x)[0]
+
+    @torch.no_grad()
+    def features_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) float32 from :func:`clip_preprocess` → (B, D, h, w) float32 dense features."""
+        f = self.dense(x.to(self.device))
         f = torch.as_tensor(f, device=self.device)
-        if f.ndim != 4 or f.shape[0] != 1:
-            raise ValueError(f"dense features must be (1, D, h, w), got {tuple(f.shape)}")
+        if f.ndim != 4 or f.shape[0] != x.shape[0]:
+            raise ValueError(f"dense features must be ({x.shape[0]}, D, h, w), got {tuple(f.shape)}")
         if f.shape[1] != self.text.shape[1]:
             raise ValueError(f"dense feature dim {f.shape[1]} != text embedding dim {self.text.shape[1]}")
-        return f[0].float()
+        return f.float()
 
     @torch.no_grad()
     def classify(self, masks: torch.Tensor, features: torch.Tensor) -> Classification:

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from zsplg_fast.errors import ConfigError
+from zsplg_fast.labeling.amg_prepare import PreparedImage
 from zsplg_fast.labeling.classify import Classification, MaskClassifier
 from zsplg_fast.labeling.masks import MaskSet, MaskSource
 from zsplg_fast.labeling.paint import paint
@@ -100,17 +102,49 @@ class ZeroShotLabeler:
         share = (time.perf_counter() - t0) / len(images)
         return [self._finish(im, ms, 0, share) for im, ms in zip(images, sets, strict=True)]
 
-    def _finish(self, image: np.ndarray, ms: MaskSet, halvings: int, t_masks: float) -> LabelResult:
+    def label_prepared(self, prepared: list[PreparedImage], clip_inputs: torch.Tensor) -> list[LabelResult]:
+        """Images decoded and pre-processed on the CPU (the Ray GPU stage): one encoder batch over all
+        their crops, one dense-CLIP batch, the decoder per image. Same labels as :meth:`__call__`.
+
+        Args:
+            prepared: per image, its crops resized for SAM (``amg_prepare.prepare_image``).
+            clip_inputs: (B, 3, S, S) float32 from ``classify.clip_preprocess``, one row per image.
+        """
+        gen = getattr(self.masks, "generate_prepared", None)
+        if gen is None:
+            raise ConfigError("label.masks", "upstream", "has no pre-processed path", valid="fast")
+        t0 = time.perf_counter()
+        sets = [r.to_maskset() for r in gen(prepared)]
         t1 = time.perf_counter()
-        feats = self.classifier.features(image)
+        feats = self.classifier.features_batch(clip_inputs)
+        share = (time.perf_counter() - t1) / len(prepared)
+        t_masks = (t1 - t0) / len(prepared)
+        return [
+            self._finish(p.hw, ms, 0, t_masks, feats[i], share)
+            for i, (p, ms) in enumerate(zip(prepared, sets, strict=True))
+        ]
+
+    def _finish(
+        self,
+        image: np.ndarray | tuple[int, int],
+        ms: MaskSet,
+        halvings: int,
+        t_masks: float,
+        feats: torch.Tensor | None = None,
+        t_feats: float = 0.0,
+    ) -> LabelResult:
+        t1 = time.perf_counter() - t_feats
+        hw = image if isinstance(image, tuple) else image.shape[:2]
+        if feats is None:
+            feats = self.classifier.features(image)
         cls = self.classifier.classify(ms.masks, feats)
         t2 = time.perf_counter()
         label = paint(ms.masks, cls.classes, self.uncovered)
         t3 = time.perf_counter()
         review = review_fields(ms.masks, cls)
         meta = {
-            "height": int(image.shape[0]),
-            "width": int(image.shape[1]),
+            "height": int(hw[0]),
+            "width": int(hw[1]),
             "num_masks": len(ms),
             "oom_halvings": halvings,
             "uncovered_fraction": review["uncovered_fraction"],

@@ -1,24 +1,43 @@
-"""Many machines: the label job as a Ray Data pipeline.
+"""Many machines: the label job as a Ray Data pipeline laid out for GPU batch inference.
 
-A Ray Dataset of image paths goes through ``map_batches`` with a callable class: an actor pool in
-which every actor builds the labeler (loads its engines) once. Each actor writes its images' outputs
-itself, idempotently, through :mod:`zsplg_fast.labeling.outputs`, so a rerun skips finished images
-and the folder is identical to the local executor's. Follows Ray Data's documented batch-inference
-pattern (``ActorPoolStrategy`` with a stateful callable class).
+Three stages, as Ray Data's batch-inference guide lays them out (``map_batches`` with a function for
+CPU tasks, and with a callable class for a fixed pool of stateful actors sized by ``num_gpus`` and
+``batch_size``, the pool given as ``concurrency=n`` (Ray 2.9-2.50) or ``compute=ActorPoolStrategy(size=n)``
+(Ray >= 2.51 deprecates ``concurrency`` for it); every stage streams, so decoding overlaps labeling):
+
+1. **prepare** (CPU tasks, ``num_cpus=1`` each, as many as the cluster's CPUs allow): decode each
+   image with ``load_image`` (the local job's checks: EXIF, size guard, bit depth), cut SAM's crops and
+   resize them (``amg_prepare``), and resize + normalise the CLIP input (``clip_preprocess``);
+2. **label** (``label.workers`` actors, ``label.num_gpus_per_worker`` GPUs and 1 CPU each, batches of
+   ``label.ray_batch`` images): each actor builds its engines once; per batch one encoder pass over all
+   crops (in ``encoder_batch`` chunks), one dense-CLIP pass, then the decoder and post-processing per
+   image (``ZeroShotLabeler.label_prepared``);
+3. **write** (CPU tasks): the PNG and then the meta JSON of each image, atomically, through
+   :mod:`zsplg_fast.labeling.outputs` — the local job's files, so a rerun (either executor) skips them.
+
+Stages with equal resources may be fused by Ray Data (with CPU actors the prepare tasks run inside
+the actors); GPU actors keep the prepare stage on the CPU workers. The driver lists the images not
+yet done, streams the write stage's status rows back and records failures in the same
+``errors*.jsonl`` as the local job. A failure in any stage is per image, never fatal; a failing label
+batch is retried image by image.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from zsplg_fast.config.labeling import AmgConfig
 from zsplg_fast.data import LoadStats, Sample, load_image
-from zsplg_fast.errors import MissingDependencyError
-from zsplg_fast.labeling.job import JobAbortedError, JobSummary, Labeler
+from zsplg_fast.errors import ConfigError, MissingDependencyError
+from zsplg_fast.labeling.job import JobAbortedError, JobSummary, ProgressFn
+from zsplg_fast.labeling.labeler import LabelResult, ZeroShotLabeler
 from zsplg_fast.labeling.outputs import (
     compact_errors,
     error_record,
@@ -29,6 +48,8 @@ from zsplg_fast.labeling.outputs import (
     write_result,
 )
 from zsplg_fast.utils.io import atomic_write_json, remove_stale_temps
+
+_STATUS = ("id", "path", "status", "error", "message", "stage")
 
 
 def _import_ray() -> Any:
@@ -41,74 +62,174 @@ def _import_ray() -> Any:
     return ray
 
 
-class RayLabelActor:
-    """Stateful Ray Data UDF: builds the labeler once, labels and writes each row's image.
+def _actor_pool(ray: Any, size: int) -> dict[str, Any]:
+    """A fixed pool of ``size`` actors, in the form this Ray documents: ``concurrency=size`` from 2.9,
+    ``compute=ActorPoolStrategy(size=size)`` again from 2.51 (which deprecates ``concurrency``)."""
+    version = tuple(int(p) for p in ray.__version__.split(".")[:2] if p.isdigit())
+    if version >= (2, 51):
+        return {"compute": ray.data.ActorPoolStrategy(size=size)}
+    return {"concurrency": size}
 
-    Input batch columns: ``id`` and ``path`` (numpy object arrays). Output columns: ``id``,
-    ``status`` ("labeled" | "skipped" | "failed"), ``error`` and ``message`` (empty unless failed),
-    ``seconds``.
+
+@dataclass(frozen=True)
+class PrepareSpec:
+    """What the CPU stage needs: SAM's encoder size S and AMG crop settings, CLIP's input size and
+    normalisation (RGB, for 0..1 inputs), and ``load_image``'s keyword arguments."""
+
+    sam_size: int
+    amg: AmgConfig
+    clip_size: int
+    clip_mean: tuple[float, ...]
+    clip_std: tuple[float, ...]
+    load_kwargs: dict[str, Any]
+
+    @classmethod
+    def of(cls, labeler: ZeroShotLabeler, load_kwargs: dict[str, Any] | None = None) -> PrepareSpec:
+        """Read the sizes from a built labeler (its mask source must be the fast generator)."""
+        masks, clf = labeler.masks, labeler.classifier
+        if not hasattr(masks, "generate_prepared"):
+            raise ConfigError(
+                "label.masks", "upstream", "the ray executor runs the fast generator", valid="fast"
+            )
+        return cls(
+            int(masks.image_size),  # type: ignore[attr-defined]
+            masks.cfg,  # type: ignore[attr-defined]
+            clf.image_size,
+            tuple(clf.mean),
+            tuple(clf.std),
+            dict(load_kwargs or {}),
+        )
+
+
+def _status(sid: str, path: str, status: str, err: BaseException | None = None, stage: str = "") -> dict:
+    return {
+        "id": sid,
+        "path": path,
+        "status": status,
+        "error": type(err).__name__ if err else "",
+        "message": str(err) if err else "",
+        "stage": stage if err else "",
+    }
+
+
+def _columns(rows: list[dict[str, Any]], keys: Sequence[str]) -> dict[str, np.ndarray]:
+    out = {}
+    for k in keys:
+        col = np.empty(len(rows), dtype=object)
+        col[:] = [r[k] for r in rows]
+        out[k] = col
+    return out
+
+
+def prepare_batch(batch: dict[str, np.ndarray], spec: PrepareSpec) -> dict[str, np.ndarray]:
+    """CPU stage: rows ``id``, ``path`` → status columns plus ``prepared`` (an ``amg_prepare.PreparedImage``)
+    and ``clip`` ((3, S, S) float32 normalised); placeholders (no crops, zeros) for an image that failed
+    to load (never None: Ray Data cannot join a null block to a tensor block)."""
+    import torch
+
+    from zsplg_fast.labeling.amg_prepare import PreparedImage, prepare_image
+    from zsplg_fast.labeling.classify import clip_preprocess
+
+    torch.set_num_threads(1)
+    rows = []
+    for sid, path in zip(batch["id"], batch["path"], strict=True):
+        row: dict[str, Any] = {
+            **_status(str(sid), str(path), "ok"),
+            "prepared": PreparedImage((0, 0), []),
+            "clip": np.zeros((3, spec.clip_size, spec.clip_size), np.float32),
+        }
+        try:
+            image = load_image(Path(str(path)), stats=LoadStats(), **spec.load_kwargs)
+            row["prepared"] = prepare_image(image, spec.sam_size, spec.amg)
+            x = clip_preprocess(image, spec.clip_size, spec.clip_mean, spec.clip_std)
+            row["clip"] = x[0].numpy()
+        except Exception as e:  # recorded by the driver, never fatal
+            row.update(_status(str(sid), str(path), "failed", e, "load"))
+        rows.append(row)
+    return _columns(rows, (*_STATUS, "prepared", "clip"))
+
+
+class LabelStage:
+    """GPU (or CPU) actor stage: builds the labeler once; labels a batch of prepared images.
+
+    Output columns: the status columns, ``label`` ((H, W) uint8; (0, 0) unless labeled) and ``meta``
+    (the meta record as JSON text).
     """
 
-    def __init__(self, labeler_factory: Callable[[], Labeler], out: str, load_kwargs: dict[str, Any]) -> None:
+    def __init__(self, labeler_factory: Callable[[], ZeroShotLabeler]) -> None:
         self.labeler = labeler_factory()
-        self.out = Path(out)
-        self.load_kwargs = load_kwargs
+
+    def _label(self, rows: list[dict[str, Any]]) -> list[LabelResult]:
+        import torch
+
+        clip = torch.from_numpy(np.stack([r["clip"] for r in rows]))
+        return self.labeler.label_prepared([r["prepared"] for r in rows], clip)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows: dict[str, list[Any]] = {
-            "id": [],
-            "status": [],
-            "error": [],
-            "message": [],
-            "stage": [],
-            "seconds": [],
-        }
-        for sid, path in zip(batch["id"], batch["path"], strict=True):
-            t0 = time.perf_counter()
-            sample = Sample(id=str(sid), image_path=Path(str(path)), label_path=None)
-            status, err, stage = "labeled", None, ""
-            if is_done(self.out, sample.id):
-                status = "skipped"
-            else:
+        rows = [{k: batch[k][i] for k in batch} for i in range(len(batch["id"]))]
+        todo = [r for r in rows if r["status"] == "ok"]
+        results: dict[str, LabelResult | BaseException] = {}
+        try:
+            results = dict(zip([r["id"] for r in todo], self._label(todo), strict=True)) if todo else {}
+        except Exception:  # isolate the bad image: one at a time
+            for r in todo:
                 try:
-                    stage = "load"
-                    image = load_image(sample.image_path, stats=LoadStats(), **self.load_kwargs)
-                    stage = "label"
-                    result = self.labeler(image)
-                    stage = "write"
-                    write_result(self.out, sample, result)
+                    results[r["id"]] = self._label([r])[0]
                 except Exception as e:  # recorded by the driver, never fatal
-                    status, err = "failed", e
-            rows["id"].append(sample.id)
-            rows["status"].append(status)
-            rows["error"].append(type(err).__name__ if err else "")
-            rows["message"].append(str(err) if err else "")
-            rows["stage"].append(stage if err else "")
-            rows["seconds"].append(time.perf_counter() - t0)
-        return {k: np.asarray(v) for k, v in rows.items()}
+                    results[r["id"]] = e
+        out = []
+        for r in rows:
+            res = results.get(r["id"])
+            row = {k: r[k] for k in _STATUS}
+            row["label"], row["meta"] = np.zeros((0, 0), np.uint8), ""  # never None (see prepare_batch)
+            if isinstance(res, LabelResult):
+                row["label"], row["meta"] = res.label, json.dumps(res.meta)
+            elif isinstance(res, BaseException):
+                row.update(_status(r["id"], r["path"], "failed", res, "label"))
+            out.append(row)
+        return _columns(out, (*_STATUS, "label", "meta"))
+
+
+def write_batch(batch: dict[str, np.ndarray], out: str) -> dict[str, np.ndarray]:
+    """CPU stage: write each labeled row's PNG and meta JSON (atomic, as the local job's writer)."""
+    rows = []
+    for i in range(len(batch["id"])):
+        row = {k: batch[k][i] for k in _STATUS}
+        if row["status"] == "ok":
+            sample = Sample(id=str(row["id"]), image_path=Path(str(row["path"])), label_path=None)
+            try:
+                write_result(Path(out), sample, LabelResult(batch["label"][i], json.loads(batch["meta"][i])))
+                row["status"] = "labeled"
+            except Exception as e:  # recorded by the driver, never fatal
+                row.update(_status(sample.id, str(row["path"]), "failed", e, "write"))
+        rows.append(row)
+    return _columns(rows, _STATUS)
 
 
 def run_ray(
     samples: Sequence[Sample],
     out: str | Path,
-    labeler_factory: Callable[[], Labeler],
+    labeler_factory: Callable[[], ZeroShotLabeler],
     manifest: dict[str, Any],
+    spec: PrepareSpec,
     *,
     shard: tuple[int, int] = (0, 1),
     workers: int = 1,
     num_gpus_per_worker: float = 0.0,
+    batch_size: int = 4,
     ray_address: str | None = None,
-    load_kwargs: dict[str, Any] | None = None,
     max_errors: int | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> JobSummary:
-    """Label ``samples`` into ``out`` on a Ray cluster (or a local Ray when no address is given).
+    """Label ``samples`` into ``out`` on a Ray cluster (or a local Ray when none is running or given).
 
-    ``labeler_factory`` must be picklable (e.g. ``functools.partial(build_labeler, cfg)``).
-    Raises MissingDependencyError without ray, JobAbortedError past ``max_errors``.
+    ``labeler_factory`` must be picklable (e.g. ``functools.partial(build.labeler_factory, cfg)``); ``out``
+    must be reachable from every node under the same path (a shared filesystem). Raises
+    MissingDependencyError without ray, JobAbortedError past ``max_errors``.
     """
     ray = _import_ray()
     t0 = time.perf_counter()
-    outp = Path(out)
+    outp = Path(out).resolve()
     prepare_output(outp, manifest)
     remove_stale_temps(outp)
     epath = errors_file(outp, shard)
@@ -116,34 +237,30 @@ def run_ray(
     summary = JobSummary(total=len(samples), errors_path=str(epath))
     todo = [s for s in samples if not is_done(outp, s.id)]
     summary.skipped = summary.total - len(todo)
+    by_id = {s.id: s for s in todo}
     if todo:
         if not ray.is_initialized():
-            ray.init(
-                address=ray_address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False
-            )
-        by_id = {s.id: s for s in todo}
+            ray.init(address=ray_address, include_dashboard=False, log_to_driver=False)
         ds = ray.data.from_items([{"id": s.id, "path": str(s.image_path)} for s in todo])
-        results = ds.map_batches(
-            RayLabelActor,
-            fn_constructor_kwargs={
-                "labeler_factory": labeler_factory,
-                "out": str(outp.resolve()),
-                "load_kwargs": dict(load_kwargs or {}),
-            },
-            batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=workers),
-            num_gpus=num_gpus_per_worker or None,
-            batch_format="numpy",
+        ds = ds.map_batches(prepare_batch, fn_kwargs={"spec": spec}, batch_size=batch_size, num_cpus=1)
+        ds = ds.map_batches(
+            LabelStage,
+            fn_constructor_kwargs={"labeler_factory": labeler_factory},
+            batch_size=batch_size,
+            **_actor_pool(ray, workers),
+            num_gpus=num_gpus_per_worker,
+            num_cpus=1,
         )
-        for row in results.iter_rows():
+        ds = ds.map_batches(write_batch, fn_kwargs={"out": str(outp)}, batch_size=batch_size, num_cpus=1)
+        for row in ds.iter_rows():
             if row["status"] == "failed":
                 summary.failed += 1
-                err = type(row["error"], (Exception,), {})(row["message"])
+                err = type(str(row["error"]), (Exception,), {})(row["message"])
                 record_error(epath, error_record(by_id[row["id"]], err, row["stage"]))
-            elif row["status"] == "labeled":
-                summary.labeled += 1
             else:
-                summary.skipped += 1
+                summary.labeled += 1
+            if on_progress:
+                on_progress(summary.skipped + summary.labeled + summary.failed, summary.total, row["id"])
             if max_errors is not None and summary.failed > max_errors:
                 break  # dropping the iterator cancels the rest of the pipeline
     summary.seconds = round(time.perf_counter() - t0, 3)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import json
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -12,13 +14,18 @@ from zsplg_fast.data import Sample, open_source, shard
 from zsplg_fast.errors import ConfigError, OutputExistsError
 from zsplg_fast.labeling.build import build_labeler, labeler_factory
 from zsplg_fast.labeling.job import JobSummary, LabelJob, ProgressFn
+from zsplg_fast.labeling.outputs import prepare_output
 from zsplg_fast.utils.io import atomic_write_text
 
 
-def label_dataset(cfg: Config, on_progress: ProgressFn | None = None) -> JobSummary:
+def label_dataset(
+    cfg: Config, on_progress: ProgressFn | None = None, out_lock: AbstractContextManager[Any] | None = None
+) -> JobSummary:
     """Label ``cfg.data.source`` (optionally ``cfg.data.split``) into ``cfg.label.out``.
 
     Rerunning with the same config resumes; another config on the same folder is refused.
+    ``label.devices`` runs one worker process per device (:mod:`zsplg_fast.labeling.devices`);
+    ``out_lock`` (held while the output folder is first claimed) is how those workers share a folder.
     """
     if cfg.data.source is None:
         raise ConfigError("data.source", None, "no dataset given", valid="voc:DIR, coco:DIR, folder:DIR")
@@ -31,22 +38,35 @@ def label_dataset(cfg: Config, on_progress: ProgressFn | None = None) -> JobSumm
         "rescale_high_bit_depth": cfg.data.rescale_high_bit_depth,
     }
     out = Path(cfg.label.out)
+    if cfg.label.devices:
+        from zsplg_fast.labeling.devices import label_on_devices
+
+        summary: JobSummary = label_on_devices(cfg, samples, on_progress)
+        if cfg.label.overlays and (out / "manifest.json").is_file():
+            classes = json.loads((out / "manifest.json").read_text())["classes"]
+            write_label_grid(out, samples, cfg.label.overlays, classes)
+        return summary
     built = build_labeler(cfg)
     manifest = {**built.manifest, "source": cfg.data.source, "split": cfg.data.split}
+    if out_lock is not None:
+        with out_lock:
+            prepare_output(out, manifest)
     if cfg.label.executor == "ray":
-        from zsplg_fast.labeling.ray_exec import run_ray
+        from zsplg_fast.labeling.ray_exec import PrepareSpec, run_ray
 
         summary = run_ray(
             samples,
             out,
             functools.partial(labeler_factory, cfg),
             manifest,
+            PrepareSpec.of(built.labeler, load_kwargs),
             shard=(i, n),
             workers=cfg.label.workers,
             num_gpus_per_worker=cfg.label.num_gpus_per_worker,
+            batch_size=cfg.label.ray_batch,
             ray_address=cfg.label.ray_address,
-            load_kwargs=load_kwargs,
             max_errors=cfg.label.max_errors,
+            on_progress=on_progress,
         )
     else:
         summary = _local(cfg, samples, out, built.labeler, manifest, (i, n), load_kwargs, on_progress)
