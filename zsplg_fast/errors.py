@@ -75,6 +75,18 @@ class CheckpointError(ZsplgError):
         super().__init__(f"{self.path}: {reason}")
 
 
+class ModelFileError(CheckpointError):
+    """A model file (ONNX, plan, checkpoint) is corrupt, truncated or unsafe; says how to make it again."""
+
+    def __init__(self, path: str | Path, reason: str, fix: str) -> None:
+        self.fix = fix
+        super().__init__(path, f"{reason}; {fix}")
+
+
+class SidecarError(CheckpointError):
+    """A sidecar cannot be used as read (written by a newer zsplg-fast)."""
+
+
 class ExportValidationError(ZsplgError):
     """An exported artifact drifts from PyTorch beyond its tolerance."""
 

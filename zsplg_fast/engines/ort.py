@@ -17,6 +17,7 @@ import numpy as np
 
 from zsplg_fast.engines.base import check_feeds, register_backend
 from zsplg_fast.errors import ConfigError, MissingDependencyError, ProviderFallbackError
+from zsplg_fast.export.model_files import ort_session
 from zsplg_fast.export.tensors import TensorSpec
 
 # short name → (onnxruntime provider, default options); follows the onnxruntime EP docs' option names
@@ -134,7 +135,7 @@ class OrtEngine:
             if "device_id" in o:
                 o["device_id"] = device_id
             plist.append((full, o))
-        self.session = ort.InferenceSession(str(self.path), opts, providers=plist)
+        self.session = ort_session(ort, self.path, opts, plist)  # corrupt file → ModelFileError
         got = list(self.session.get_providers())
         for _short, full in asked:
             if full not in got:
