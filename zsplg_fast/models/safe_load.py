@@ -10,6 +10,7 @@ Anything else is refused with a :class:`ModelFileError` naming the globals the f
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import re
 from pathlib import Path
@@ -34,7 +35,7 @@ def allowed_globals() -> list[Any]:
 def _unsafe_globals(path: Path) -> list[str]:
     import torch
 
-    try:
+    try:  # torch >= 2.5; reads the pickle without running it
         return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
     except Exception:  # not a zip checkpoint, or unreadable: the caller's message says so
         return []
@@ -55,8 +56,11 @@ def load_torch_file(path: str | Path, what: str = "checkpoint") -> Any:
         raise CheckpointError(p, f"{what} not found")
     allowed = allowed_globals()
     names = {f"{g.__module__}.{g.__qualname__}" for g in allowed}
+    scoped = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5; 2.4 has add_safe_globals
+    if scoped is None:
+        torch.serialization.add_safe_globals(allowed)
     try:
-        with torch.serialization.safe_globals(allowed):
+        with scoped(allowed) if scoped is not None else contextlib.nullcontext():
             return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
