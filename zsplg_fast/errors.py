@@ -43,6 +43,24 @@ class DatasetError(ZsplgError):
         super().__init__(f"{self.path}: {reason}")
 
 
+class SampleError(ZsplgError):
+    """A sample met while training or evaluating is unusable (label values out of range, label size not the
+    image's); names the label file. Raised inside DataLoader workers: torch's ``ExceptionWrapper.reraise``
+    rebuilds an exception with ``message=<worker traceback>`` when its class has a ``message`` attribute,
+    and this class keeps that traceback's last line (the original one-line error)."""
+
+    message = "sample error"
+
+    def __init__(self, path: str | Path = "", reason: str = "", message: str | None = None) -> None:
+        if message is not None:
+            lines = [ln for ln in message.splitlines() if ln.strip()]
+            text = lines[-1].split(f"{type(self).__name__}: ", 1)[-1] if lines else message
+            path, _, reason = text.partition(": ")
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
 class ConfigError(ZsplgError):
     """A config key or value is invalid."""
 
