@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from zsplg_fast.labeling.classify import MaskClassifier
+from zsplg_fast.labeling.degenerate import DegenerateWatch
 from zsplg_fast.labeling.masks import MaskSet, MaskSource
 from zsplg_fast.labeling.paint import paint
 
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 # Messages of allocation failures: torch (CUDA and CPU), onnxruntime, TensorRT / CUDA runtime.
 OOM_MARKERS = ("out of memory", "failed to allocate memory", "cuda_error_out_of_memory", "bad_alloc")
 DEFAULT_PROMPT_BATCH = 64
+DEFAULT_WORK_LONG_SIDE = 2048  # label.work_long_side: masks and classes at most this long side
 
 
 def is_out_of_memory(err: BaseException) -> bool:
@@ -53,6 +55,29 @@ def masks_with_oom_retry(source: MaskSource, image: np.ndarray) -> tuple[MaskSet
                 torch.cuda.empty_cache()
 
 
+def to_working(image: np.ndarray, long_side: int) -> np.ndarray:
+    """(H, W, 3) uint8 → the image with its long side capped at ``long_side`` (area resampling), or the
+    image itself when it is small enough or ``long_side`` is 0 (off). SAM and CLIP see ~1024 / 448 px
+    anyway; only the final label needs the display size."""
+    h, w = image.shape[:2]
+    if long_side <= 0 or max(h, w) <= long_side:
+        return image
+    import cv2
+
+    s = long_side / max(h, w)
+    size = (max(1, round(w * s)), max(1, round(h * s)))  # cv2 takes (width, height)
+    return cv2.resize(np.ascontiguousarray(image), size, interpolation=cv2.INTER_AREA)
+
+
+def to_display(label: np.ndarray, hw: tuple[int, ...]) -> np.ndarray:
+    """(h, w) uint8 label → (H, W) by nearest neighbour (class indices are never blended)."""
+    if tuple(label.shape[:2]) == tuple(hw[:2]):
+        return label
+    import cv2
+
+    return cv2.resize(label, (int(hw[1]), int(hw[0])), interpolation=cv2.INTER_NEAREST)
+
+
 @dataclass
 class LabelResult:
     """``label``: (H, W) uint8 in {0..C-1, 255}; ``meta``: JSON-able per-image record."""
@@ -68,18 +93,31 @@ class ZeroShotLabeler:
         masks: a MaskSource (upstream reference or the fast engine-based generator).
         classifier: a MaskClassifier holding the class-prompt embeddings.
         uncovered: ``"background"`` or ``"ignore"`` for pixels that no mask covers.
+        work_long_side: masks, classes and painting run on the image with its long side capped here
+            (0 = full resolution); the label is upsampled once (nearest) to the image's size.
+        check_first: warn (log) when the first N labels are degenerate (0 = no check).
     """
 
-    def __init__(self, masks: MaskSource, classifier: MaskClassifier, uncovered: str = "background") -> None:
+    def __init__(
+        self,
+        masks: MaskSource,
+        classifier: MaskClassifier,
+        uncovered: str = "background",
+        work_long_side: int = DEFAULT_WORK_LONG_SIDE,
+        check_first: int = 5,
+    ) -> None:
         self.masks = masks
         self.classifier = classifier
         self.uncovered = uncovered
+        self.work_long_side = work_long_side
+        self.watch = DegenerateWatch(check_first)
 
     def __call__(self, image: np.ndarray) -> LabelResult:
         """(H, W, 3) uint8 RGB → LabelResult with timings (seconds) per stage in ``meta``."""
         t0 = time.perf_counter()
-        ms, halvings = masks_with_oom_retry(self.masks, image)
-        return self._finish(image, ms, halvings, time.perf_counter() - t0)
+        work = to_working(image, self.work_long_side)
+        ms, halvings = masks_with_oom_retry(self.masks, work)
+        return self._finish(image, work, ms, halvings, time.perf_counter() - t0)
 
     def label_batch(self, images: list[np.ndarray]) -> list[LabelResult]:
         """Several images; the encoder sees them in one batch when the mask source supports it.
@@ -90,26 +128,33 @@ class ZeroShotLabeler:
         if batch_fn is None or len(images) < 2:
             return [self(im) for im in images]
         t0 = time.perf_counter()
+        works = [to_working(im, self.work_long_side) for im in images]
         try:
-            sets = [r.to_maskset() for r in batch_fn(images)]
+            sets = [r.to_maskset() for r in batch_fn(works)]
         except Exception as e:
             if not is_out_of_memory(e):
                 raise
             log.warning("out of memory on a batch of %d images; labeling them one by one", len(images))
             return [self(im) for im in images]
         share = (time.perf_counter() - t0) / len(images)
-        return [self._finish(im, ms, 0, share) for im, ms in zip(images, sets, strict=True)]
+        return [self._finish(im, w, ms, 0, share) for im, w, ms in zip(images, works, sets, strict=True)]
 
-    def _finish(self, image: np.ndarray, ms: MaskSet, halvings: int, t_masks: float) -> LabelResult:
+    def _finish(
+        self, image: np.ndarray, work: np.ndarray, ms: MaskSet, halvings: int, t_masks: float
+    ) -> LabelResult:
+        """Classify and paint at the working resolution of ``work``; upsample the label once (nearest) to
+        ``image``'s size. Mask areas and boxes in ``meta`` are in working pixels (``meta["work_size"]``)."""
         t1 = time.perf_counter()
-        feats = self.classifier.features(image)
+        feats = self.classifier.features(work)
         cls = self.classifier.classify(ms.masks, feats)
         t2 = time.perf_counter()
-        label = paint(ms.masks, cls.classes, self.uncovered)
+        label = to_display(paint(ms.masks, cls.classes, self.uncovered), image.shape[:2])
         t3 = time.perf_counter()
+        self.watch.add(label, len(ms))
         meta = {
             "height": int(image.shape[0]),
             "width": int(image.shape[1]),
+            "work_size": [int(work.shape[0]), int(work.shape[1])],
             "num_masks": len(ms),
             "oom_halvings": halvings,
             "masks": [
