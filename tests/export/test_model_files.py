@@ -91,3 +91,45 @@ def test_checkpoint_loaders(tmp_path: Path, kind: str) -> None:
 
     with pytest.raises(CheckpointError, match="re-download"):
         read_sam_state_dict(bad)
+
+
+@pytest.mark.parametrize("kind", ["random", "truncated"])
+def test_cli_label_engines_and_deploy(good_onnx: Path, tmp_path: Path, kind: str) -> None:
+    """`label --backend ort --engines DIR` and `deploy --checkpoint` end in one line naming the file."""
+    from zsplg_fast.models import resolve_sam_checkpoint, weights_fingerprint
+    from zsplg_fast.models.segmenter import build_segmenter, save_checkpoint
+
+    engines = tmp_path / "engines"
+    bad = _bad_copies(good_onnx, engines, ".onnx")[kind]
+    os.replace(bad, engines / "sam_encoder.onnx")
+    source = {"weights": weights_fingerprint(resolve_sam_checkpoint("toy"))}
+    (engines / "sam_encoder.json").write_text(json.dumps({"sidecar_version": 1, "source": source}))
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (32, 32)).save(tmp_path / "images" / "a.png")
+    (tmp_path / "classes.txt").write_text("background\ncircle\n")
+    args = ["label", "--data", f"folder:{tmp_path / 'images'}", "--classes", str(tmp_path / "classes.txt")]
+    args += ["--sam", "toy", "--clip", "toy", "--backend", "ort", "--engines", str(engines)]
+    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "zs")])
+    assert isinstance(res.exception, ModelFileError), res.output
+    assert str(engines / "sam_encoder.onnx") in str(res.exception)
+
+    good = tmp_path / "seg.pth"
+    save_checkpoint(good, build_segmenter("tiny", 2), ["a", "b"])
+    ckpt = _bad_copies(good, tmp_path / "ckpt", ".pth")[kind]
+    from zsplg_fast.data import write_label
+
+    write_label(tmp_path / "images" / "a_gt.png", np.zeros((32, 32), np.uint8))
+    (tmp_path / "val.txt").write_text("a.png a_gt.png\n")
+    args = [
+        "deploy",
+        "--checkpoint",
+        str(ckpt),
+        "--precision",
+        "fp32",
+        "--val",
+        f"folder:{tmp_path / 'images'}",
+    ]
+    args += ["--val-split", str(tmp_path / "val.txt")]
+    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "deploy")])
+    assert isinstance(res.exception, ModelFileError) and str(ckpt) in str(res.exception), res.output
+    assert not (tmp_path / "deploy").exists()
