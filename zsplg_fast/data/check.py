@@ -87,7 +87,8 @@ def check_source(
         report.num_classes, report.classes_from = num_classes, "given"
     elif source.class_names:
         num_classes = len(source.class_names)
-        report.num_classes, report.classes_from = num_classes, "the dataset's class list (classes.txt)"
+        own = "classes.txt" if (source.root / "classes.txt").is_file() else f"the {source.name} class list"
+        report.num_classes, report.classes_from = num_classes, own
     total = len(source.samples)
     for k, s in enumerate(source.samples):
         report.samples += 1
