@@ -43,6 +43,24 @@ class DatasetError(ZsplgError):
         super().__init__(f"{self.path}: {reason}")
 
 
+class SampleError(ZsplgError):
+    """A sample met while training or evaluating is unusable (label values out of range, label size not the
+    image's); names the label file. Raised inside DataLoader workers: torch's ``ExceptionWrapper.reraise``
+    rebuilds an exception with ``message=<worker traceback>`` when its class has a ``message`` attribute,
+    and this class keeps that traceback's last line (the original one-line error)."""
+
+    message = "sample error"
+
+    def __init__(self, path: str | Path = "", reason: str = "", message: str | None = None) -> None:
+        if message is not None:
+            lines = [ln for ln in message.splitlines() if ln.strip()]
+            text = lines[-1].split(f"{type(self).__name__}: ", 1)[-1] if lines else message
+            path, _, reason = text.partition(": ")
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
 class ConfigError(ZsplgError):
     """A config key or value is invalid."""
 
@@ -73,6 +91,18 @@ class CheckpointError(ZsplgError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+class ModelFileError(CheckpointError):
+    """A model file (ONNX, plan, checkpoint) is corrupt, truncated or unsafe; says how to make it again."""
+
+    def __init__(self, path: str | Path, reason: str, fix: str) -> None:
+        self.fix = fix
+        super().__init__(path, f"{reason}; {fix}")
+
+
+class SidecarError(CheckpointError):
+    """A sidecar cannot be used as read (written by a newer zsplg-fast)."""
 
 
 class ExportValidationError(ZsplgError):

@@ -89,3 +89,41 @@ def test_cli_coco_masks(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     label = np.array(Image.open(tmp_path / "masks" / "val2017" / "x.png"))
     assert set(np.unique(label).tolist()) == {0, 1}
+
+
+def test_class_count_defaults_to_the_datasets_classes_txt(tmp_path: Path) -> None:
+    root = tmp_path / "voc"
+    (root / "JPEGImages").mkdir(parents=True)
+    for sid, value in (("a_ok", 6), ("b_37", 37), ("c_ignore", 255)):
+        Image.new("RGB", (8, 6)).save(root / "JPEGImages" / f"{sid}.png")
+        write_label(root / "SegmentationClass" / f"{sid}.png", np.full((6, 8), value, np.uint8))
+    (root / "classes.txt").write_text("".join(f"c{i}\n" for i in range(7)))
+    report = check_source(open_source(f"voc:{root}"))
+    assert report.num_classes == 7 and "classes.txt" in report.classes_from
+    assert [p.sample_id for p in report.problems] == ["b_37"] and "[37]" in report.problems[0].message
+    assert report.all_ignore == ["c_ignore"] and report.notes == {"all_ignore_masks": 1}
+    res = CliRunner().invoke(app, ["check", "--data", f"voc:{root}"])
+    assert res.exit_code == 1 and "[37]" in res.output and "checked against 7 classes" in res.output
+    assert "all_ignore_masks" in res.output and "c_ignore" in res.output
+
+
+def test_dropped_coco_polygons_are_reported(tmp_path: Path) -> None:
+    polys = {1: [[1, 1, 8, 1, 8, 8]], 2: [[0, 0, 9, 9]], 3: [[1, 1, 3, 3, 5, 5]]}  # ok, 2 points, area 0
+    anns = [
+        {"id": i, "image_id": 1, "category_id": 5, "iscrowd": 0, "segmentation": seg}
+        for i, seg in polys.items()
+    ]
+    data = {
+        "images": [{"id": 1, "file_name": "x.jpg", "height": 10, "width": 10}],
+        "annotations": anns,
+        "categories": [{"id": 5, "name": "airplane"}],
+    }
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "instances_val2017.json").write_text(json.dumps(data))
+    (tmp_path / "val2017").mkdir()
+    Image.new("RGB", (10, 10)).save(tmp_path / "val2017" / "x.jpg")
+    report = check_source(open_source(f"coco:{tmp_path}"))
+    assert report.num_classes == 2 and not report.problems
+    assert report.notes == {"polygons_few_points": 1, "polygons_zero_area": 1, "annotations_dropped": 2}
+    res = CliRunner().invoke(app, ["check", "--data", f"coco:{tmp_path}"])
+    assert res.exit_code == 0 and "annotations_dropped" in res.output, res.output

@@ -39,6 +39,23 @@ def toy_labels(toy_world: Path) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def capped_labels(toy_world: Path) -> Path:
+    """`label` on 2 unlabeled toy images (256 px) at a working long side of 96: masks, boxes and RLEs in
+    meta are at 96 px, the label PNGs at 256 px."""
+    from zsplg_fast.labeling.run import label_dataset
+
+    torch.set_num_threads(1)
+    split = toy_world.parent / "two.txt"
+    split.write_text("".join((toy_world / "splits" / "unlabeled.txt").read_text().splitlines(True)[:2]))
+    out = toy_world.parent / "zs-capped"
+    over = {"data.source": f"synthetic:{toy_world}", "data.split": str(split), "classify.classes": "auto"}
+    over.update({"sam.variant": "toy", "clip.model": "toy", "label.out": str(out), "label.overlays": 0})
+    over.update({"amg.points_per_side": 8, "label.work_long_side": 96})
+    label_dataset(load_config(CONFIG, over))
+    return out
+
+
 @pytest.fixture
 def old_labels(toy_labels: Path, tmp_path: Path) -> Path:
     """A copy of ``toy_labels`` whose meta lacks the review fields (a folder labeled by an older version)."""

@@ -199,3 +199,14 @@ def test_review_picks_the_top_n(toy_labels: Path, tmp_path: Path) -> None:
     s = export_labels(toy_labels, "coco", tmp_path / "top", review=2)
     files = [i["file_name"] for i in json.loads((tmp_path / "top" / "instances.json").read_text())["images"]]
     assert s["images"] == 2 and s["of"] == 3 and files == [f"{o.id}.jpg" for o in order[:2]]
+
+
+@pytest.mark.parametrize("fmt", ["coco", "cvat"])
+def test_masks_at_working_resolution_round_trip(capped_labels: Path, tmp_path: Path, fmt: str) -> None:
+    """Meta masks at the working size (96 px) are brought to the label's size (256 px) as the label was:
+    the instance export and our import give back the label PNG's pixels exactly."""
+    meta = json.loads(next((capped_labels / "meta").glob("*.json")).read_text())
+    assert meta["work_size"] != [meta["height"], meta["width"]] and meta["masks"]
+    export_labels(capped_labels, fmt, tmp_path / fmt)
+    src = tmp_path / fmt / ("instances.json" if fmt == "coco" else "segmentation_mask.zip")
+    _round_trip(fmt, src, capped_labels, tmp_path)

@@ -99,3 +99,24 @@ def test_cli_evaluate_checkpoint(synth: Path, tmp_path: Path) -> None:
     assert report["images"] == len(samples) and [c["name"] for c in report["per_class"]] == names
     res = CliRunner().invoke(app, [*args, "--mode", "sliding_window", "--window", "48"])
     assert res.exit_code == 0 and "sliding_window" in res.output, res.output
+
+
+@pytest.mark.parametrize("value", [37, 200])
+def test_out_of_range_predictions_are_refused_or_counted_naming_the_files(
+    folders: tuple[Path, Path], tmp_path: Path, value: int
+) -> None:
+    from zsplg_fast.errors import LabelFormatError
+
+    pred, gt = folders
+    stray = GT_B.copy()
+    stray[0, 0] = value  # one stray pixel: before, a near-perfect mIoU and exit 0
+    write_label(pred / "sub" / "b.png", stray)
+    with pytest.raises(LabelFormatError, match=rf"outside 0..2 and 255.*1 of 2 files.*\[{value}\]") as err:
+        evaluate_folders(pred, gt, ["bg", "one", "two"])
+    assert str(err.value).startswith(str(pred / "sub" / "b.png"))
+    report = evaluate_folders(pred, gt, ["bg", "one", "two"], out_of_range="count")
+    assert report["out_of_range"] == {"files": {str(pred / "sub" / "b.png"): [value]}, "pixels": 1}
+    res = CliRunner().invoke(
+        app, ["evaluate", "--pred", str(pred), "--gt", str(gt), "--classes", "3", "--out-of-range", "count"]
+    )
+    assert res.exit_code == 0 and "b.png" in res.output and "outside the 3 classes" in res.output, res.output

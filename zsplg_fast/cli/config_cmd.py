@@ -15,10 +15,20 @@ app = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=T
 
 @app.command("show")
 def show(config: Path | None = ConfigOpt, set_: list[str] | None = SetOpt) -> None:
-    """Print the effective config (defaults ← YAML ← --set) as YAML, with its fingerprint."""
+    """Print the effective config (defaults ← model presets ← YAML ← --set) as YAML, its fingerprint, and
+    where each value that is not a default came from."""
+    from zsplg_fast.config import parse_overrides
+    from zsplg_fast.config.loader import load_yaml
+    from zsplg_fast.config.presets import value_sources
+
     cfg = build_config(config, set_)
     console.print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="", markup=False, highlight=False)
     console.print(f"# fingerprint: {fingerprint(cfg)}", markup=False, highlight=False)
+    yaml_data = load_yaml(config) if config is not None else {}
+    sources = value_sources(yaml_data, str(config), {"--set": parse_overrides(set_ or [])})
+    console.print("# sources (keys not listed keep their default):", markup=False, highlight=False)
+    for key, where in sorted(sources.items()):
+        console.print(f"#   {key}: {where}", markup=False, highlight=False, soft_wrap=True)
 
 
 def register(root: typer.Typer) -> None:

@@ -52,7 +52,9 @@ def check(
         None, "--data", help="voc:DIR | coco:DIR[:ANN] | folder:DIR | synthetic:DIR"
     ),
     split: str | None = typer.Option(None, "--split", help="split file or name"),
-    num_classes: int | None = typer.Option(None, "--num-classes", help="check label values < N (or 255)"),
+    num_classes: int | None = typer.Option(
+        None, "--num-classes", help="check label values < N (or 255); default: the dataset's classes.txt"
+    ),
     config: Path | None = ConfigOpt,
     set_: list[str] | None = SetOpt,
 ) -> None:
@@ -80,9 +82,20 @@ def check(
         table.add_row(key, str(val))
     for key, val in sorted(report.problem_counts.items()):
         table.add_row(f"[red]{key}[/]", str(val))
+    for key, val in report.notes.items():
+        table.add_row(f"[yellow]{key}[/]", str(val))
     for key, val in report.load_stats.to_dict().items():
         table.add_row(f"[dim]{key}[/]", str(val))
     console.print(table)
+    checked = (
+        f"label values checked against {report.num_classes} classes ({report.classes_from})"
+        if report.num_classes is not None
+        else "label values not checked against a class count (no classes.txt; pass --num-classes N)"
+    )
+    console.print(checked, highlight=False)
+    if report.all_ignore:
+        ids = ", ".join(report.all_ignore[:_SHOWN_PROBLEMS])
+        console.print(f"[yellow]all-ignore (255) masks:[/] {escape(ids)}", highlight=False, soft_wrap=True)
     for p in report.problems[:_SHOWN_PROBLEMS]:
         line = f"[red]{escape(p.error)}[/] {escape(p.sample_id)}: {escape(p.message)}"
         console.print(line, highlight=False, soft_wrap=True)  # ids and messages are not markup

@@ -162,7 +162,9 @@ def build_cmd(
 def _graph_io(path: Path) -> list[tuple[str, str, str, str]]:
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
+    from zsplg_fast.export.model_files import load_onnx
+
+    model = load_onnx(path)
     rows = []
     for kind, values in (("input", model.graph.input), ("output", model.graph.output)):
         for v in values:

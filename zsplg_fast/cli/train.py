@@ -14,6 +14,7 @@ from typing import Any
 
 import typer
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from zsplg_fast.cli.common import SetOpt, build_config, console
@@ -160,6 +161,9 @@ def evaluate(
     gt: str = typer.Option(None, "--gt", help="folder of ground-truth label PNGs (folder mode)"),
     classes: str = typer.Option(None, "--classes", help="voc | coco | N | FILE (folder mode)"),
     missing: str = typer.Option("error", "--missing", help="error | skip: ground truth without prediction"),
+    out_of_range: str = typer.Option(
+        "error", "--out-of-range", help="error | count: predictions holding values >= the class count"
+    ),
     checkpoint: str = typer.Option(None, "--checkpoint", help="segmenter checkpoint (model mode)"),
     data: str = DataOpt,
     split: str = typer.Option(None, "--split", help="split to evaluate (default train.data.val)"),
@@ -180,8 +184,17 @@ def evaluate(
     if overlays and pred is not None:
         raise typer.BadParameter("--overlays needs model mode (--checkpoint): folder mode has no images")
     if pred is not None:
-        report = evaluate_folders(pred, gt, resolve_classes(classes), json_out, missing)
+        report = evaluate_folders(pred, gt, resolve_classes(classes), json_out, missing, out_of_range)
         console.print(report_table(report, f"{pred} vs {gt} ({report['images']} images)"))
+        stray = report["out_of_range"]
+        if stray["files"]:
+            names = ", ".join(list(stray["files"])[:5])
+            console.print(
+                f"[yellow]warning:[/] {stray['pixels']} pixels in {len(stray['files'])} predictions hold "
+                f"values outside the {len(report['per_class'])} classes (scored as misses): {escape(names)}",
+                highlight=False,
+                soft_wrap=True,
+            )
         return
     cfg = _cfg(
         config,

@@ -95,6 +95,15 @@ class LabelJobConfig:
     overlays: int = opt(0, ge=0, le=64, help="write a grid PNG of this many samples")
     save_masks: bool = opt(False, help="write per-image COCO RLE masks into meta/")
     seed: int = opt(0)
+    work_long_side: int = opt(
+        2048,
+        ge=0,
+        help="masks and classes run on the image with its long side capped here, the label is upsampled "
+        "to the image's size (0 = full resolution)",
+    )
+    check_first: int = opt(
+        5, ge=0, help="warn when the first N labels are degenerate (one class > 98 %, no masks; 0 = off)"
+    )
 
     def validate(self, prefix: str) -> None:
         m = _SHARD.match(self.shard)

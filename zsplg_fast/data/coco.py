@@ -183,8 +183,10 @@ def split_name(ann_file: str | Path) -> str:
     return m.group(1) if m else Path(name).stem
 
 
-def _label(coco: Any, img_id: int, cmap: dict[int, int], ann_file: Path) -> np.ndarray:
-    return semantic_mask(coco, img_id, cmap, None, ann_file)
+def _label(
+    coco: Any, img_id: int, cmap: dict[int, int], ann_file: Path, stats: Counter[str] | None = None
+) -> np.ndarray:
+    return semantic_mask(coco, img_id, cmap, stats, ann_file)
 
 
 def _find_ann(root: Path, split: str | Path | None) -> Path | None:
@@ -255,14 +257,15 @@ def open_coco(arg: str, split: str | Path | None = None) -> DataSource:
     cmap = category_map(coco)
     sub = split_name(ann)
     samples = []
+    stats: Counter[str] = Counter()  # dropped polygons / annotations, as labels are generated
     for img_id in sorted(coco.imgs):
         fn = coco.imgs[img_id]["file_name"]
         image = _image_path(root, sub, fn)
         if image is None:
             raise DatasetError(ann, f"image id {img_id}: '{fn}' not found in {root / sub}")
         sid = str(PurePosixPath(fn).with_suffix(""))
-        samples.append(Sample(sid, image, None, partial(_label, coco, img_id, cmap, ann)))
-    return DataSource("coco", root, samples, class_names(coco))
+        samples.append(Sample(sid, image, None, partial(_label, coco, img_id, cmap, ann, stats)))
+    return DataSource("coco", root, samples, class_names(coco), stats)
 
 
 def convert_coco(

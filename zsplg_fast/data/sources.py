@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,12 +72,15 @@ class DataSource:
         root: dataset root folder.
         samples: in a deterministic order (sorted, or split-file order).
         class_names: class names by index when the dataset declares them, else None.
+        label_stats: counts a source adds to while it generates labels (COCO: dropped polygons and
+            annotations), read by ``data check``.
     """
 
     name: str
     root: Path
     samples: list[Sample]
     class_names: list[str] | None = None
+    label_stats: Counter[str] = field(default_factory=Counter, compare=False)
 
     def __post_init__(self) -> None:
         seen: dict[str, Path] = {}

@@ -29,6 +29,7 @@ import numpy as np
 
 from zsplg_fast.engines.base import check_feeds, register_backend
 from zsplg_fast.errors import ConfigError, MissingDependencyError, ProviderFallbackError
+from zsplg_fast.export.model_files import ort_session
 from zsplg_fast.export.tensors import TensorSpec
 
 # short name → (onnxruntime provider, default options); follows the onnxruntime EP docs' option names
@@ -214,7 +215,7 @@ class OrtEngine:
                 o.setdefault("user_compute_stream", str(self._stream.cuda_stream))
             plist.append((full, o))
         self.provider_options = dict(plist)
-        self.session = ort.InferenceSession(str(self.path), opts, providers=plist)
+        self.session = ort_session(ort, self.path, opts, plist)  # corrupt file → ModelFileError
         got = list(self.session.get_providers())
         self.fallback: str | None = None
         for short, full in asked:

@@ -17,12 +17,21 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from zsplg_fast.errors import CheckpointError
+from zsplg_fast.errors import CheckpointError, SidecarError
 from zsplg_fast.export.tensors import TensorSpec
 from zsplg_fast.utils.io import sha256_file
 
 SIDECAR_VERSION = 1
-_VERSIONED = ("torch", "onnx", "onnxruntime", "onnxscript", "segment-anything", "open_clip_torch", "numpy")
+_VERSIONED = (
+    "torch",
+    "onnx",
+    "onnxruntime",
+    "onnxscript",
+    "segment-anything",
+    "open_clip_torch",
+    "numpy",
+    "tensorrt",
+)
 
 
 def sidecar_path(artifact: str | Path) -> Path:
@@ -77,9 +86,70 @@ def read_sidecar(artifact: str | Path) -> dict[str, Any]:
     if not side.is_file():
         raise CheckpointError(side, "sidecar missing: the artifact is incomplete; export it again")
     try:
-        return json.loads(side.read_text(encoding="utf-8"))
+        data = json.loads(side.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise CheckpointError(side, f"unreadable sidecar ({type(e).__name__}); export it again") from e
+    if not isinstance(data, dict):
+        raise CheckpointError(side, "sidecar is not a JSON object; export it again")
+    check_sidecar(data, side)
+    return data
+
+
+# recorded library → installed distribution whose major version must match (a plan's TensorRT
+# version is checked strictly by engines/trt.py; here a difference is only worth a warning)
+_MAJOR_CHECKED = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "torch": ("torch",)}
+_warned: set[tuple[str, str]] = set()
+
+
+def _installed(dists: Sequence[str]) -> str | None:
+    for d in dists:
+        try:
+            return metadata.version(d)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _major(v: str) -> str:
+    return v.split(".")[0].split("+")[0]
+
+
+def check_sidecar(side: Mapping[str, Any], path: str | Path) -> None:
+    """Refuse a sidecar newer than this code reads; warn (once per file and library) when the recorded
+    onnxruntime / torch / TensorRT major version differs from the installed one.
+
+    Raises:
+        SidecarError: ``sidecar_version`` is above :data:`SIDECAR_VERSION` or not an integer.
+    """
+    import logging
+
+    v = side.get("sidecar_version", 1)
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise SidecarError(path, f"sidecar_version {v!r} is not an integer; export it again")
+    if v > SIDECAR_VERSION:
+        raise SidecarError(
+            path,
+            f"sidecar_version {v} is newer than this zsplg-fast reads ({SIDECAR_VERSION}); "
+            "upgrade zsplg-fast or export the artifact again with this one",
+        )
+    recorded = dict(side.get("versions") or {})  # a plan's own "tensorrt" is engines/trt.py's (an error)
+    checked = {**_MAJOR_CHECKED, "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu13")}
+    for lib, dists in checked.items():
+        was = recorded.get(lib)
+        now = _installed(dists)
+        if not isinstance(was, str) or was == "not installed" or now is None:
+            continue
+        if _major(was) != _major(now) and (str(path), lib) not in _warned:
+            _warned.add((str(path), lib))
+            logging.getLogger("zsplg_fast.export").warning(
+                "%s: recorded with %s %s, running %s %s (major versions differ); results may differ, "
+                "export it again with this install to be sure",
+                path,
+                lib,
+                was,
+                lib,
+                now,
+            )
 
 
 @dataclass

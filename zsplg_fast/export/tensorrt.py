@@ -109,9 +109,9 @@ def cache_key(
 
 def has_qdq(onnx_path: str | Path) -> bool:
     """True when the ONNX graph has QuantizeLinear/DequantizeLinear nodes (explicit quantization)."""
-    import onnx
+    from zsplg_fast.export.model_files import load_onnx
 
-    model = onnx.load(str(onnx_path), load_external_data=False)
+    model = load_onnx(onnx_path)
     return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
 
 

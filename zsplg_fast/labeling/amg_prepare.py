@@ -30,10 +30,12 @@ class PreparedCrop:
 
 @dataclass
 class PreparedImage:
-    """An image as the encoder stage needs it: its (H, W) and its crops, resized on the CPU."""
+    """An image as the encoder stage needs it: its (H, W) and its crops, resized on the CPU.
+    ``display_hw`` is the size the label is written at when ``hw`` is a working resolution (None: same)."""
 
     hw: tuple[int, int]
     crops: list[PreparedCrop]
+    display_hw: tuple[int, int] | None = None
 
 
 def resize_longest(crop: np.ndarray, image_size: int) -> np.ndarray:

@@ -112,6 +112,8 @@ def labeling_fingerprint(cfg: Config, weights: dict[str, str], class_names: list
             "precision": cfg.label.precision,
             "weights": weights,
             "classes": class_names,
+            # only when changed: folders labelled before the setting existed keep their fingerprint
+            **({"work_long_side": cfg.label.work_long_side} if cfg.label.work_long_side != 2048 else {}),
         }
     )
 
@@ -151,7 +153,13 @@ def build_labeler(cfg: Config) -> BuiltLabeler:
         "device": str(device),
         "torch": torch.__version__,
     }
-    labeler = ZeroShotLabeler(masks, classifier, uncovered=cfg.classify.uncovered)
+    labeler = ZeroShotLabeler(
+        masks,
+        classifier,
+        uncovered=cfg.classify.uncovered,
+        work_long_side=cfg.label.work_long_side,
+        check_first=cfg.label.check_first,
+    )
     return BuiltLabeler(labeler, class_names, manifest)
 
 

@@ -13,6 +13,7 @@ import torch
 from zsplg_fast.errors import ConfigError
 from zsplg_fast.labeling.amg_prepare import PreparedImage
 from zsplg_fast.labeling.classify import Classification, MaskClassifier
+from zsplg_fast.labeling.degenerate import DegenerateWatch
 from zsplg_fast.labeling.masks import MaskSet, MaskSource
 from zsplg_fast.labeling.paint import paint
 
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 # Messages of allocation failures: torch (CUDA and CPU), onnxruntime, TensorRT / CUDA runtime.
 OOM_MARKERS = ("out of memory", "failed to allocate memory", "cuda_error_out_of_memory", "bad_alloc")
 DEFAULT_PROMPT_BATCH = 64
+DEFAULT_WORK_LONG_SIDE = 2048  # label.work_long_side: masks and classes at most this long side
 
 
 def is_out_of_memory(err: BaseException) -> bool:
@@ -55,6 +57,29 @@ def masks_with_oom_retry(source: MaskSource, image: np.ndarray) -> tuple[MaskSet
                 torch.cuda.empty_cache()
 
 
+def to_working(image: np.ndarray, long_side: int) -> np.ndarray:
+    """(H, W, 3) uint8 → the image with its long side capped at ``long_side`` (area resampling), or the
+    image itself when it is small enough or ``long_side`` is 0 (off). SAM and CLIP see ~1024 / 448 px
+    anyway; only the final label needs the display size."""
+    h, w = image.shape[:2]
+    if long_side <= 0 or max(h, w) <= long_side:
+        return image
+    import cv2
+
+    s = long_side / max(h, w)
+    size = (max(1, round(w * s)), max(1, round(h * s)))  # cv2 takes (width, height)
+    return cv2.resize(np.ascontiguousarray(image), size, interpolation=cv2.INTER_AREA)
+
+
+def to_display(label: np.ndarray, hw: tuple[int, ...]) -> np.ndarray:
+    """(h, w) uint8 label → (H, W) by nearest neighbour (class indices are never blended)."""
+    if tuple(label.shape[:2]) == tuple(hw[:2]):
+        return label
+    import cv2
+
+    return cv2.resize(label, (int(hw[1]), int(hw[0])), interpolation=cv2.INTER_NEAREST)
+
+
 @dataclass
 class LabelResult:
     """``label``: (H, W) uint8 in {0..C-1, 255}; ``meta``: JSON-able per-image record."""
@@ -70,18 +95,31 @@ class ZeroShotLabeler:
         masks: a MaskSource (upstream reference or the fast engine-based generator).
         classifier: a MaskClassifier holding the class-prompt embeddings.
         uncovered: ``"background"`` or ``"ignore"`` for pixels that no mask covers.
+        work_long_side: masks, classes and painting run on the image with its long side capped here
+            (0 = full resolution); the label is upsampled once (nearest) to the image's size.
+        check_first: warn (log) when the first N labels are degenerate (0 = no check).
     """
 
-    def __init__(self, masks: MaskSource, classifier: MaskClassifier, uncovered: str = "background") -> None:
+    def __init__(
+        self,
+        masks: MaskSource,
+        classifier: MaskClassifier,
+        uncovered: str = "background",
+        work_long_side: int = DEFAULT_WORK_LONG_SIDE,
+        check_first: int = 5,
+    ) -> None:
         self.masks = masks
         self.classifier = classifier
         self.uncovered = uncovered
+        self.work_long_side = work_long_side
+        self.watch = DegenerateWatch(check_first)
 
     def __call__(self, image: np.ndarray) -> LabelResult:
         """(H, W, 3) uint8 RGB → LabelResult with timings (seconds) per stage in ``meta``."""
         t0 = time.perf_counter()
-        ms, halvings = masks_with_oom_retry(self.masks, image)
-        return self._finish(image, ms, halvings, time.perf_counter() - t0)
+        work = to_working(image, self.work_long_side)
+        ms, halvings = masks_with_oom_retry(self.masks, work)
+        return self._finish(image.shape[:2], work, ms, halvings, time.perf_counter() - t0)
 
     def label_batch(self, images: list[np.ndarray]) -> list[LabelResult]:
         """Several images; the encoder sees them in one batch when the mask source supports it.
@@ -92,22 +130,26 @@ class ZeroShotLabeler:
         if batch_fn is None or len(images) < 2:
             return [self(im) for im in images]
         t0 = time.perf_counter()
+        works = [to_working(im, self.work_long_side) for im in images]
         try:
-            sets = [r.to_maskset() for r in batch_fn(images)]
+            sets = [r.to_maskset() for r in batch_fn(works)]
         except Exception as e:
             if not is_out_of_memory(e):
                 raise
             log.warning("out of memory on a batch of %d images; labeling them one by one", len(images))
             return [self(im) for im in images]
         share = (time.perf_counter() - t0) / len(images)
-        return [self._finish(im, ms, 0, share) for im, ms in zip(images, sets, strict=True)]
+        return [
+            self._finish(im.shape[:2], w, ms, 0, share) for im, w, ms in zip(images, works, sets, strict=True)
+        ]
 
     def label_prepared(self, prepared: list[PreparedImage], clip_inputs: torch.Tensor) -> list[LabelResult]:
         """Images decoded and pre-processed on the CPU (the Ray GPU stage): one encoder batch over all
         their crops, one dense-CLIP batch, the decoder per image. Same labels as :meth:`__call__`.
 
         Args:
-            prepared: per image, its crops resized for SAM (``amg_prepare.prepare_image``).
+            prepared: per image, its crops resized for SAM (``amg_prepare.prepare_image``), made from the
+                image at the working resolution (``to_working``); ``display_hw`` is the image's own size.
             clip_inputs: (B, 3, S, S) float32 from ``classify.clip_preprocess``, one row per image.
         """
         gen = getattr(self.masks, "generate_prepared", None)
@@ -120,31 +162,37 @@ class ZeroShotLabeler:
         share = (time.perf_counter() - t1) / len(prepared)
         t_masks = (t1 - t0) / len(prepared)
         return [
-            self._finish(p.hw, ms, 0, t_masks, feats[i], share)
+            self._finish(p.display_hw or p.hw, p.hw, ms, 0, t_masks, feats[i], share)
             for i, (p, ms) in enumerate(zip(prepared, sets, strict=True))
         ]
 
     def _finish(
         self,
-        image: np.ndarray | tuple[int, int],
+        display_hw: tuple[int, ...],
+        work: np.ndarray | tuple[int, int],
         ms: MaskSet,
         halvings: int,
         t_masks: float,
         feats: torch.Tensor | None = None,
         t_feats: float = 0.0,
     ) -> LabelResult:
+        """Classify and paint at the working resolution (``work``: the working image, or its (h, w) when
+        ``feats`` are given); upsample the label once (nearest) to ``display_hw``. Mask areas, boxes and
+        RLEs in ``meta`` are in working pixels (``meta["work_size"]``)."""
         t1 = time.perf_counter() - t_feats
-        hw = image if isinstance(image, tuple) else image.shape[:2]
+        work_hw = work if isinstance(work, tuple) else work.shape[:2]
         if feats is None:
-            feats = self.classifier.features(image)
+            feats = self.classifier.features(work)
         cls = self.classifier.classify(ms.masks, feats)
         t2 = time.perf_counter()
-        label = paint(ms.masks, cls.classes, self.uncovered)
+        label = to_display(paint(ms.masks, cls.classes, self.uncovered), display_hw)
         t3 = time.perf_counter()
         review = review_fields(ms.masks, cls)
+        self.watch.add(label, len(ms))
         meta = {
-            "height": int(hw[0]),
-            "width": int(hw[1]),
+            "height": int(display_hw[0]),
+            "width": int(display_hw[1]),
+            "work_size": [int(work_hw[0]), int(work_hw[1])],
             "num_masks": len(ms),
             "oom_halvings": halvings,
             "uncovered_fraction": review["uncovered_fraction"],

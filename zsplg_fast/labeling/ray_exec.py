@@ -82,6 +82,7 @@ class PrepareSpec:
     clip_mean: tuple[float, ...]
     clip_std: tuple[float, ...]
     load_kwargs: dict[str, Any]
+    work_long_side: int = 0
 
     @classmethod
     def of(cls, labeler: ZeroShotLabeler, load_kwargs: dict[str, Any] | None = None) -> PrepareSpec:
@@ -98,6 +99,7 @@ class PrepareSpec:
             tuple(clf.mean),
             tuple(clf.std),
             dict(load_kwargs or {}),
+            int(labeler.work_long_side),
         )
 
 
@@ -129,6 +131,7 @@ def prepare_batch(batch: dict[str, np.ndarray], spec: PrepareSpec) -> dict[str, 
 
     from zsplg_fast.labeling.amg_prepare import PreparedImage, prepare_image
     from zsplg_fast.labeling.classify import clip_preprocess
+    from zsplg_fast.labeling.labeler import to_working
 
     torch.set_num_threads(1)
     rows = []
@@ -140,8 +143,10 @@ def prepare_batch(batch: dict[str, np.ndarray], spec: PrepareSpec) -> dict[str, 
         }
         try:
             image = load_image(Path(str(path)), stats=LoadStats(), **spec.load_kwargs)
-            row["prepared"] = prepare_image(image, spec.sam_size, spec.amg)
-            x = clip_preprocess(image, spec.clip_size, spec.clip_mean, spec.clip_std)
+            work = to_working(image, spec.work_long_side)  # as the local labeler: masks at working size
+            row["prepared"] = prepare_image(work, spec.sam_size, spec.amg)
+            row["prepared"].display_hw = (int(image.shape[0]), int(image.shape[1]))
+            x = clip_preprocess(work, spec.clip_size, spec.clip_mean, spec.clip_std)
             row["clip"] = x[0].numpy()
         except Exception as e:  # recorded by the driver, never fatal
             row.update(_status(str(sid), str(path), "failed", e, "load"))

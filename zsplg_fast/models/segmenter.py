@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zsplg_fast.errors import CheckpointError, ConfigError
+from zsplg_fast.models.safe_load import load_torch_file
 from zsplg_fast.utils.io import atomic_write_with
 
 log = logging.getLogger(__name__)
@@ -252,10 +253,7 @@ def _read_state(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(p, "file not found; give the path of a saved .pth state_dict")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise CheckpointError(p, f"not a readable torch file ({type(e).__name__}: {e})") from e
+    obj = load_torch_file(p)  # weights_only=True with our allow-list; refuses code-running pickles
     if not isinstance(obj, dict):
         raise CheckpointError(p, f"expected a dict/state_dict, found {type(obj).__name__}")
     return obj

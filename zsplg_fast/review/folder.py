@@ -151,6 +151,8 @@ def visible_masks(
     """
     from pycocotools import mask as mask_utils
 
+    from zsplg_fast.labeling.labeler import to_display
+
     rles = mask_rles(meta)
     if rles is None:
         return None
@@ -161,6 +163,8 @@ def visible_masks(
     order = sorted(range(len(masks)), key=lambda i: -areas[i])  # stable: matches paint()
     for i in reversed(order):  # smallest (painted last, on top) first
         m = mask_utils.decode(rles[i]).astype(bool)
+        if m.shape != label.shape:  # masks at the working resolution (meta work_size): as the label was
+            m = to_display(m.astype(np.uint8), label.shape).astype(bool)
         cls = int(masks[i]["class"])
         vis = m & ~taken & (label == cls)
         taken |= m

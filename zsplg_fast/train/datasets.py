@@ -24,8 +24,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from zsplg_fast.config.train import UNIMATCH_SCALE
 from zsplg_fast.data.images import load_image
-from zsplg_fast.data.labels import read_label
+from zsplg_fast.data.labels import check_pair, check_values, read_label
 from zsplg_fast.data.sources import Sample
+from zsplg_fast.errors import LabelFormatError, SampleError
 from zsplg_fast.train import transforms as T
 
 IGNORE = 255
@@ -50,10 +51,40 @@ def with_labels(samples: Sequence[Sample], folder: str | Path) -> list[Sample]:
     return [replace(s, label_path=label_file(d, s.id), label_loader=None) for s in samples]
 
 
+PREFLIGHT_HINT = "run `zsplg-fast data check` to list every bad file (train.data.preflight checks them all)"
+
+
+def checked_label(
+    label: np.ndarray | None, path: str | Path, image: Path, size: tuple[int, int], num_classes: int | None
+) -> np.ndarray | None:
+    """``label`` (H, W) uint8 after checking it against the image (``size`` = PIL (W, H)) and the classes.
+
+    Raises:
+        SampleError: values outside {0..C-1, 255} or a size unlike the image's, naming the label file.
+    """
+    if label is None:
+        return None
+    try:
+        check_pair(image, (size[1], size[0]), path, label.shape)
+        if num_classes is not None:
+            check_values(label, num_classes, path)
+    except LabelFormatError as e:
+        raise SampleError(e.path, f"{str(e)[len(e.path) + 2 :]}; {PREFLIGHT_HINT}") from e
+    return label
+
+
 class _Base(Dataset):
-    def __init__(self, samples: Sequence[Sample], max_long_side: int = 16384) -> None:
+    def __init__(
+        self, samples: Sequence[Sample], max_long_side: int = 16384, num_classes: int | None = None
+    ) -> None:
         self.samples = list(samples)
         self.max_long_side = max_long_side
+        self.num_classes = num_classes
+
+    def _label(self, s: Sample, size: tuple[int, int]) -> np.ndarray | None:
+        """The sample's label, checked (values, size) even when preflight is off."""
+        where = s.label_path or f"{s.image_path} (generated label)"
+        return checked_label(s.load_label(), where, s.image_path, size, self.num_classes)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -76,11 +107,12 @@ class LabeledSet(_Base):
         nsample: int | None = None,
         max_long_side: int = 16384,
         scale: tuple[float, float] = UNIMATCH_SCALE,
+        num_classes: int | None = None,
     ) -> None:
         items = list(samples)
         if nsample is not None and items:
             items = (items * math.ceil(nsample / len(items)))[:nsample]
-        super().__init__(items, max_long_side)
+        super().__init__(items, max_long_side, num_classes)
         self.crop = crop
         self.scale = scale
 
@@ -88,9 +120,10 @@ class LabeledSet(_Base):
         index, seed = key
         s = self.samples[index]
         rng = np.random.default_rng(seed)
-        label = s.load_label()
+        image = self._image(s)
+        label = self._label(s, image.size)
         mask = Image.fromarray(label if label is not None else np.full((1, 1), IGNORE, np.uint8))
-        img, mask = T.weak(self._image(s), mask, self.crop, rng, T.PAD_LABELED, self.scale)
+        img, mask = T.weak(image, mask, self.crop, rng, T.PAD_LABELED, self.scale)
         return T.normalize(img), T.to_mask(mask), index
 
 
@@ -109,8 +142,9 @@ class UnlabeledSet(_Base):
         zero_shot: str | Path | None = None,
         max_long_side: int = 16384,
         scale: tuple[float, float] = UNIMATCH_SCALE,
+        num_classes: int | None = None,
     ) -> None:
-        super().__init__(samples, max_long_side)
+        super().__init__(samples, max_long_side, num_classes)
         self.crop = crop
         self.scale = scale
         self.zero_shot = labels_dir(zero_shot) if zero_shot is not None else None
@@ -119,7 +153,7 @@ class UnlabeledSet(_Base):
         if self.zero_shot is not None:
             p = label_file(self.zero_shot, s.id)
             if p.is_file():
-                return read_label(p)
+                return checked_label(read_label(p), p, s.image_path, size, self.num_classes)  # type: ignore[return-value]
         return np.full((size[1], size[0]), IGNORE, np.uint8)
 
     def __getitem__(self, key: Key) -> tuple[torch.Tensor, ...]:
@@ -146,7 +180,7 @@ class ValSet(_Base):
         index = key[0] if isinstance(key, tuple) else key
         s = self.samples[index]
         img = self._image(s)
-        label = s.load_label()
+        label = self._label(s, img.size)
         mask = label if label is not None else np.full((img.size[1], img.size[0]), IGNORE, np.uint8)
         return T.normalize(img), T.to_mask(mask), index
 

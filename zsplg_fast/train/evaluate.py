@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from rich.table import Table
 from torch import nn
@@ -18,13 +19,14 @@ from torch import nn
 from zsplg_fast.config.train import TrainConfig
 from zsplg_fast.data.labels import read_label
 from zsplg_fast.data.sources import Sample, open_source
-from zsplg_fast.errors import ConfigError, DatasetError
+from zsplg_fast.errors import ConfigError, DatasetError, LabelFormatError
 from zsplg_fast.models.segmenter import load_checkpoint, unwrap
-from zsplg_fast.train.datasets import ValSet
+from zsplg_fast.train.datasets import IGNORE, ValSet
 from zsplg_fast.train.metrics import ConfusionMatrix
 from zsplg_fast.train.runtime import Runtime, eval_mode, setup_runtime
 from zsplg_fast.utils.io import atomic_write_json
 
+OUT_OF_RANGE = ("error", "count")  # evaluate_folders: predictions holding values >= C
 Predictor = Callable[[nn.Module, torch.Tensor, int], torch.Tensor]
 
 
@@ -80,7 +82,7 @@ def evaluate_model(
     """Confusion matrix of ``model`` on ``samples`` (each rank takes every world-th image; merged)."""
     device = rt.device if rt is not None else next(unwrap(model).parameters()).device
     rank, world = (rt.rank, rt.world) if rt is not None else (0, 1)
-    ds = ValSet(samples, max_long_side)
+    ds = ValSet(samples, max_long_side, num_classes)
     cm = ConfusionMatrix(num_classes)
     for i in range(rank, len(ds), world):
         img, mask, _ = ds[i]
@@ -147,13 +149,18 @@ def evaluate_folders(
     class_names: Sequence[str],
     out: str | Path | None = None,
     missing: str = "error",
+    out_of_range: str = "error",
 ) -> dict[str, Any]:
     """mIoU of label PNGs in ``pred_dir`` against same-named PNGs in ``gt_dir`` (recursive).
 
-    Ground truth must hold values in {0..C-1, 255}; predictions may hold anything (255 or an unknown
-    value counts as a miss for the true class). ``missing``: 'error' (default) refuses a ground-truth
-    file without a prediction, 'skip' leaves those images out (their count is reported).
+    Ground truth must hold values in {0..C-1, 255}. A prediction of 255 counts as a miss for the true
+    class. ``missing``: 'error' (default) refuses a ground-truth file without a prediction, 'skip' leaves
+    those images out (their count is reported). ``out_of_range``: 'error' (default) refuses predictions
+    holding other values (>= C), naming the files; 'count' scores them as misses and reports the files,
+    values and pixels under ``out_of_range``.
     """
+    if out_of_range not in OUT_OF_RANGE:
+        raise ConfigError("out_of_range", out_of_range, "unknown mode", valid=", ".join(OUT_OF_RANGE))
     gt_root, pred_root = Path(gt_dir), Path(pred_dir)
     for p in (gt_root, pred_root):
         if not p.is_dir():
@@ -162,6 +169,7 @@ def evaluate_folders(
     if not gts:
         raise DatasetError(gt_root, "no .png label files found")
     cm = ConfusionMatrix(len(class_names))
+    stray: dict[str, tuple[list[int], int]] = {}  # prediction file → (values >= C, pixels)
     absent = [g for g in gts if not (pred_root / g.relative_to(gt_root)).is_file()]
     if absent and missing == "error":
         raise DatasetError(
@@ -173,8 +181,27 @@ def evaluate_folders(
         p = pred_root / g.relative_to(gt_root)
         if not p.is_file():
             continue
-        cm.update(read_label(p), read_label(g, len(class_names)), name=str(p))
+        pred = read_label(p)
+        bad = [int(v) for v in np.unique(pred) if v >= len(class_names) and v != IGNORE]
+        if bad:
+            stray[str(p)] = (bad, int(np.isin(pred, bad).sum()))
+        cm.update(pred, read_label(g, len(class_names)), name=str(p))
+    if stray and out_of_range == "error":
+        first, (values, _) = next(iter(stray.items()))
+        others = [f for f in stray if f != first]
+        raise LabelFormatError(
+            first,
+            f"prediction values outside 0..{len(class_names) - 1} and 255 for {len(class_names)} classes, "
+            f"in {len(stray)} of {len(gts) - len(absent)} files"
+            + (f" (also {', '.join(others[:3])}{' ...' if len(others) > 3 else ''})" if others else "")
+            + "; check the class list, or pass --out-of-range count to score them as misses",
+            values,
+        )
     report = {**cm.report(class_names), "images": len(gts) - len(absent), "missing": len(absent)}
+    report["out_of_range"] = {
+        "files": {f: v for f, (v, _) in stray.items()},
+        "pixels": sum(n for _, n in stray.values()),
+    }
     report.update(pred=str(pred_root), gt=str(gt_root))
     if out is not None:
         atomic_write_json(out, report)

@@ -26,6 +26,7 @@ from zsplg_fast.config import fingerprint, to_dict
 from zsplg_fast.config.train import TrainConfig
 from zsplg_fast.data.sources import Sample
 from zsplg_fast.errors import OutputExistsError, TrainingError
+from zsplg_fast.models.safe_load import load_torch_file
 from zsplg_fast.models.segmenter import save_checkpoint, unwrap
 from zsplg_fast.train.common import poly_lr
 from zsplg_fast.train.evaluate import evaluate_model
@@ -113,7 +114,7 @@ def restore_or_refuse(stage: Stage, resume: bool) -> bool:
         raise OutputExistsError(
             stage.out, f"holds a {stage.name} run; pass --resume to continue it or choose another --out"
         )
-    obj = torch.load(latest, map_location="cpu", weights_only=False)
+    obj = load_torch_file(latest, "training checkpoint")  # weights_only=True: see models/safe_load.py
     ts = obj["train_state"]
     if ts["fingerprint"] != stage.fingerprint:
         raise OutputExistsError(

@@ -43,7 +43,9 @@ def train_supervised(cfg: TrainConfig, out: str | Path, resume: bool = False) ->
         splits = open_splits(cfg, ("labeled", "unlabeled", "val") if enhanced else ("labeled", "val"))
         train = list(splits.labeled) + (with_labels(splits.unlabeled, enhanced) if enhanced else [])
         pre = run_preflight(cfg, rt, train + splits.val, splits.num_classes, None)
-        ds = LabeledSet(train, cfg.data.crop_size, None, cfg.data.max_long_side, cfg.data.scale)
+        ds = LabeledSet(
+            train, cfg.data.crop_size, None, cfg.data.max_long_side, cfg.data.scale, splits.num_classes
+        )
         spe = EpochSampler.batches_per_epoch(len(ds), s.batch_size, rt.world)
         if spe == 0:
             raise TrainingError(

@@ -111,8 +111,9 @@ def train_unimatch(cfg: TrainConfig, out: str | Path, resume: bool = False) -> d
             zero_shot_files(splits.unlabeled, zs_dir),
         )
         crop, bs = cfg.data.crop_size, u.batch_size
-        ds_u = UnlabeledSet(splits.unlabeled, crop, zs_dir, cfg.data.max_long_side, cfg.data.scale)
-        ds_l = LabeledSet(splits.labeled, crop, len(ds_u), cfg.data.max_long_side, cfg.data.scale)
+        nc = splits.num_classes
+        ds_u = UnlabeledSet(splits.unlabeled, crop, zs_dir, cfg.data.max_long_side, cfg.data.scale, nc)
+        ds_l = LabeledSet(splits.labeled, crop, len(ds_u), cfg.data.max_long_side, cfg.data.scale, nc)
         spe = EpochSampler.batches_per_epoch(len(ds_u), bs, rt.world)
         if spe == 0:
             raise TrainingError(
