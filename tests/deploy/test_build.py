@@ -17,7 +17,8 @@ from zsplg_fast.errors import AccuracyDropError, ConfigError, OutputExistsError
 
 def test_int8_folder_and_measurements(int8_deploy: tuple[Path, dict]) -> None:
     out, result = int8_deploy
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "model.json", "model.onnx"]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [".zsplg-fast.json", "README.md", "model.json", "model.onnx"]  # marker: ours
     side = json.loads((out / "model.json").read_text())
     assert side["precision"] == "int8"
     assert side["class_names"] == ["background", "circle", "square", "triangle"]

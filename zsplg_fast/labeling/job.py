@@ -253,7 +253,8 @@ class LabelJob:
         for sample, e in write_errors:
             summary.failed += 1
             record_error(self.errors_path, error_record(sample, e, "write"))
-        compact_errors(self.out, self.errors_path)  # drop lines of images retried successfully
+        ids = {s.id for s in self.samples}
+        compact_errors(self.out, self.errors_path, ids)  # one line per image still failing
         i, n = self.shard
         atomic_write_json(self.out / "shards" / f"{i}-of-{n}.json", summary.to_dict())
         if aborted:

@@ -101,12 +101,13 @@ def record_error(errors_path: Path, record: dict[str, Any]) -> None:
     append_jsonl(errors_path, record)
 
 
-def compact_errors(out: Path, errors_path: Path) -> None:
-    """Keep one line per image that is still not done (its latest error); drop the others."""
+def compact_errors(out: Path, errors_path: Path, ids: set[str] | None = None) -> None:
+    """Keep one line per image that is still not done (its latest error); drop the others, and those
+    of images no longer among ``ids`` (this run's samples) when given."""
     if not errors_path.exists():
         return
     latest = {str(r.get("id")): r for r in read_jsonl(errors_path)}
-    still = [r for i, r in latest.items() if not is_done(out, i)]
+    still = [r for i, r in latest.items() if not is_done(out, i) and (ids is None or i in ids)]
     atomic_write_text(errors_path, "".join(json.dumps(r) + "\n" for r in still))
 
 

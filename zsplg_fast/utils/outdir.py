@@ -133,8 +133,8 @@ def claim_output(folder: str | Path, command: str, *, legacy: Sequence[str] = ()
     return ours
 
 
-def check_replaceable(folder: str | Path, command: str, force: bool) -> bool:
-    """For commands that write a whole folder at once (deploy): may ``folder`` be (re)placed?
+def check_replaceable(folder: str | Path, command: str, force: bool, *, legacy: Sequence[str] = ()) -> bool:
+    """For commands whose rerun replaces the folder's files (deploy, bench): may ``folder`` be used?
 
     Returns True when ``folder`` exists, is ours and ``force`` is given (replace it), False when it is
     new or empty. Writes nothing.
@@ -144,10 +144,50 @@ def check_replaceable(folder: str | Path, command: str, force: bool) -> bool:
             ``force``: ``--force`` never deletes a folder zsplg-fast did not make).
         OutputWriteError: as :func:`check_output`.
     """
-    if not check_output(folder, command):
+    if not check_output(folder, command, legacy=legacy):
         return False
     if not force:
         raise OutputExistsError(
             folder, f"holds a previous `zsplg-fast {command}` folder; pass --force to replace it"
         )
     return True
+
+
+def _sidecar_is_ours(sidecar: Path, keys: Sequence[str]) -> bool:
+    try:
+        obj = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(obj, dict) and all(k in obj for k in keys)
+
+
+def refuse_foreign_file(
+    files: Sequence[str | Path],
+    sidecar: str | Path,
+    force: bool,
+    *,
+    keys: Sequence[str] = ("sidecar_version",),
+) -> None:
+    """Shared artifact folders (``export/``, ``engines/``): may ``files`` (an artifact, its external
+    data, its sidecar) be written?
+
+    New names are always fine. An existing one is replaced only with ``force``, and only when
+    ``sidecar`` is ours (a JSON object holding ``keys``): a file zsplg-fast did not write is never
+    replaced, ``--force`` or not. Writes nothing.
+
+    Raises:
+        OutputExistsError: naming the first existing file and what to do.
+    """
+    existing = [Path(f) for f in files if Path(f).exists()]
+    if not existing:
+        return
+    if not _sidecar_is_ours(Path(sidecar), keys):
+        raise OutputExistsError(
+            existing[0],
+            f"exists and was not written by zsplg-fast (no sidecar {Path(sidecar).name} of ours beside "
+            "it); nothing was replaced, --force or not: move it, or choose another --out",
+        )
+    if not force:
+        raise OutputExistsError(
+            existing[0], "already exists; pass --force to replace it, or choose another --out"
+        )
