@@ -48,16 +48,29 @@ def segmenter_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _argv(command: str, user: Path, tmp: Path, ckpt: Path) -> list[str]:
-    data = f"synthetic:{tmp / 'no-data'}"
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real (tiny) dataset, so that a command that does not refuse goes on to write."""
+    from zsplg_fast.data.synthetic import generate_dataset
+
+    root = tmp_path_factory.mktemp("ds") / "ds"
+    generate_dataset(root, 8, num_classes=2, seed=0, size=64, val_fraction=0.5, labeled_fraction=0.5)
+    return root
+
+
+def _argv(command: str, user: Path, tmp: Path, ckpt: Path, ds: Path) -> list[str]:
+    data = f"synthetic:{ds}"
     onnx = tmp / "in" / "segmenter.onnx"
     onnx.parent.mkdir(exist_ok=True)
     onnx.write_bytes(b"onnx")
     (onnx.parent / "segmenter.json").write_text('{"name": "segmenter", "inputs": []}')
+    tiny = ["--backbone", "tiny", "--set", "train.run.device=cpu", "--set", "train.eval.every_epochs=0"]
+    for k in ("unimatch", "supervised"):
+        tiny += ["--set", f"train.{k}.batch_size=2", "--set", f"train.{k}.max_iters=1"]
     table = {
         "label": ["label", "--data", data, "--classes", "auto", "--sam", "toy", "--clip", "toy"],
-        "unimatch": ["unimatch", "--config", "tiny", "--data", data],
-        "train": ["train", "--config", "tiny", "--data", data, "--labeled-only"],
+        "unimatch": ["unimatch", "--config", "tiny", "--data", data, *tiny],
+        "train": ["train", "--config", "tiny", "--data", data, "--labeled-only", *tiny],
         "enhance": ["enhance", "--checkpoint", str(ckpt), "--data", data, "--fallback", "ignore"],
         "deploy": ["deploy", "--checkpoint", str(ckpt), "--precision", "fp32", "--val", data, "--force"],
         "infer": ["infer", str(tmp / "a-deploy-folder"), "--input", str(tmp), "--force"],
@@ -74,14 +87,18 @@ def _argv(command: str, user: Path, tmp: Path, ckpt: Path) -> list[str]:
     ["label", "unimatch", "train", "enhance", "deploy", "infer", "export", "build", "bench", "run"],
 )
 def test_a_folder_of_the_users_files_is_never_written(
-    command: str, tmp_path: Path, segmenter_ckpt: Path, capsys: pytest.CaptureFixture[str]
+    command: str,
+    tmp_path: Path,
+    segmenter_ckpt: Path,
+    dataset: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     user = tmp_path / "mine"
     for name, data in USER_FILES.items():
         (user / name).parent.mkdir(parents=True, exist_ok=True)
         (user / name).write_bytes(data)
     before = snapshot(user)
-    code, _, err = run_cli(_argv(command, user, tmp_path, segmenter_ckpt), capsys)
+    code, _, err = run_cli(_argv(command, user, tmp_path, segmenter_ckpt, dataset), capsys)
     assert snapshot(user) == before  # every file byte for byte, and nothing added
     assert code == 2, err
     lines = err.strip().splitlines()
