@@ -184,3 +184,13 @@ def test_a_failed_write_stops_the_job_with_its_summary_and_a_rerun_resumes(
     rc, stdout, _ = run_cli(_label(images, out), capsys)
     assert rc == 0 and labeler_calls.count("image") == 22  # resumed: only the 22 not done
     assert len(list((out / "meta").glob("*.json"))) == 24
+
+
+def test_debug_shows_the_traceback(images: Path, tmp_path: Path, labeler_calls: list[str]) -> None:
+    from zsplg_fast.cli.main import main
+    from zsplg_fast.errors import OutputWriteError
+
+    f = tmp_path / "labels.txt"
+    f.write_text("mine")
+    with pytest.raises(OutputWriteError, match="Not a directory"):
+        main(["--debug", *_label(images, f)])

@@ -31,7 +31,7 @@ from zsplg_fast.export.artifact import SIDECAR_VERSION, Artifact, read_sidecar, 
 from zsplg_fast.export.tensors import AxisRange, TensorSpec
 from zsplg_fast.export.trt_info import RuntimeInfo, require_tensorrt, runtime_info
 from zsplg_fast.utils.io import atomic_write_bytes, atomic_write_json
-from zsplg_fast.utils.outdir import refuse_foreign_file
+from zsplg_fast.utils.outdir import check_writable, refuse_foreign_file
 
 Shapes = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
 FP32_PINNED_LAYERS = ("NORMALIZATION", "SOFTMAX")
@@ -196,6 +196,7 @@ def build_engine(
     name = str(side.get("name", onnx_path.stem))
     early = plan_path(out_dir, name, precision)  # a file not ours is refused before TensorRT is needed
     refuse_foreign_file((early, sidecar_path(early)), sidecar_path(early), True)
+    check_writable(out_dir)
     inputs = [TensorSpec.from_dict(d) for d in side["inputs"]]
     shapes = plan_profiles(inputs, resolve_ranges(side, profiles))
     if precision == "int8" and not has_qdq(onnx_path):
