@@ -59,6 +59,14 @@ def test_user_folder_and_other_commands_folder_are_refused(tmp_path: Path) -> No
     (legacy / "manifest.json").write_text("{}")
     assert claim_output(legacy, "label", legacy=("manifest.json",)) is True  # made before markers
     assert read_marker(legacy)["command"] == "label"
+    from zsplg_fast.labeling.outputs import LEGACY
+
+    mine = _user_folder(tmp_path / "mine")
+    (mine / "manifest.json").write_text('{"my": "packing list"}')  # a user's file of that name
+    with pytest.raises(OutputExistsError, match="not made by"):
+        check_output(mine, "label", legacy=LEGACY)
+    (mine / "manifest.json").write_text('{"version": 1, "fingerprint": "abc"}')  # an old label run
+    assert check_output(mine, "label", legacy=LEGACY) is True
 
 
 def test_force_replaces_only_a_folder_of_the_same_command(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from zsplg_fast.bench.machine import library_versions, machine_info, runtime_set
 from zsplg_fast.bench.report import SCHEMA, write_json, write_markdown, write_plot
 from zsplg_fast.bench.timing import time_callable, time_engine
 from zsplg_fast.config import Config, to_dict
-from zsplg_fast.utils.outdir import check_replaceable, claim_output
+from zsplg_fast.utils.outdir import check_replaceable, claim_output, json_with
 
 STATUSES = ("ok", "unavailable", "n/a", "skipped", "failed")
 Progress = Callable[[str, str, str], None]  # (case, backend, status)
@@ -152,7 +152,8 @@ def _ordered(components: list[str]) -> list[str]:
     return [c for f in families for c in components if FAMILY[c] == f]
 
 
-COMMAND, LEGACY = "bench", ("bench.json",)  # the folder marker's command; results made before markers
+COMMAND = "bench"  # the folder marker's command
+LEGACY = (json_with("bench.json", "schema", "cells"),)  # results made before markers
 
 
 def _check_out(out: Path, force: bool) -> None:

@@ -20,11 +20,12 @@ from zsplg_fast.data import load_image, write_label
 from zsplg_fast.data.sources import Sample
 from zsplg_fast.errors import ConfigError, DatasetError, OutputExistsError, OutputWriteError
 from zsplg_fast.utils.io import append_jsonl, atomic_write_json
-from zsplg_fast.utils.outdir import check_output, claim_output
+from zsplg_fast.utils.outdir import check_output, claim_output, json_with
 
 Progress = Callable[[int, int, str], None]  # (done, total, sample id)
 MODEL = "model.onnx"
 COMMAND = "infer"  # the folder marker's command
+LEGACY = (json_with("report.json", "deploy_dir", "model_sha256"),)  # infer runs before markers
 
 
 def _ort(d: Path, side: dict[str, Any], out: Path, threads: int | None) -> Any:
@@ -45,7 +46,7 @@ def _trt(d: Path, side: dict[str, Any], out: Path, threads: int | None) -> Any:
     from zsplg_fast.engines import load_engine
     from zsplg_fast.export.tensorrt import build_engine
 
-    claim_output(out, COMMAND, legacy=("report.json",))  # the plan is built inside ``out``
+    claim_output(out, COMMAND, legacy=LEGACY)  # the plan is built inside ``out``
     engines = out / "engines"
     artifact, _ = build_engine(
         d / MODEL, engines, precision=str(side["precision"]), timing_cache=engines / "timing.cache"
@@ -105,7 +106,7 @@ def infer(
     if backend not in ENGINES:
         raise ConfigError("infer.backend", backend, "unknown backend", valid=", ".join(ENGINES))
     d, dst = Path(deploy_dir), Path(out)
-    check_output(dst, COMMAND, legacy=("report.json",))  # before the model loads; writes nothing
+    check_output(dst, COMMAND, legacy=LEGACY)  # before the model loads; writes nothing
     side = read_sidecar(d / MODEL)
     if (dst / "report.json").exists() and not force:
         raise OutputExistsError(dst, "holds a previous infer run; pass --force or choose another --out")
@@ -115,7 +116,7 @@ def infer(
     model = EngineSegmenter(
         ENGINES[backend](d, side, dst, threads), len(names) or int(side["outputs"][0]["shape"][1])
     )
-    claim_output(dst, COMMAND, legacy=("report.json",))  # the model loaded: decided to run
+    claim_output(dst, COMMAND, legacy=LEGACY)  # the model loaded: decided to run
     (dst / "errors.jsonl").unlink(missing_ok=True)
     evaluated = side.get("deploy", {}).get("miou", {})
     mode = "original" if evaluated.get("mode") in (None, "center_crop") else evaluated["mode"]

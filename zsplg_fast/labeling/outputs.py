@@ -23,11 +23,11 @@ from zsplg_fast.data import Sample, write_label
 from zsplg_fast.errors import OutputExistsError
 from zsplg_fast.labeling.labeler import LabelResult
 from zsplg_fast.utils.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
-from zsplg_fast.utils.outdir import check_output, claim_output
+from zsplg_fast.utils.outdir import check_output, claim_output, json_with
 
 MANIFEST_VERSION = 1
 COMMAND = "label"  # the folder marker's command
-LEGACY = ("manifest.json",)  # label folders made before markers existed
+LEGACY = (json_with("manifest.json", "version", "fingerprint"),)  # label folders before markers
 
 
 def check_label_output(out: Path) -> bool:

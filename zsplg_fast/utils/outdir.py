@@ -24,7 +24,7 @@ import errno
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,23 @@ from zsplg_fast.errors import OutputExistsError, OutputWriteError
 from zsplg_fast.utils.io import atomic_write_json
 
 MARKER = ".zsplg-fast.json"
+
+# How a folder made before markers existed is recognised: a file name, or a test of the folder
+Legacy = Sequence[str | Callable[[Path], bool]]
+
+
+def json_with(name: str, *keys: str) -> Callable[[Path], bool]:
+    """A legacy test: ``folder/name`` is a JSON object holding ``keys`` (so a user's file of the same
+    name does not pass)."""
+
+    def test(folder: Path) -> bool:
+        try:
+            obj = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return isinstance(obj, dict) and all(k in obj for k in keys)
+
+    return test
 
 
 def read_marker(folder: str | Path) -> dict[str, Any] | None:
@@ -76,11 +93,11 @@ def check_writable(path: str | Path) -> None:
         raise OutputWriteError(probe, errno.ENOSPC)
 
 
-def _is_legacy(folder: Path, legacy: Sequence[str]) -> bool:
-    return any((folder / name).exists() for name in legacy)
+def _is_legacy(folder: Path, legacy: Legacy) -> bool:
+    return any(t(folder) if callable(t) else (folder / t).exists() for t in legacy)
 
 
-def check_output(folder: str | Path, command: str, *, legacy: Sequence[str] = ()) -> bool:
+def check_output(folder: str | Path, command: str, *, legacy: Legacy = ()) -> bool:
     """May ``command`` write into ``folder``? True if it is ours already, False if new or empty.
 
     Writes nothing, loads nothing: call it before any model loads.
@@ -122,7 +139,7 @@ def write_marker(folder: str | Path, command: str) -> None:
     atomic_write_json(p / MARKER, record)
 
 
-def claim_output(folder: str | Path, command: str, *, legacy: Sequence[str] = ()) -> bool:
+def claim_output(folder: str | Path, command: str, *, legacy: Legacy = ()) -> bool:
     """Decide to write into ``folder``: check it (:func:`check_output`), create it, mark it.
 
     Returns True when the folder was ours already (a rerun: resume), False when it is new.
@@ -133,7 +150,7 @@ def claim_output(folder: str | Path, command: str, *, legacy: Sequence[str] = ()
     return ours
 
 
-def check_replaceable(folder: str | Path, command: str, force: bool, *, legacy: Sequence[str] = ()) -> bool:
+def check_replaceable(folder: str | Path, command: str, force: bool, *, legacy: Legacy = ()) -> bool:
     """For commands whose rerun replaces the folder's files (deploy, bench): may ``folder`` be used?
 
     Returns True when ``folder`` exists, is ours and ``force`` is given (replace it), False when it is
