@@ -5,13 +5,21 @@ The CLI prints ``str(err)`` without a traceback unless ``--debug`` is given.
 
 from __future__ import annotations
 
+import errno as _errno
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 
 class ZsplgError(Exception):
-    """Base class of every error the CLI prints without a traceback."""
+    """Base class of every error the CLI prints without a traceback.
+
+    ``exit_code`` is the CLI's exit status: 2 for usage, config and input errors (the default), 1 for a
+    failure that stopped a job that had started (see the README's "Exit codes").
+    """
+
+    exit_code: int = 2
 
 
 class InputImageError(ZsplgError):
@@ -108,6 +116,8 @@ class SidecarError(CheckpointError):
 class ExportValidationError(ZsplgError):
     """An exported artifact drifts from PyTorch beyond its tolerance."""
 
+    exit_code = 1
+
     def __init__(self, output: str, max_abs: float, cosine: float, tolerance: str) -> None:
         self.output = output
         self.max_abs = max_abs
@@ -161,8 +171,36 @@ class OutputExistsError(ZsplgError):
         super().__init__(f"{self.path}: {reason}")
 
 
+class OutputWriteError(ZsplgError, OSError):
+    """A file or folder cannot be written: permission denied, disk full, read-only filesystem, a path
+    that is a file. Still an ``OSError`` (``errno`` kept), so ``except OSError`` keeps catching it."""
+
+    exit_code = 1
+
+    def __init__(self, path: str | Path, errno: int, detail: str = "") -> None:
+        OSError.__init__(self, errno, os.strerror(errno), str(path))
+        self.path = str(path)
+        self.detail = detail
+
+    @classmethod
+    def from_os(cls, path: str | Path, err: OSError, detail: str = "") -> OutputWriteError:
+        """Wrap ``err`` (its errno; EIO when it has none) as a write error on ``path``."""
+        if isinstance(err, OutputWriteError):
+            return err
+        return cls(path, err.errno or _errno.EIO, detail)
+
+    def __str__(self) -> str:
+        tail = f"; {self.detail}" if self.detail else ""
+        return f"{self.path}: cannot write: {self.strerror} [errno {self.errno}]{tail}"
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across processes (Ray, torchrun)
+        return (type(self), (self.path, self.errno, self.detail))
+
+
 class TrainingError(ZsplgError):
     """Training cannot go on: a non-finite loss (naming the step and batch), an empty schedule."""
+
+    exit_code = 1
 
     def __init__(self, where: str, reason: str) -> None:
         self.where = where
@@ -172,6 +210,8 @@ class TrainingError(ZsplgError):
 
 class ExportFailedError(ZsplgError):
     """The exporter (torch.onnx / TensorRT builder / ONNX parser) could not produce an artifact."""
+
+    exit_code = 1
 
     def __init__(self, artifact: str, stage: str, reason: str, suggestion: str = "") -> None:
         self.artifact = artifact
@@ -197,6 +237,8 @@ class ProviderFallbackError(ZsplgError):
 
 class AccuracyDropError(ZsplgError):
     """A reduced-precision model loses more mIoU than allowed; nothing was written."""
+
+    exit_code = 1
 
     def __init__(
         self, out: str | Path, precision: str, reference: float, deployed: float, limit: float

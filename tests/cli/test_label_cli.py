@@ -47,12 +47,14 @@ def test_auto_classes_never_overwrite_a_foreign_class_file(tmp_path: Path) -> No
 
     from zsplg_fast.config import load_config
     from zsplg_fast.errors import OutputExistsError
-    from zsplg_fast.labeling.run import resolve_auto_classes
+    from zsplg_fast.labeling.run import resolve_auto_classes, write_auto_classes
 
     cfg = load_config(None, {"classify.classes": "auto", "label.out": str(tmp_path / "out")})
     got = resolve_auto_classes(cfg, ["background", "cat|kitty"])
-    assert (tmp_path / "out" / "classes.txt").read_text() == "background\ncat|kitty\n"
     assert got.classify.classes == str(tmp_path / "out" / "classes.txt")
+    assert not (tmp_path / "out").exists()  # resolving writes nothing; the job writes it once it runs
+    write_auto_classes(got, ["background", "cat|kitty"])
+    assert (tmp_path / "out" / "classes.txt").read_text() == "background\ncat|kitty\n"
     assert resolve_auto_classes(cfg, ["background", "cat|kitty"]) == got  # same list: reused
     with pytest.raises(OutputExistsError, match="another class list"):
         resolve_auto_classes(cfg, ["background", "dog"])

@@ -114,7 +114,7 @@ def test_cli_infer(int8_deploy: tuple[Path, dict], images: Path, tmp_path: Path)
     result = CliRunner().invoke(
         app, ["infer", str(int8_deploy[0]), "--input", str(images), "--out", str(out)]
     )
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # done, but 2 images failed (errors.jsonl)
     assert "12 of 14 images" in result.output and "2 images skipped" in result.output
     assert len(list((out / "labels").rglob("*.png"))) == 12 and not (out / "overlays").exists()
 
@@ -147,3 +147,31 @@ def test_plan_sizes_are_respected_and_reported(
     assert error["id"] == "wide" and error["error"] == "FeedError"
     assert "90x200" in error["message"] and "64x64 to 128x128" in error["message"]
     assert infer(int8_deploy[0], src / "small.jpg", tmp_path / "o2")["sizes_covered"] == "any"
+
+
+def test_a_failed_write_stops_infer_with_one_line_and_no_temp(
+    int8_deploy: tuple[Path, dict], images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    from zsplg_fast.errors import OutputWriteError
+
+    deploy_dir, _ = int8_deploy
+    real_fsync, calls = os.fsync, [0]
+
+    def full_after_two(fd: int) -> None:  # the marker and one label fit, then the disk is full
+        calls[0] += 1
+        if calls[0] > 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    monkeypatch.setattr("zsplg_fast.utils.io.os.fsync", full_after_two)
+    out = tmp_path / "preds"
+    seen: list[str] = []
+    with pytest.raises(OutputWriteError, match="No space left on device") as err:
+        infer(deploy_dir, images, out, progress=lambda d, n, sid: seen.append(sid))
+    assert str(err.value).startswith(str(out / "labels")) and "\n" not in str(err.value)
+    assert len(seen) <= 4  # (2 bad images + 1 written): it stopped instead of running on
+    assert len(list((out / "labels").rglob("*.png"))) == 1
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]

@@ -89,8 +89,15 @@ def test_never_overwrites_without_force(tiny_sam: Any, tmp_path: Path) -> None:
     with pytest.raises(OutputExistsError):
         export_onnx(p, tmp_path)
     assert (tmp_path / "sam_decoder_batched.onnx").read_text() == "user file"
+    with pytest.raises(OutputExistsError, match="not written by zsplg-fast"):
+        export_onnx(p, tmp_path, force=True)  # --force replaces only our own artifacts
+    assert (tmp_path / "sam_decoder_batched.onnx").read_text() == "user file"
+    (tmp_path / "sam_decoder_batched.onnx").unlink()
+    first = export_onnx(p, tmp_path)
+    with pytest.raises(OutputExistsError, match="--force"):
+        export_onnx(p, tmp_path)
     art = export_onnx(p, tmp_path, force=True)
-    assert art.sidecar["validation"]["passed"]
+    assert art.sidecar["validation"]["passed"] and art.sidecar["created"] >= first.sidecar["created"]
 
 
 def test_exporter_failure_is_typed(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from zsplg_fast.bench.machine import library_versions, machine_info, runtime_set
 from zsplg_fast.bench.report import SCHEMA, write_json, write_markdown, write_plot
 from zsplg_fast.bench.timing import time_callable, time_engine
 from zsplg_fast.config import Config, to_dict
-from zsplg_fast.errors import OutputExistsError
+from zsplg_fast.utils.outdir import check_replaceable, claim_output, json_with
 
 STATUSES = ("ok", "unavailable", "n/a", "skipped", "failed")
 Progress = Callable[[str, str, str], None]  # (case, backend, status)
@@ -152,9 +152,13 @@ def _ordered(components: list[str]) -> list[str]:
     return [c for f in families for c in components if FAMILY[c] == f]
 
 
+COMMAND = "bench"  # the folder marker's command
+LEGACY = (json_with("bench.json", "schema", "cells"),)  # results made before markers
+
+
 def _check_out(out: Path, force: bool) -> None:
-    if out.exists() and any(out.iterdir()) and not force:
-        raise OutputExistsError(out, "results folder is not empty; pass --force or choose another --out")
+    """A bench results folder (replaced with ``force``) or a new one; never a folder of other files."""
+    check_replaceable(out, COMMAND, force, legacy=LEGACY)
 
 
 def artifacts_dir(cfg: Config) -> Path:
@@ -172,7 +176,8 @@ def run_bench(cfg: Config, progress: Progress | None = None) -> dict[str, Any]:
     (schema :data:`SCHEMA`, see :func:`zsplg_fast.bench.report.check_report`).
 
     Raises:
-        OutputExistsError: ``out`` holds files and ``bench.force`` is false.
+        OutputExistsError: ``out`` holds a bench run and ``bench.force`` is false, or holds files
+            not made by bench (even with ``force``).
     """
     b = cfg.bench
     out = Path(b.out)
@@ -205,6 +210,7 @@ def run_bench(cfg: Config, progress: Progress | None = None) -> dict[str, Any]:
         "models": {},
         "cells": [],
     }
+    claim_output(out, COMMAND, legacy=LEGACY)
     started = time.perf_counter()
     components = _ordered(list(b.components))
     for i, comp in enumerate(components):

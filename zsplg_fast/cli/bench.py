@@ -74,7 +74,9 @@ def bench(
     exporter: str | None = typer.Option(None, "--exporter", help="dynamo | legacy (default: per spec)"),
     artifacts: str | None = typer.Option(None, "--artifacts", help="ONNX / plan cache folder"),
     out: str | None = typer.Option(None, "--out", help="results folder, e.g. bench/results/NAME"),
-    force: bool = typer.Option(False, "--force", help="replace an existing results folder"),
+    force: bool = typer.Option(
+        False, "--force", help="replace a results folder made by bench (never others)"
+    ),
     config: Path | None = ConfigOpt,
     set_: list[str] | None = SetOpt,
 ) -> None:

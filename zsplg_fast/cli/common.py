@@ -10,6 +10,10 @@ from rich.console import Console
 
 from zsplg_fast.config import Config, load_config, parse_overrides
 
+# Exit status (README "Exit codes"): 0 everything done; 3 the job completed but some images failed
+# (recorded in errors.jsonl); 2 usage, config or input errors; 1 a failure that stopped the job.
+EXIT_SOME_FAILED = 3
+
 console = Console(stderr=False)
 err_console = Console(stderr=True)
 

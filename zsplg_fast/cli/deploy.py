@@ -8,7 +8,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from zsplg_fast.cli.common import ConfigOpt, SetOpt, build_config, console
+from zsplg_fast.cli.common import EXIT_SOME_FAILED, ConfigOpt, SetOpt, build_config, console
 
 
 def deploy(
@@ -24,7 +24,9 @@ def deploy(
     latency_size: str | None = typer.Option(None, "--latency-size", help="S or HxW timed (default 512)"),
     threads: int | None = typer.Option(None, "--threads", help="onnxruntime / torch threads"),
     out: str | None = typer.Option(None, "--out", help="deploy folder, e.g. deploy/NAME"),
-    force: bool = typer.Option(False, "--force", help="replace an existing deploy folder"),
+    force: bool = typer.Option(
+        False, "--force", help="replace a folder made by deploy (never a folder of other files)"
+    ),
     config: Path | None = ConfigOpt,
     set_: list[str] | None = SetOpt,
 ) -> None:
@@ -106,6 +108,7 @@ def infer(
     )
     if report["failed"]:
         console.print(f"[yellow]{report['failed']} images skipped; see {out}/errors.jsonl")
+        raise typer.Exit(EXIT_SOME_FAILED)
 
 
 def register(app: typer.Typer) -> None:

@@ -40,7 +40,9 @@ def export_cmd(
     ),
     only: list[str] | None = typer.Option(None, "--only", help="export only these specs (repeatable)"),
     allow_drift: bool = typer.Option(False, "--allow-drift", help="keep drifting artifacts (recorded)"),
-    force: bool = typer.Option(False, "--force", help="replace existing artifacts"),
+    force: bool = typer.Option(
+        False, "--force", help="replace artifacts zsplg-fast wrote (never your files)"
+    ),
     config: Path | None = ConfigOpt,
     set_: list[str] | None = SetOpt,
 ) -> None:
@@ -114,7 +116,7 @@ def build_cmd(
     timing_cache: str | None = typer.Option(None, "--timing-cache", help="persisted timing cache file"),
     version_compatible: bool = typer.Option(False, "--version-compatible", help="VERSION_COMPATIBLE plan"),
     optimization_level: int | None = typer.Option(None, "--optimization-level", help="builder level 0-5"),
-    force: bool = typer.Option(False, "--force", help="replace a different plan of the same name"),
+    force: bool = typer.Option(False, "--force", help="replace a different plan zsplg-fast wrote"),
     config: Path | None = ConfigOpt,
     set_: list[str] | None = SetOpt,
 ) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from zsplg_fast.cli.common import ConfigOpt, SetOpt, build_config, console
+from zsplg_fast.cli.common import EXIT_SOME_FAILED, ConfigOpt, SetOpt, build_config, console
 
 
 def label(
@@ -43,6 +44,7 @@ def label(
     set_: list[str] | None = SetOpt,
 ) -> None:
     """Label a dataset zero-shot: SAM masks named by dense CLIP features. Resumes; never overwrites."""
+    from zsplg_fast.labeling.job import JobAbortedError
     from zsplg_fast.labeling.run import label_dataset
 
     cfg = build_config(
@@ -86,12 +88,14 @@ def label(
         def on_progress(done: int, total: int, sample_id: str) -> None:
             progress.update(task, completed=done, total=total, description=sample_id)
 
-        summary = label_dataset(cfg, on_progress=on_progress)
-    table = Table(title=f"labels → {cfg.label.out}")
-    for k in ("total", "skipped", "labeled", "failed", "seconds"):
-        table.add_column(k)
-    table.add_row(*(str(getattr(summary, k)) for k in ("total", "skipped", "labeled", "failed", "seconds")))
-    console.print(table)
+        try:
+            summary = label_dataset(cfg, on_progress=on_progress)
+        except JobAbortedError as e:  # the counts so far, then the one-line error (exit 1)
+            if e.summary is not None:
+                progress.stop()
+                _print_summary(cfg.label.out, e.summary)
+            raise
+    _print_summary(cfg.label.out, summary)
     if summary.failed:
         console.print(f"[yellow]{summary.failed} images failed; see {summary.errors_path}")
     failed_workers = getattr(summary, "failed_workers", [])
@@ -101,7 +105,19 @@ def label(
         # soft_wrap: the command stays on one line, ready to copy
         console.print(f"  rerun its shard alone: {w['rerun']}", markup=False, highlight=False, soft_wrap=True)
     if failed_workers:
-        raise typer.Exit(1)
+        raise typer.Exit(1)  # a worker stopped: the job did not complete
+    if summary.failed:
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def _print_summary(out: str, summary: Any) -> None:
+    """The counts table of a label run (a ``JobSummary``)."""
+    table = Table(title=f"labels → {out}")
+    keys = ("total", "skipped", "labeled", "failed", "seconds")
+    for k in keys:
+        table.add_column(k)
+    table.add_row(*(str(getattr(summary, k)) for k in keys))
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:

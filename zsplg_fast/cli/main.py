@@ -44,23 +44,33 @@ for _mod in COMMAND_MODULES:
     importlib.import_module(f"zsplg_fast.cli.{_mod}").register(app)
 
 
-def main() -> None:
-    """Run the CLI; typed errors print as one line (exit 2) unless --debug is given."""
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI. Exit status: 0 done; 3 done, but some images failed (their errors.jsonl); 2 usage,
+    config or input errors; 1 a failure that stopped the job (I/O errors among them). Typed errors and
+    I/O errors print as one line unless ``--debug`` is given."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    debug = "--debug" in sys.argv
+    debug = "--debug" in (sys.argv if argv is None else argv)
     try:
-        app()  # standalone mode: usage errors print and exit 2 by themselves
+        app(args=argv)  # standalone mode: usage errors print and exit 2 by themselves
     except ZsplgError as e:
         if debug:
             raise
-        from rich.markup import escape
+        _one_line(f"{type(e).__name__}: {e}")
+        sys.exit(e.exit_code)
+    except OSError as e:  # an I/O failure outside our writers: the path and the errno text
+        if debug:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        _one_line(f"{type(e).__name__}: {where}{e.strerror or e} (--debug shows the traceback)")
+        sys.exit(1)
 
-        from zsplg_fast.cli.common import err_console
 
-        err_console.print(
-            f"[bold red]error:[/] {type(e).__name__}: {escape(str(e))}", highlight=False, soft_wrap=True
-        )
-        sys.exit(2)
+def _one_line(message: str) -> None:
+    from rich.markup import escape
+
+    from zsplg_fast.cli.common import err_console
+
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -34,10 +34,12 @@ from zsplg_fast.config.bench import DeployConfig, parse_size
 from zsplg_fast.data import load_image, open_source
 from zsplg_fast.data.sources import Sample
 from zsplg_fast.errors import AccuracyDropError, ConfigError, DatasetError
-from zsplg_fast.utils.io import atomic_write_text, refuse_overwrite, sha256_file
+from zsplg_fast.utils.io import atomic_write_text, sha256_file
+from zsplg_fast.utils.outdir import check_replaceable, write_marker
 
 MODEL, SIDECAR, README = "model.onnx", "model.json", "README.md"  # SIDECAR = sidecar_path(MODEL)
 BUILD_SCRIPT = "build_tensorrt.sh"
+COMMAND = "deploy"  # the folder marker's command: --force replaces only a folder carrying it
 Progress = Callable[[str], None]
 
 
@@ -98,10 +100,9 @@ def _reduce(cfg: DeployConfig, fp32: Path, dst: Path, notify: Progress) -> dict[
 
 
 def _move_into_place(tmp: Path, out: Path, force: bool) -> None:
-    """``tmp`` → ``out``; an existing ``out`` (force) is renamed aside first and removed after."""
+    """``tmp`` → ``out``; an existing deploy folder (force) is renamed aside first and removed after."""
     old = None
-    if out.exists():
-        refuse_overwrite(out, force=force)
+    if check_replaceable(out, COMMAND, force):  # checked again: the folder may have changed meanwhile
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
         os.replace(out, old)
     os.replace(tmp, out)
@@ -131,7 +132,7 @@ def deploy(cfg: DeployConfig, progress: Progress | None = None) -> dict[str, Any
     if cfg.precision == "int8" and not cfg.calib:
         raise ConfigError("deploy.calib", None, "int8 needs calibration images", valid="--calib KIND:DIR")
     out = Path(cfg.out)
-    refuse_overwrite(out, force=cfg.force)
+    check_replaceable(out, COMMAND, cfg.force)  # a folder of the user's is refused, even with force
     val = _samples(cfg.val, cfg.val_split, "deploy.val", cfg.val_images)
     unlabeled = [s for s in val if not s.has_label]
     if unlabeled:
@@ -145,6 +146,7 @@ def deploy(cfg: DeployConfig, progress: Progress | None = None) -> dict[str, Any
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
+        write_marker(tmp, COMMAND)
         notify("export fp32 ONNX")
         src = load_segmenter(cfg.checkpoint)
         names = list(src.model.class_names or [str(i) for i in range(src.model.config.num_classes)])

@@ -18,11 +18,14 @@ from typing import Any
 from zsplg_fast.bench.segmenter import EngineSegmenter, predict_label
 from zsplg_fast.data import load_image, write_label
 from zsplg_fast.data.sources import Sample
-from zsplg_fast.errors import ConfigError, DatasetError, FeedError, OutputExistsError
+from zsplg_fast.errors import ConfigError, DatasetError, FeedError, OutputExistsError, OutputWriteError
 from zsplg_fast.utils.io import append_jsonl, atomic_write_json
+from zsplg_fast.utils.outdir import check_output, claim_output, json_with
 
 Progress = Callable[[int, int, str], None]  # (done, total, sample id)
 MODEL = "model.onnx"
+COMMAND = "infer"  # the folder marker's command
+LEGACY = (json_with("report.json", "deploy_dir", "model_sha256"),)  # infer runs before markers
 
 
 def _ort(d: Path, side: dict[str, Any], out: Path, threads: int | None) -> Any:
@@ -43,6 +46,7 @@ def _trt(d: Path, side: dict[str, Any], out: Path, threads: int | None) -> Any:
     from zsplg_fast.engines import load_engine
     from zsplg_fast.export.tensorrt import build_engine
 
+    claim_output(out, COMMAND, legacy=LEGACY)  # the plan is built inside ``out``
     engines = out / "engines"
     artifact, _ = build_engine(
         d / MODEL, engines, precision=str(side["precision"]), timing_cache=engines / "timing.cache"
@@ -111,7 +115,8 @@ def infer(
     Args:
         deploy_dir: a folder written by :func:`zsplg_fast.deploy.build.deploy`.
         inputs: an image file or a folder (recursive).
-        out: output folder; refused if it holds a previous ``report.json`` unless ``force``.
+        out: output folder; refused if it holds files not written by infer, or a previous
+            ``report.json`` unless ``force`` (which reuses it, never a folder of other files).
         backend: ``ort`` (onnxruntime CPU), ``trt`` (TensorRT plan built here) or ``torch`` (the fp32
             checkpoint the folder was made from).
         overlays: also write ``overlays/<id>.png``; ``alpha`` in [0, 1] is the mask's weight.
@@ -126,17 +131,19 @@ def infer(
     if backend not in ENGINES:
         raise ConfigError("infer.backend", backend, "unknown backend", valid=", ".join(ENGINES))
     d, dst = Path(deploy_dir), Path(out)
+    check_output(dst, COMMAND, legacy=LEGACY)  # before the model loads; writes nothing
     side = read_sidecar(d / MODEL)
     if (dst / "report.json").exists() and not force:
         raise OutputExistsError(dst, "holds a previous infer run; pass --force or choose another --out")
     samples = _inputs(Path(inputs))
-    (dst / "errors.jsonl").unlink(missing_ok=True)
     names = list(side.get("class_names") or [])
     palette = full_palette(side.get("palette"))
     model = EngineSegmenter(
         ENGINES[backend](d, side, dst, threads), len(names) or int(side["outputs"][0]["shape"][1])
     )
     covers = (getattr(model.engine, "profiles", None) or {}).get("image")  # TensorRT: sizes it covers
+    claim_output(dst, COMMAND, legacy=LEGACY)  # the model loaded: decided to run
+    (dst / "errors.jsonl").unlink(missing_ok=True)
     evaluated = side.get("deploy", {}).get("miou", {})
     mode = "original" if evaluated.get("mode") in (None, "center_crop") else evaluated["mode"]
     window = int(evaluated.get("window", 321))
@@ -153,6 +160,8 @@ def infer(
             if overlays:
                 write_overlay(dst / "overlays" / f"{s.id}.png", image, label, names, palette, alpha)
             written += 1
+        except OutputWriteError:  # disk full, permission, read-only: stop at the first failed write
+            raise
         except Exception as e:  # a bad image is recorded and skipped; the run goes on
             failed += 1
             record = {

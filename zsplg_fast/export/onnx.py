@@ -44,7 +44,8 @@ from zsplg_fast.export.artifact import (
 from zsplg_fast.export.parity import Parity, compare, worst
 from zsplg_fast.export.specs.base import EXPORTERS, Prepared
 from zsplg_fast.export.tensors import TensorSpec
-from zsplg_fast.utils.io import atomic_write_json, refuse_overwrite
+from zsplg_fast.utils.io import atomic_write_json
+from zsplg_fast.utils.outdir import refuse_foreign_file
 
 EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's hard limit is 2 GiB; keep a margin for the graph
 MIN_OPSET = 17
@@ -233,8 +234,7 @@ def export_onnx(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     final, side = out / f"{p.name}.onnx", sidecar_path(out / f"{p.name}.onnx")
-    for f in (final, data_path(final), side):
-        refuse_overwrite(f, force=force)
+    refuse_foreign_file((final, data_path(final), side), side, force)
     external = (
         bool(external_data) if external_data is not None else _param_bytes(p.module) > EXTERNAL_DATA_BYTES
     )

@@ -13,11 +13,12 @@ from typing import Any
 from zsplg_fast.config import Config
 from zsplg_fast.config.export import parse_exporter_override
 from zsplg_fast.errors import ConfigError
-from zsplg_fast.export.artifact import Artifact, summarize_validation
+from zsplg_fast.export.artifact import Artifact, data_path, sidecar_path, summarize_validation
 from zsplg_fast.export.onnx import export_onnx
 from zsplg_fast.export.quantize import quantize_artifact
 from zsplg_fast.export.sources import Source, load_clip, load_sam, load_segmenter
 from zsplg_fast.export.specs import get_spec
+from zsplg_fast.utils.outdir import check_writable, refuse_foreign_file
 
 FAMILIES = ("sam", "clip", "segmenter")
 WHAT = (*FAMILIES, "all")
@@ -137,6 +138,7 @@ def run_export(
     for name in only or ():
         get_spec(name)
     out = Path(cfg.export.out_dir)
+    check_writable(out)  # a file, read-only, not writable or full: before any model loads
     families = FAMILIES if what == "all" else (what,)
     rows: list[ExportRow] = []
     notify = progress or (lambda name, stage: None)
@@ -144,6 +146,12 @@ def run_export(
         jobs = [(n, o) for n, o in _JOBS[family](cfg) if not only or n in only]
         if not jobs:
             continue
+        skipped = family == "segmenter" and not cfg.export.segmenter_checkpoint
+        for n, _ in [] if skipped else jobs:  # refusals before any model loads (export_onnx: again)
+            onnx = out / f"{n}.onnx"
+            refuse_foreign_file(
+                (onnx, data_path(onnx), sidecar_path(onnx)), sidecar_path(onnx), cfg.export.force
+            )
         src = _source(family, cfg)
         if src is None:
             if what != "all":

@@ -22,7 +22,8 @@ import numpy as np
 from zsplg_fast.export.artifact import Artifact, data_path, files_sha256, now_iso, read_sidecar, sidecar_path
 from zsplg_fast.export.parity import compare
 from zsplg_fast.export.tensors import TensorSpec, Tolerance
-from zsplg_fast.utils.io import atomic_write_json, refuse_overwrite
+from zsplg_fast.utils.io import atomic_write_json
+from zsplg_fast.utils.outdir import refuse_foreign_file
 
 INT8_OPS = ("MatMul", "Gemm")
 FIDELITY_TOLERANCE = Tolerance(atol=float("inf"), rtol=0.0, min_cosine=0.99)
@@ -63,8 +64,7 @@ def quantize_artifact(onnx_path: str | Path, force: bool = False) -> Artifact:
     src = Path(onnx_path)
     side = read_sidecar(src)
     dst = int8_path(src)
-    for f in (dst, data_path(dst), sidecar_path(dst)):
-        refuse_overwrite(f, force=force)
+    refuse_foreign_file((dst, data_path(dst), sidecar_path(dst)), sidecar_path(dst), force)
     t0 = time.perf_counter()
     tmpdir = Path(tempfile.mkdtemp(prefix=f".{dst.stem}.", suffix=".partial", dir=src.parent))
     try:

@@ -35,7 +35,8 @@ from zsplg_fast.errors import ConfigError, ExportFailedError
 from zsplg_fast.export.artifact import SIDECAR_VERSION, Artifact, read_sidecar, sidecar_path
 from zsplg_fast.export.tensors import AxisRange, TensorSpec
 from zsplg_fast.export.trt_info import RuntimeInfo, require_tensorrt, runtime_info
-from zsplg_fast.utils.io import atomic_write_bytes, atomic_write_json, refuse_overwrite
+from zsplg_fast.utils.io import atomic_write_bytes, atomic_write_json
+from zsplg_fast.utils.outdir import check_writable, refuse_foreign_file
 
 Shapes = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
 
@@ -289,6 +290,9 @@ def build_engine(
     side = read_sidecar(onnx_path)
     check_precision(onnx_path, side, precision)
     name = base_name(side, onnx_path.stem)
+    early = plan_path(out_dir, name, precision)  # a file not ours is refused before TensorRT is needed
+    refuse_foreign_file((early, sidecar_path(early)), sidecar_path(early), True)
+    check_writable(out_dir)
     inputs = [TensorSpec.from_dict(d) for d in side["inputs"]]
     given = {**decoder_batch(side, decoder_max_batch, profiles), **(profiles or {})}
     shapes = plan_profiles(inputs, resolve_ranges(side, given))
@@ -302,8 +306,7 @@ def build_engine(
     plan_side = sidecar_path(plan)
     if plan.is_file() and plan_side.is_file() and read_sidecar(plan).get("cache_key") == key:
         return Artifact(plan, read_sidecar(plan)), True
-    for f in (plan, plan_side):
-        refuse_overwrite(f, force=force)
+    refuse_foreign_file((plan, plan_side), plan_side, force)
     t0 = time.perf_counter()
     logger = trt.Logger(trt.Logger.WARNING)
     builder, network, _parser = _parse(trt, logger, onnx_path, name)

@@ -118,8 +118,12 @@ def labeling_fingerprint(cfg: Config, weights: dict[str, str], class_names: list
     )
 
 
-def build_labeler(cfg: Config) -> BuiltLabeler:
-    """Build the mask source, the GEM dense features and the class-prompt embeddings from ``cfg``."""
+def build_labeler(cfg: Config, class_names: list[list[str]] | None = None) -> BuiltLabeler:
+    """Build the mask source, the GEM dense features and the class-prompt embeddings from ``cfg``.
+
+    ``class_names`` (one list of synonyms per label value) stands in for reading
+    ``cfg.classify.classes`` when that file is not written yet (``classes: auto``).
+    """
     from zsplg_fast.models import build_text_embeddings, load_class_names
 
     device = resolve_device(cfg.label.device)
@@ -129,7 +133,8 @@ def build_labeler(cfg: Config) -> BuiltLabeler:
         )
     models = Models(cfg, device)
     masks, dense, described = MASK_SOURCES[cfg.label.masks](models)
-    class_names = load_class_names(cfg.classify.classes)
+    if class_names is None:
+        class_names = load_class_names(cfg.classify.classes)
     prompted = class_names if cfg.classify.include_background_prompt else class_names[1:]
     text = build_text_embeddings(models.clip, prompted, cfg.clip.templates)
     classifier = MaskClassifier(

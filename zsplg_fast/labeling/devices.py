@@ -202,7 +202,8 @@ def label_on_devices(
         raise ConfigError("label.devices", cfg.label.devices, "is for the local executor; Ray places its own")
     t0 = time.perf_counter()
     out = Path(cfg.label.out)
-    plans = plan_workers(parse_devices(cfg.label.devices or ""), cfg.label.shard_index)
+    devices = parse_devices(cfg.label.devices or "")[: max(1, len(samples))]  # no worker without images
+    plans = plan_workers(devices, cfg.label.shard_index)
     ctx = mp.get_context("spawn")
     events = ctx.Queue()
     out_lock = ctx.Lock()

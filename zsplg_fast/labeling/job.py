@@ -39,7 +39,14 @@ ProgressFn = Callable[[int, int, str], None]
 
 
 class JobAbortedError(ZsplgError):
-    """The job stopped early because too many images failed."""
+    """The job stopped early: too many images failed, or an output could not be written (disk full,
+    permission, read-only). ``summary`` holds the counts so far; a rerun resumes."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, summary: JobSummary | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary
 
 
 @dataclass
@@ -187,12 +194,19 @@ class LabelJob:
 
         writes: queue.Queue[tuple[Sample, LabelResult] | None] = queue.Queue(maxsize=self.prefetch)
         write_errors: list[tuple[Sample, BaseException]] = []
+        written = [0]
+        stop: list[OSError] = []  # the first failed write: nothing more is labeled or written
         lock = threading.Lock()
 
         def writer() -> None:
             while (item := writes.get()) is not None:
+                if stop:
+                    continue  # drain: after a failed write nothing more is written
                 try:
                     write_result(self.out, *item)
+                    written[0] += 1
+                except OSError as e:  # disk full, permission, read-only: stop the job
+                    stop.append(e)
                 except Exception as e:
                     with lock:
                         write_errors.append((item[0], e))
@@ -208,31 +222,41 @@ class LabelJob:
                         for k, v in result.meta.get("timings_s", {}).items():
                             timings[k] = timings.get(k, 0.0) + float(v)
                         writes.put((item.sample, result))
-                        summary.labeled += 1
                     else:
                         summary.failed += 1
                         record_error(self.errors_path, error_record(item.sample, err, stage))
                     done += 1
                     if self.on_progress:
                         self.on_progress(done, summary.total, item.sample.id)
+                if stop:
+                    break
                 with lock:
                     n_write_err = len(write_errors)
                 if self.max_errors is not None and summary.failed + n_write_err > self.max_errors:
                     aborted = f"{summary.failed + n_write_err} images failed (max_errors={self.max_errors})"
                     break
+        except OSError as e:  # errors.jsonl could not be written
+            stop.append(e)
         finally:
             writes.put(None)
             wthread.join()
-        for sample, e in write_errors:
-            summary.labeled -= 1
-            summary.failed += 1
-            record_error(self.errors_path, error_record(sample, e, "write"))
+        summary.labeled = written[0]
         summary.seconds = round(time.perf_counter() - t_start, 3)
         summary.load_stats = stats.to_dict()
         summary.timings_s = {k: round(v, 3) for k, v in timings.items()}
-        compact_errors(self.out, self.errors_path)  # drop lines of images retried successfully
+        if stop:
+            raise JobAbortedError(
+                f"{stop[0]}; stopped after {summary.labeled} of {len(todo)} images to label "
+                "(nothing half-written is left); free the space or fix the folder, then rerun to resume",
+                summary,
+            ) from stop[0]
+        for sample, e in write_errors:
+            summary.failed += 1
+            record_error(self.errors_path, error_record(sample, e, "write"))
+        ids = {s.id for s in self.samples}
+        compact_errors(self.out, self.errors_path, ids)  # one line per image still failing
         i, n = self.shard
         atomic_write_json(self.out / "shards" / f"{i}-of-{n}.json", summary.to_dict())
         if aborted:
-            raise JobAbortedError(f"{self.out}: stopped early: {aborted}; see {self.errors_path}")
+            raise JobAbortedError(f"{self.out}: stopped early: {aborted}; see {self.errors_path}", summary)
         return summary

@@ -2,10 +2,11 @@
 
 Layout::
 
+    out/.zsplg-fast.json     the folder's marker ({"command": "label"}), written first
     out/manifest.json        config fingerprint, model fingerprints, classes (written once)
     out/labels/<id>.png      palette PNG, 255 = ignore
     out/meta/<id>.json       masks, classes, scores, timings (written after the PNG: marks "done")
-    out/errors.jsonl         one line per failed image: id, path, stage, error type, message
+    out/errors.jsonl         one line per image still failing: id, path, stage, error type, message
     out/shards/<i>-of-<n>.json   counts of the last run of each shard
 
 Shared by the local pipelined job and the Ray executor, so both write identical, idempotent outputs.
@@ -22,8 +23,17 @@ from zsplg_fast.data import Sample, write_label
 from zsplg_fast.errors import OutputExistsError
 from zsplg_fast.labeling.labeler import LabelResult
 from zsplg_fast.utils.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
+from zsplg_fast.utils.outdir import check_output, claim_output, json_with
 
 MANIFEST_VERSION = 1
+COMMAND = "label"  # the folder marker's command
+LEGACY = (json_with("manifest.json", "version", "fingerprint"),)  # label folders before markers
+
+
+def check_label_output(out: Path) -> bool:
+    """Writes nothing: may ``label`` write into ``out``? True if it is a label folder already
+    (see :func:`zsplg_fast.utils.outdir.check_output`, which raises for the user's folders)."""
+    return check_output(out, COMMAND, legacy=LEGACY)
 
 
 def output_paths(out: Path, sample_id: str) -> tuple[Path, Path]:
@@ -44,12 +54,13 @@ def is_done(out: Path, sample_id: str) -> bool:
 
 
 def prepare_output(out: Path, manifest: dict[str, Any]) -> None:
-    """Create ``out``, or check it was made with the same fingerprint; write the manifest once.
+    """Claim ``out`` for label (marker first), or check it was made with the same fingerprint; write
+    the manifest once.
 
     Raises OutputExistsError if ``out`` holds another config's labels, or files that are not ours.
     """
-    out.mkdir(parents=True, exist_ok=True)
     mpath = out / "manifest.json"
+    check_label_output(out)
     if mpath.exists():
         try:
             old = json.loads(mpath.read_text())
@@ -61,14 +72,9 @@ def prepare_output(out: Path, manifest: dict[str, Any]) -> None:
                 f"was labeled with config fingerprint {old.get('fingerprint')}, this run is "
                 f"{manifest['fingerprint']}; use another --out (or the same config to resume)",
             )
-        return
-    ours = {"classes.txt"}  # written by resolve_auto_classes before the job claims the folder
-    foreign = sorted(p.name for p in out.iterdir() if not p.name.startswith(".") and p.name not in ours)
-    if foreign:
-        raise OutputExistsError(
-            out, f"is not empty and has no manifest.json (holds {foreign[:3]}); choose another --out"
-        )
-    atomic_write_json(mpath, {"version": MANIFEST_VERSION, **manifest})
+    claim_output(out, COMMAND, legacy=LEGACY)
+    if not mpath.exists():
+        atomic_write_json(mpath, {"version": MANIFEST_VERSION, **manifest})
 
 
 def write_result(out: Path, sample: Sample, result: LabelResult) -> None:
@@ -95,11 +101,13 @@ def record_error(errors_path: Path, record: dict[str, Any]) -> None:
     append_jsonl(errors_path, record)
 
 
-def compact_errors(out: Path, errors_path: Path) -> None:
-    """Keep only error lines of images that are still not done (they are retried by this run)."""
+def compact_errors(out: Path, errors_path: Path, ids: set[str] | None = None) -> None:
+    """Keep one line per image that is still not done (its latest error); drop the others, and those
+    of images no longer among ``ids`` (this run's samples) when given."""
     if not errors_path.exists():
         return
-    still = [r for r in read_jsonl(errors_path) if not is_done(out, str(r.get("id")))]
+    latest = {str(r.get("id")): r for r in read_jsonl(errors_path)}
+    still = [r for i, r in latest.items() if not is_done(out, i) and (ids is None or i in ids)]
     atomic_write_text(errors_path, "".join(json.dumps(r) + "\n" for r in still))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from contextlib import AbstractContextManager
@@ -11,10 +12,10 @@ from typing import Any
 
 from zsplg_fast.config import Config
 from zsplg_fast.data import Sample, open_source, shard
-from zsplg_fast.errors import ConfigError, OutputExistsError
+from zsplg_fast.errors import ConfigError, DatasetError, OutputExistsError
 from zsplg_fast.labeling.build import build_labeler, labeler_factory
 from zsplg_fast.labeling.job import JobSummary, LabelJob, ProgressFn
-from zsplg_fast.labeling.outputs import prepare_output
+from zsplg_fast.labeling.outputs import check_label_output, prepare_output
 from zsplg_fast.utils.io import atomic_write_text
 
 
@@ -23,21 +24,31 @@ def label_dataset(
 ) -> JobSummary:
     """Label ``cfg.data.source`` (optionally ``cfg.data.split``) into ``cfg.label.out``.
 
-    Rerunning with the same config resumes; another config on the same folder is refused.
+    Rerunning with the same config resumes; another config on the same folder is refused, and so is
+    a folder of other files. Nothing is written into ``label.out`` before the labeler is built and
+    the folder is claimed (so a refused or failed start leaves it as it was).
     ``label.devices`` runs one worker process per device (:mod:`zsplg_fast.labeling.devices`);
     ``out_lock`` (held while the output folder is first claimed) is how those workers share a folder.
+
+    Raises:
+        DatasetError: the dataset (this shard) has no images.
     """
     if cfg.data.source is None:
         raise ConfigError("data.source", None, "no dataset given", valid="voc:DIR, coco:DIR, folder:DIR")
+    out = Path(cfg.label.out)
+    check_label_output(out)  # before any model loads: a folder of the user's, not writable, a file
     source = open_source(cfg.data.source, cfg.data.split)
+    auto = cfg.classify.classes == "auto"
     cfg = resolve_auto_classes(cfg, source.class_names)
     i, n = cfg.label.shard_index
     samples = shard(source.samples, i, n)
+    if not samples:
+        split = f" split {cfg.data.split!r}" if cfg.data.split else ""
+        raise DatasetError(cfg.data.source, f"no images to label in{split} (shard {i}/{n})")
     load_kwargs = {
         "max_long_side": cfg.data.max_long_side,
         "rescale_high_bit_depth": cfg.data.rescale_high_bit_depth,
     }
-    out = Path(cfg.label.out)
     if cfg.label.devices:
         from zsplg_fast.labeling.devices import label_on_devices
 
@@ -46,11 +57,12 @@ def label_dataset(
             classes = json.loads((out / "manifest.json").read_text())["classes"]
             write_label_grid(out, samples, cfg.label.overlays, classes)
         return summary
-    built = build_labeler(cfg)
+    built = build_labeler(cfg, class_names=_auto_classes(source.class_names, out) if auto else None)
     manifest = {**built.manifest, "source": cfg.data.source, "split": cfg.data.split}
-    if out_lock is not None:
-        with out_lock:
-            prepare_output(out, manifest)
+    with out_lock if out_lock is not None else contextlib.nullcontext():
+        prepare_output(out, manifest)  # the decision to run: marker, manifest
+        if auto:
+            write_auto_classes(cfg, source.class_names)
     if cfg.label.executor == "ray":
         from zsplg_fast.labeling.ray_exec import PrepareSpec, run_ray
 
@@ -101,12 +113,21 @@ def _local(
     return job.run()
 
 
+def _auto_classes(dataset_classes: list[str] | None, out: Path) -> list[list[str]]:
+    from zsplg_fast.models.text import parse_class_lines
+
+    return parse_class_lines("\n".join(dataset_classes or []), str(out / "classes.txt"))
+
+
 def resolve_auto_classes(cfg: Config, dataset_classes: list[str] | None) -> Config:
-    """``classify.classes: auto`` → the dataset's own class list (its classes.txt), copied to
+    """``classify.classes: auto`` → the dataset's own class list (its classes.txt), recorded as
     ``<label.out>/classes.txt`` (one class per line, '|' synonyms kept) so workers and reruns read a file.
+
+    Writes nothing (:func:`write_auto_classes` does, once the job has claimed the folder).
 
     Raises:
         ConfigError: 'auto' for a dataset that declares no classes.
+        OutputExistsError: ``<label.out>/classes.txt`` holds another class list.
     """
     if cfg.classify.classes != "auto":
         return cfg
@@ -114,14 +135,20 @@ def resolve_auto_classes(cfg: Config, dataset_classes: list[str] | None) -> Conf
         why = f"{cfg.data.source} declares no classes.txt"
         raise ConfigError("classify.classes", "auto", why, valid="voc, coco, a file")
     path = Path(cfg.label.out) / "classes.txt"
-    text = "\n".join(dataset_classes) + "\n"
-    if path.exists():
-        if path.read_text(encoding="utf-8", errors="replace") != text:
-            raise OutputExistsError(path, "holds another class list; choose another --out")
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, text)
+    if path.exists() and path.read_text(encoding="utf-8", errors="replace") != _class_text(dataset_classes):
+        raise OutputExistsError(path, "holds another class list; choose another --out")
     return replace(cfg, classify=replace(cfg.classify, classes=str(path)))
+
+
+def _class_text(dataset_classes: list[str]) -> str:
+    return "\n".join(dataset_classes) + "\n"
+
+
+def write_auto_classes(cfg: Config, dataset_classes: list[str] | None) -> None:
+    """Write the file :func:`resolve_auto_classes` named, unless it is there (call after claiming)."""
+    path = Path(cfg.classify.classes)
+    if dataset_classes and not path.exists():
+        atomic_write_text(path, _class_text(dataset_classes))
 
 
 def write_label_grid(out: Path, samples: list[Sample], n: int, class_names: list[str]) -> Path | None:

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 from zsplg_fast.errors import CheckpointError, ConfigError, DatasetError
 from zsplg_fast.models.clip import ClipBundle
-from zsplg_fast.utils.io import atomic_write_json, atomic_write_with, refuse_overwrite
+from zsplg_fast.utils.io import atomic_write_json, atomic_write_with
+from zsplg_fast.utils.outdir import refuse_foreign_file
 
 BACKGROUND = ["background", "sky", "wall", "floor", "ground", "grass", "road", "tree", "building", "water"]
 """Background synonyms: one averaged prompt set for class 0 (optional background prompts)."""
@@ -193,7 +194,7 @@ class TextClassifier:
         p = Path(path)
         if p.suffix != ".npy":
             raise ConfigError("text_embeddings", str(p), "file must end in .npy")
-        refuse_overwrite(p, force=overwrite)
+        refuse_foreign_file((p, self.sidecar(p)), self.sidecar(p), overwrite, keys=("class_names", "shape"))
         buf = io.BytesIO()
         np.save(buf, self.embeddings.numpy().astype(np.float32), allow_pickle=False)
         atomic_write_with(p, lambda f: f.write(buf.getvalue()))

@@ -17,8 +17,10 @@ from zsplg_fast.config import Config, fingerprint
 from zsplg_fast.config.pipeline import PIPELINE_STAGES
 from zsplg_fast.pipeline.stages import STAGES, Context
 from zsplg_fast.utils.io import atomic_write_json
+from zsplg_fast.utils.outdir import claim_output, json_with
 
 MARKER = "stage.json"
+COMMAND = "run"  # the run folder's marker (each stage folder also carries its command's own)
 Notify = Callable[[str, str], None]
 
 
@@ -43,8 +45,12 @@ def _read_marker(folder: Path, fp: str) -> dict[str, Any] | None:
 
 
 def run_pipeline(cfg: Config, notify: Notify | None = None) -> list[StageOutcome]:
-    """Run ``cfg.pipeline.stages`` in order. ``notify(stage, "start" | "reused" | "done")``."""
+    """Run ``cfg.pipeline.stages`` in order. ``notify(stage, "start" | "reused" | "done")``.
+
+    Raises OutputExistsError when ``pipeline.out`` holds files that are not a run folder's.
+    """
     out = Path(cfg.pipeline.out)
+    claim_output(out, COMMAND, legacy=(json_with("summary.json", "stages", "table"),))
     ctx: Context = {}
     fps: dict[str, str] = {}
     outcomes: list[StageOutcome] = []

@@ -33,10 +33,13 @@ from zsplg_fast.train.metrics import ConfusionMatrix
 from zsplg_fast.train.runtime import setup_runtime
 from zsplg_fast.train.transforms import normalize
 from zsplg_fast.utils.io import atomic_write_json, remove_stale_temps, sha256_file
+from zsplg_fast.utils.outdir import check_output, claim_output, json_with
 
 log = logging.getLogger("zsplg_fast.train")
 
 MANIFEST, REPORT = "manifest.json", "report.json"
+COMMAND = "enhance"  # the folder marker's command
+LEGACY = (json_with(MANIFEST, "fingerprint", "settings"),)  # enhance folders made before markers
 
 
 def _manifest(cfg: TrainConfig, checkpoint: Path, threshold: float, num_classes: int) -> dict[str, Any]:
@@ -56,16 +59,16 @@ def _manifest(cfg: TrainConfig, checkpoint: Path, threshold: float, num_classes:
 def _claim(out: Path, manifest: dict[str, Any]) -> None:
     """Use ``out`` only if it is new, empty, or an enhance folder made with the same settings."""
     m = out / MANIFEST
+    check_output(out, COMMAND, legacy=LEGACY)
     if m.is_file():
         old = read_manifest(m)
         if old.get("fingerprint") != manifest["fingerprint"]:
             raise OutputExistsError(
                 out, "holds enhanced labels made with another checkpoint or settings; choose another --out"
             )
-        return
-    if out.exists() and any(out.iterdir()):
-        raise OutputExistsError(out, "is not empty and is not an enhance folder; choose another --out")
-    atomic_write_json(m, manifest)
+    claim_output(out, COMMAND, legacy=LEGACY)
+    if not m.is_file():
+        atomic_write_json(m, manifest)
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
@@ -106,6 +109,7 @@ def enhance(cfg: TrainConfig, checkpoint: str | Path, out: str | Path) -> dict[s
             "zero_shot with data.zero_shot set, prediction, ignore",
         )
     ckpt_path, out = Path(checkpoint), Path(out)
+    check_output(out, COMMAND, legacy=LEGACY)  # before the model loads; writes nothing
     rt = setup_runtime(cfg.run)
     try:
         splits = open_splits(cfg, ("unlabeled",))

@@ -11,6 +11,7 @@ every rank's python/numpy/torch RNG state; data order and augmentations are func
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import time
@@ -25,17 +26,26 @@ from torch import nn
 from zsplg_fast.config import fingerprint, to_dict
 from zsplg_fast.config.train import TrainConfig
 from zsplg_fast.data.sources import Sample
-from zsplg_fast.errors import OutputExistsError, TrainingError
+from zsplg_fast.errors import OutputExistsError, OutputWriteError, TrainingError
 from zsplg_fast.models.safe_load import load_torch_file
 from zsplg_fast.models.segmenter import save_checkpoint, unwrap
 from zsplg_fast.train.common import poly_lr
 from zsplg_fast.train.evaluate import evaluate_model
 from zsplg_fast.train.runtime import Runtime, rng_state, set_rng_state
 from zsplg_fast.utils.io import atomic_write_json
+from zsplg_fast.utils.outdir import check_output, claim_output
 
 log = logging.getLogger("zsplg_fast.train")
 
 LATEST, BEST, FINAL, METRICS = "latest.pth", "best.pth", "final.pth", "metrics.json"
+COMMANDS = {"unimatch": "unimatch", "supervised": "train"}  # stage → the command its folder marker names
+
+
+def check_run_folder(out: str | Path, stage: str) -> None:
+    """Writes nothing: refuse a run folder that is not this stage's (the user's files, another
+    command's folder), a file, or an unwritable place. Call before any model is built."""
+    check_output(out, COMMANDS.get(stage, stage), legacy=(LATEST,))
+
 
 # step(batch, iteration) → (loss, scalars to log, ids of the batch's samples)
 StepFn = Callable[[Any, int], tuple[torch.Tensor, dict[str, float], list[str]]]
@@ -104,11 +114,14 @@ def save_latest(stage: Stage) -> None:
 
 
 def restore_or_refuse(stage: Stage, resume: bool) -> bool:
-    """Load ``latest.pth`` when resuming (True if loaded); refuse to start over an existing run."""
+    """Load ``latest.pth`` when resuming (True if loaded); refuse to start over an existing run, or in
+    a folder that is not this stage's run folder. Claims ``stage.out`` (its marker) once it may run."""
     latest = stage.out / LATEST
+    check_run_folder(stage.out, stage.name)
     if not latest.is_file():
         if resume:
             log.warning("%s: nothing to resume in %s, starting from scratch", stage.name, stage.out)
+        _claim(stage)
         return False
     if not resume:
         raise OutputExistsError(
@@ -122,6 +135,7 @@ def restore_or_refuse(stage: Stage, resume: bool) -> bool:
             f"{LATEST} was made with another config or world size; "
             "choose another --out or restore the config",
         )
+    _claim(stage)
     unwrap(stage.model).load_state_dict(obj["state_dict"])
     stage.optimizer.load_state_dict(ts["optimizer"])
     if stage.scaler is not None and ts["scaler"] is not None:
@@ -131,6 +145,11 @@ def restore_or_refuse(stage: Stage, resume: bool) -> bool:
     set_rng_state(ts["rng"][stage.rt.rank])
     log.info("%s: resumed at iteration %d / %d", stage.name, stage.it, stage.total_iters)
     return True
+
+
+def _claim(stage: Stage) -> None:
+    if stage.rt.is_main:
+        claim_output(stage.out, COMMANDS.get(stage.name, stage.name), legacy=(LATEST,))
 
 
 def _set_lr(stage: Stage) -> None:
@@ -195,6 +214,16 @@ def fit(stage: Stage, batches: BatchesFn, step: StepFn) -> dict[str, Any]:
     run = stage.cfg.run
     t0 = time.perf_counter()
     stop = min(stage.total_iters, run.stop_after) if run.stop_after else stage.total_iters
+    try:
+        return _fit(stage, batches, step, stop, t0)
+    except OutputWriteError as e:  # a checkpoint could not be written: say where training stands
+        where = f"{stage.name} stopped at iteration {stage.it}/{stage.total_iters}"
+        last = f", last checkpoint {stage.out / LATEST}" if (stage.out / LATEST).is_file() else ""
+        raise OutputWriteError(e.path, e.errno or errno.EIO, f"{where}{last}; rerun with --resume") from e
+
+
+def _fit(stage: Stage, batches: BatchesFn, step: StepFn, stop: int, t0: float) -> dict[str, Any]:
+    run = stage.cfg.run
     spe = stage.steps_per_epoch
     stage.model.train()
     while stage.it < stop:

@@ -16,7 +16,7 @@ from zsplg_fast.config.train import TrainConfig
 from zsplg_fast.errors import ConfigError, TrainingError
 from zsplg_fast.train.common import build_model, open_splits, run_preflight
 from zsplg_fast.train.datasets import EpochSampler, LabeledSet, make_loader, with_labels
-from zsplg_fast.train.loop import Stage, fit, restore_or_refuse
+from zsplg_fast.train.loop import Stage, check_run_folder, fit, restore_or_refuse
 from zsplg_fast.train.losses import CRITERIA
 from zsplg_fast.train.runtime import make_scaler, seed_all, setup_runtime, to_device
 
@@ -37,6 +37,7 @@ def train_supervised(cfg: TrainConfig, out: str | Path, resume: bool = False) ->
             "supervised.use_enhanced is true but no enhanced-label folder is given",
             "the out folder of `zsplg-fast enhance`, or set train.supervised.use_enhanced=false",
         )
+    check_run_folder(out, "supervised")  # before any model or data loads
     rt = setup_runtime(cfg.run)
     try:
         seed_all(cfg.run.seed, rt.rank)

@@ -25,7 +25,7 @@ from zsplg_fast.errors import TrainingError
 from zsplg_fast.models.segmenter import unwrap
 from zsplg_fast.train.common import build_model, open_splits, run_preflight, zero_shot_files
 from zsplg_fast.train.datasets import EpochSampler, LabeledSet, UnlabeledSet, make_loader
-from zsplg_fast.train.loop import Stage, fit, restore_or_refuse
+from zsplg_fast.train.loop import Stage, check_run_folder, fit, restore_or_refuse
 from zsplg_fast.train.losses import CRITERIA, UniMatchLoss, paste_images, targets_from_logits, unimatch_loss
 from zsplg_fast.train.runtime import Runtime, make_scaler, seed_all, setup_runtime, to_device
 
@@ -96,6 +96,7 @@ def train_unimatch(cfg: TrainConfig, out: str | Path, resume: bool = False) -> d
     ``checkpoint``, ``complete``, ``iterations``, ``seconds``, ``history``, ``preflight``.
     """
     u = cfg.unimatch
+    check_run_folder(out, "unimatch")  # before any model or data loads
     rt = setup_runtime(cfg.run)
     try:
         seed_all(cfg.run.seed, rt.rank)

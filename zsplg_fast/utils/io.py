@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -12,6 +13,28 @@ from pathlib import Path
 from typing import IO, Any
 
 TMP_SUFFIX = ".tmp"
+
+# errnos that mean "this destination cannot be written", turned into one-line OutputWriteErrors
+WRITE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG}
+    | {errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
+)
+
+
+def as_write_error(path: str | Path, err: OSError) -> OSError:
+    """``err`` as an OutputWriteError naming ``path`` when its errno says ``path`` cannot be written."""
+    from zsplg_fast.errors import OutputWriteError
+
+    if isinstance(err, OutputWriteError) or err.errno not in WRITE_ERRNOS:
+        return err
+    return OutputWriteError.from_os(path, err)
+
+
+def _reraise_as_write_error(path: str | Path, err: OSError) -> None:
+    new = as_write_error(path, err)
+    if new is err:
+        raise err
+    raise new from err
 
 
 def current_umask() -> int:
@@ -34,19 +57,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on success ``os.replace`` it into place, else remove it.
 
     The temp name ends with ``.tmp`` and starts with ``.``, so resume scans can find leftovers.
+    A failure to write (disk full, permission, read-only, a path that is a file) raises
+    :class:`~zsplg_fast.errors.OutputWriteError` naming ``path``, and leaves no temp file.
     """
     dst = Path(path)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=TMP_SUFFIX, dir=dst.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; published files get the usual permissions
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=TMP_SUFFIX, dir=dst.parent)
+    except OSError as e:
+        _reraise_as_write_error(dst, e)
     tmp_path = Path(tmp)
     try:
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; published files get the usual ones
         yield tmp_path
         os.replace(tmp_path, dst)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as e:
+        with contextlib.suppress(OSError):
             tmp_path.unlink()
+        if isinstance(e, OSError):
+            _reraise_as_write_error(dst, e)
         raise
 
 
@@ -79,13 +109,16 @@ def atomic_write_with(path: str | Path, writer: Callable[[IO[bytes]], None]) -> 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
     """Append one JSON line (single ``write`` call with O_APPEND, so lines never interleave)."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(record, default=str) + "\n").encode()
-    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        _reraise_as_write_error(p, e)
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
