@@ -39,6 +39,7 @@ def label_dataset(
     check_label_output(out)  # before any model loads: a folder of the user's, not writable, a file
     source = open_source(cfg.data.source, cfg.data.split)
     auto = cfg.classify.classes == "auto"
+    given = cfg  # workers resolve 'auto' themselves, once each has claimed the folder
     cfg = resolve_auto_classes(cfg, source.class_names)
     i, n = cfg.label.shard_index
     samples = shard(source.samples, i, n)
@@ -52,7 +53,7 @@ def label_dataset(
     if cfg.label.devices:
         from zsplg_fast.labeling.devices import label_on_devices
 
-        summary: JobSummary = label_on_devices(cfg, samples, on_progress)
+        summary: JobSummary = label_on_devices(given, samples, on_progress)
         if cfg.label.overlays and (out / "manifest.json").is_file():
             classes = json.loads((out / "manifest.json").read_text())["classes"]
             write_label_grid(out, samples, cfg.label.overlays, classes)
