@@ -130,6 +130,7 @@ def test_precision_artifact_writes_validates_reuses_and_refuses(fp32: Path) -> N
     assert art.path == precision_path(fp32, "fp16") == fp32.with_name("block.fp16.onnx")
     side = json.loads(sidecar_path(art.path).read_text())
     assert precision_of(side) == "fp16" and side["precision_tool"] == "nvidia-modelopt onnx.autocast"
+    assert art.precision == "fp16" and precision_artifact(fp32, "fp32").precision == "fp32"
     assert side["precision_tool_version"] and len(side["precision_source_sha256"]) == 64
     assert side["onnxruntime_cpu_optimization"] == "extended"
     val = side["validation"]
@@ -164,6 +165,15 @@ def test_int8_artifact_passes_lint_and_stays_close(fp32: Path) -> None:
         side["precision_settings"]["qdq_nodes"] > 0 and side["precision_settings"]["calibration_batches"] == 8
     )
     assert side["validation"]["feeds"] == 3 and side["validation"]["worst_cosine"] > 0.99
+    # weight MatMuls are quantized; the attention matmuls (activation x activation) stay float
+    model = onnx.load(str(art.path))
+    consts = {i.name for i in model.graph.initializer}
+    dq = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    mms = [n for n in model.graph.node if n.op_type == "MatMul"]
+    weight_mm = [n for n in mms if any(dq.get(i) in consts for i in n.input)]
+    attention_mm = [n for n in mms if n not in weight_mm]
+    assert weight_mm and len(attention_mm) == 2
+    assert not any(i in dq for n in attention_mm for i in n.input)
 
 
 def test_bf16_artifact_is_mixed_and_says_where_it_runs(fp32: Path) -> None:

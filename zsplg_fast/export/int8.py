@@ -14,8 +14,9 @@ Follows the onnxruntime quantization guide (``quant_pre_process`` → ``quantize
 - ``QuantizeBias: False``: biases stay float. onnxruntime's default stores them as INT32 behind a
   ``DequantizeLinear``, which TensorRT rejects (NVIDIA/TensorRT#4542, #3360); TensorRT fuses a float
   bias into the int8 Conv/Gemm itself. The written graph goes through :func:`~.qdq_lint.lint_qdq`;
-- only MatMuls with a constant B (weights) are quantized (onnxruntime's ``MatMulConstBOnly``): the
-  attention matmuls (activation × activation) stay float, as ModelOpt's ``disable_mha_qdq`` does.
+- only MatMuls with a constant operand (weights) are quantized: the attention matmuls (activation ×
+  activation) stay float, as ModelOpt's ``disable_mha_qdq`` does (onnxruntime's ``MatMulConstBOnly``
+  option is not honoured by its QDQ MatMul handler, so they are passed as ``nodes_to_exclude``).
   Measured on the toy SAM decoder, int8 alone, 8 toy-world images: quantizing them too kept 60 % of
   the fp32 masks (mean best IoU 0.85); without them 95 % (0.94);
 - ``quant_pre_process`` fails symbolic shape inference on legacy exports (and on some dynamo graphs
@@ -144,6 +145,24 @@ def count_qdq(path: str | Path) -> int:
     return sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
 
 
+def activation_matmuls(path: str | Path) -> list[str]:
+    """Names of the MatMul nodes of an ONNX file with no constant operand (attention's Q·Kᵀ and P·V).
+
+    A tensor is constant when it is an initializer, a ``Constant`` output, or computed from constants
+    only (e.g. a transposed weight).
+    """
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    const = {i.name for i in model.graph.initializer}
+    for n in model.graph.node:  # nodes are topologically sorted in a valid ONNX graph
+        if n.op_type == "Constant" or (n.input and all(i in const for i in n.input if i)):
+            const.update(n.output)
+    return [
+        n.name for n in model.graph.node if n.op_type == "MatMul" and not any(i in const for i in n.input)
+    ]
+
+
 def quantize_int8(
     onnx_in: str | Path,
     onnx_out: str | Path,
@@ -195,6 +214,7 @@ def quantize_int8(
         pre = Path(tmp) / "pre.onnx"
         how = _pre_process(src, pre) if pre_process else "off"
         model_in = pre if how in ("symbolic", "skip_symbolic_shape") else src
+        excluded = list(nodes_to_exclude) + (activation_matmuls(model_in) if weight_matmuls_only else [])
         with atomic_path(onnx_out) as out, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             level = logging.getLogger().level
@@ -206,7 +226,7 @@ def quantize_int8(
                     reader,
                     quant_format=q.QuantFormat.QDQ,
                     op_types_to_quantize=list(op_types),
-                    nodes_to_exclude=list(nodes_to_exclude),
+                    nodes_to_exclude=excluded,
                     per_channel=per_channel,
                     activation_type=q.QuantType.QInt8,
                     weight_type=q.QuantType.QInt8,
@@ -215,7 +235,6 @@ def quantize_int8(
                         "ActivationSymmetric": True,
                         "WeightSymmetric": True,
                         "QuantizeBias": quantize_bias,
-                        "MatMulConstBOnly": weight_matmuls_only,
                     },
                 )
             except Exception as e:
