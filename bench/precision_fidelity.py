@@ -254,7 +254,7 @@ def markdown(s: dict[str, Any]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description="fp16 / int8 precision fidelity on this CPU")
-    ap.add_argument("--parts", default="toy,deploy", help="comma list of toy, deploy, real")
+    ap.add_argument("--parts", default="toy,deploy", help="comma list of toy, deploy, real, real-partial")
     ap.add_argument("--val", type=int, default=24)
     ap.add_argument("--calib", type=int, default=8)
     ap.add_argument("--real", default="sam_encoder,sam_decoder_batched,clip_dense,clip_text,segmenter")
@@ -286,6 +286,8 @@ def main() -> None:
         summary["deploy"] = deploy_part(work, Path(args.segmenter), args.threads)
     if "real" in parts:
         summary["real"] = real_part(work, args.real.split(","))
+    elif "real-partial" in parts:  # the rows a stopped ``real`` run finished
+        summary["real"] = json.loads((work / "real_partial.json").read_text())
     summary["load_avg_1m"] = round(os.getloadavg()[0], 2)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     atomic_write_json(out.with_suffix(".json"), summary)
