@@ -146,6 +146,14 @@ def test_precision_artifact_writes_validates_reuses_and_refuses(fp32: Path) -> N
         precision_artifact(fp32, "fp16")
     forced = precision_artifact(fp32, "fp16", force=True)
     assert forced.sidecar["precision_source_sha256"] != "0" * 64
+    # same source, other settings (e.g. an older block list): refused too, naming the settings
+    side = dict(
+        forced.sidecar, precision_settings={**forced.sidecar["precision_settings"], "keep_fp32_ops": []}
+    )
+    sidecar_path(art.path).write_text(json.dumps(side))
+    with pytest.raises(OutputExistsError, match="other settings"):
+        precision_artifact(fp32, "fp16")
+    precision_artifact(fp32, "fp16", force=True)
     # int8 needs calibration feeds; a derived artifact is not a source
     with pytest.raises(ConfigError, match="calibration"):
         precision_artifact(fp32, "int8")

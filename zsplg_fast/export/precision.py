@@ -207,22 +207,25 @@ def probe_feeds(art: Artifact, seed: int = 0) -> dict[str, np.ndarray]:
     return feeds
 
 
-def _reuse(dst: Path, src_sha: str, tool: str, force: bool) -> Artifact | None:
-    """The existing derived artifact when made from the same source by the same tool; else refuse
-    (``force`` replaces it)."""
+def _reuse(dst: Path, src_sha: str, tool: str, settings: dict[str, Any], force: bool) -> Artifact | None:
+    """The existing derived artifact when made from the same source by the same tool with the same
+    ``settings`` (a subset of its ``precision_settings``); else refuse (``force`` replaces it)."""
     if not dst.exists() and not sidecar_path(dst).exists():
         return None
     side = read_sidecar(dst) if sidecar_path(dst).is_file() else {}
-    same = side.get("precision_source_sha256") == src_sha and side.get("precision_tool") == tool
+    made = side.get("precision_settings", {})
+    same_src = side.get("precision_source_sha256") == src_sha and side.get("precision_tool") == tool
+    same = same_src and all(made.get(k) == v for k, v in settings.items())
     if same and dst.is_file() and not force:
         return Artifact(dst, side)
     if not force:
-        made = side.get("precision_tool") or side.get("kind") or "unknown"
-        raise OutputExistsError(
-            dst,
-            f"exists, made by {made} from another source (sha256 "
-            f"{str(side.get('precision_source_sha256'))[:12]}); pass force=True (--force) to replace it",
+        why = (
+            f"made with other settings ({ {k: made.get(k) for k in settings} })"
+            if same_src
+            else f"made by {side.get('precision_tool') or side.get('kind') or 'unknown'} from another "
+            f"source (sha256 {str(side.get('precision_source_sha256'))[:12]})"
         )
+        raise OutputExistsError(dst, f"exists, {why}; pass force=True (--force) to replace it")
     return None
 
 
@@ -270,7 +273,9 @@ def precision_artifact(
         from zsplg_fast.export.mixed_precision import modelopt_version
 
         tool, tool_version = "nvidia-modelopt onnx.autocast", modelopt_version()
-    reused = _reuse(dst, src_sha, tool, force)
+    ops = INT8_OP_TYPES.get(str(src.sidecar.get("spec", "")), QUANT_OP_TYPES)
+    wanted = {"op_types": list(ops)} if precision == "int8" else {"keep_fp32_ops": list(FP32_OPS)}
+    reused = _reuse(dst, src_sha, tool, wanted, force)
     if reused is not None:
         return reused
     calib = list(calibration) if calibration is not None else []
@@ -282,7 +287,6 @@ def precision_artifact(
     try:
         tmp = tmpdir / dst.name
         if precision == "int8":
-            ops = INT8_OP_TYPES.get(str(src.sidecar.get("spec", "")), QUANT_OP_TYPES)
             settings: dict[str, Any] = quantize_int8(src.path, tmp, calib, op_types=ops).to_dict()
         else:
             settings = convert_mixed(src.path, tmp, precision)
