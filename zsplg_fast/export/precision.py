@@ -170,9 +170,11 @@ def _validate(src: Path, dst: Path, precision: str, feeds: list[dict[str, np.nda
     from zsplg_fast.export.parity import compare
     from zsplg_fast.export.quantize import FIDELITY_TOLERANCE
 
-    ref = OrtEngine(src, optimization="all")
+    # no CPU memory arena: its power-of-two growth on vit_b's attention buffers runs hosts out of memory
+    opts = {"enable_cpu_mem_arena": False}
+    ref = OrtEngine(src, optimization="all", session_options=opts)
     try:
-        got = OrtEngine(dst, optimization=ORT_CPU_OPTIMIZATION[precision])
+        got = OrtEngine(dst, optimization=ORT_CPU_OPTIMIZATION[precision], session_options=opts)
     except (ort.capi.onnxruntime_pybind11_state.NotImplemented, RuntimeError) as e:
         return {"skipped": f"onnxruntime CPU cannot run {precision}: {str(e).strip()[:200]}"}
     worst: dict[str, dict[str, Any]] = {}
