@@ -155,6 +155,7 @@ def real_part(work: Path, names: list[str], n_calib: int = 4) -> list[dict[str, 
             print(
                 name, prec, json.dumps({k: rows[-1][k] for k in ("cosine", "max_abs", "make_s")}), flush=True
             )
+            partial.write_text(json.dumps(rows))  # a killed run keeps what it did
     return rows
 
 
