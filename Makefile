@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE ?= 1
 $(BIN)/zsplg-fast: pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev,dist,review]"
+	$(BIN)/pip install -q -e ".[dev,dist,review,precision]"
 	touch $@
 
 venv: $(BIN)/zsplg-fast

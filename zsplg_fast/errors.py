@@ -255,3 +255,18 @@ class AccuracyDropError(ZsplgError):
             "(raise --max-miou-drop, calibrate on more images with --calib-images, "
             "or deploy --precision fp16 / fp32)"
         )
+
+
+class QdqLintError(ExportFailedError):
+    """A quantized (QDQ) ONNX graph holds nodes TensorRT cannot consume; lists each node and its rule."""
+
+    def __init__(self, artifact: str | Path, problems: Sequence[tuple[str, str]]) -> None:
+        self.problems = list(problems)
+        shown = "; ".join(f"{node}: {why}" for node, why in self.problems[:8])
+        more = f"; and {len(self.problems) - 8} more" if len(self.problems) > 8 else ""
+        super().__init__(
+            str(artifact),
+            "QDQ lint for TensorRT",
+            f"{len(self.problems)} node(s) TensorRT cannot consume: {shown}{more}",
+            "quantize again with zsplg_fast.export.precision (int8: symmetric int8, QuantizeBias=False)",
+        )

@@ -2,7 +2,8 @@
 
 1. export the segmenter (the ``segmenter`` spec, validated against PyTorch) to fp32 ONNX;
 2. reduce precision: ``int8`` = static QDQ calibrated on N images of ``calib`` (same preprocessing as
-   inference), ``fp16`` = onnxconverter-common with fp32 IO, ``fp32`` = as exported;
+   inference), ``fp16`` = mixed fp16 by ModelOpt AutoCast with fp32 IO (export/precision.py),
+   ``fp32`` = as exported;
 3. evaluate mIoU of the fp32 reference (the PyTorch checkpoint) and of the deployed model in
    onnxruntime on ``val``, with the training engineer's evaluation (UniMatch protocol);
 4. refuse a drop over ``max_miou_drop`` points (:class:`~zsplg_fast.errors.AccuracyDropError`);

@@ -168,6 +168,11 @@ class Artifact:
         return str(self.sidecar.get("name", self.path.stem))
 
     @property
+    def precision(self) -> str:
+        """``fp32`` | ``fp16`` | ``bf16`` | ``int8``; a sidecar without the field is an fp32 export."""
+        return str(self.sidecar.get("precision", "fp32"))
+
+    @property
     def inputs(self) -> list[TensorSpec]:
         return [TensorSpec.from_dict(d) for d in self.sidecar.get("inputs", [])]
 

@@ -267,6 +267,7 @@ def export_onnx(
         sidecar = {
             "sidecar_version": SIDECAR_VERSION,
             "kind": "onnx",
+            "precision": "fp32",  # reduced precisions live in their own ONNX (export/precision.py)
             "name": p.name,
             "spec": p.name,
             "family": p.family,

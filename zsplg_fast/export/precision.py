@@ -1,273 +1,129 @@
-"""Reduced-precision ONNX for deployment: static INT8 with explicit Q/DQ (onnxruntime.quantization) and fp16.
+"""Precision lives in the ONNX graph: one ``<name>.<precision>.onnx`` per reduced precision, run as is
+by onnxruntime CPU, onnxruntime CUDA and TensorRT (strongly typed: TensorRT takes each tensor's type
+from the graph, so no builder precision flags are needed or, on TensorRT 11, possible).
 
-(``export/quantize.py`` makes the *dynamic* INT8 ``onnx-int8`` format for CPU artifacts; this module
-makes *static*, calibrated QDQ models, which TensorRT can also build, and fp16 models.)
+- **fp32**: the exported artifact itself (its sidecar's ``precision`` is ``"fp32"``; a sidecar without
+  the field is read as fp32).
+- **fp16 / bf16**: mixed precision by NVIDIA ModelOpt's ONNX AutoCast (:mod:`.mixed_precision`):
+  normalisation, softmax, reductions, and the ops of decomposed norms and of positional encodings stay
+  fp32; graph I/O stays fp32.
+- **int8**: static QDQ from onnxruntime's ``quantize_static`` with ``QuantizeBias: False``
+  (:mod:`.int8`), refused by :func:`lint_qdq` when TensorRT could not parse it. Attention matmuls stay
+  float, and :data:`INT8_OP_TYPES` narrows the quantized op types of the specs where the default cost
+  label accuracy (measured, see the figures there). onnxruntime's tool, not ModelOpt's int8 quantizer:
+  it runs and calibrates on this CPU, is already a dependency, and its QDQ output passes the lint.
 
-INT8 follows the onnxruntime quantization guide (``quant_pre_process`` → ``quantize_static`` with a
-``CalibrationDataReader``, QDQ format) with the settings measured in the shared notes:
+The sidecar records ``precision``, ``precision_tool``, ``precision_tool_version``,
+``precision_source_sha256`` (the fp32 artifact it came from) and ``validation`` (cosine and max abs of
+every output against the fp32 ONNX on onnxruntime CPU, worst over the validation feeds).
 
-- only ``Conv`` / ``MatMul`` / ``Gemm`` inputs are quantized: the default op list also quantizes the
-  residual Add/Mul/Softmax/LayerNorm inputs, which cost accuracy (cosine 0.979 vs 0.9998 on CLIP);
-- per-channel, symmetric int8 weights and symmetric int8 activations (zero point 0), which is what
-  TensorRT's explicit-quantization path consumes, so the same file builds with ``trtexec --int8``;
-- ``quant_pre_process`` fails symbolic shape inference on legacy exports (and on some dynamo graphs
-  with dynamic Resize sizes); it is retried with ``skip_symbolic_shape=True``, and the sidecar
-  records which way it went.
+**Why ModelOpt AutoCast, not onnxconverter-common + a block list** (the same block list for both;
+the toy SAM/CLIP and the tiny segmenter exported by our specs; onnxruntime 1.32 CPU; figures
+are worst cosine vs fp32 PyTorch over the spec's validation inputs, conversion seconds, nodes in fp16 /
+compute nodes, Cast nodes):
 
-fp16 converts initializers and ops to float16 but keeps the graph inputs and outputs float32
-(``keep_io_types=True``), so callers feed and read the same arrays as the fp32 model.
+| artifact | onnxconverter-common 1.16 | ModelOpt AutoCast 0.47 |
+|---|---|---|
+| sam_encoder | 1 − 9e-10, 0.12 s, 188/208, 56 casts | 1 − 9e-10, 2.0 s, 188/208, 38 casts |
+| sam_decoder_batched | **invalid** (onnxruntime: Cast type mismatch) | 1 − 1.1e-7, 5.1 s, 272/877 |
+| clip_text | 1 − 1.4e-8, 0.10 s, 136/173, 37 casts | 1 − 1.4e-8, 1.4 s, 136/173, 23 casts |
+| segmenter | 1 − 5.7e-8, 0.07 s, 60/91, 12 casts | 1 − 3.6e-8, 0.8 s, 63/91, 4 casts |
+| bf16 | not supported | supported (opset 22) |
+
+Fidelity is the same where both work; onnxconverter-common breaks the batched SAM decoder, cannot
+make bf16 and leaves more Casts; AutoCast is NVIDIA's tool for TensorRT's strongly typed builds. Its
+cost: seconds per conversion and an optional install (``[precision]`` extra, without ModelOpt's own
+``[onnx]`` extra, which would replace onnxruntime and downgrade onnx).
+
+**What runs where.** fp16 artifacts run on onnxruntime CPU and CUDA and on TensorRT. onnxruntime 1.32's
+CPU provider crashes (SIGSEGV while building the session) on an fp16 ViT at graph optimisation
+``all`` (``MatmulTransposeFusion`` with ``NchwcTransformer``); at ``extended`` it runs, so the sidecar
+records ``onnxruntime_cpu_optimization: "extended"`` for fp16/bf16. bf16 artifacts are for TensorRT and
+onnxruntime CUDA: onnxruntime's CPU provider has no bf16 Conv/MatMul kernels (NOT_IMPLEMENTED), so
+their validation is recorded as skipped with that reason.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import os
+import shutil
 import tempfile
-import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from zsplg_fast.errors import ConfigError, ExportFailedError, MissingDependencyError
-from zsplg_fast.utils.io import atomic_path
+from zsplg_fast.errors import ConfigError, OutputExistsError
+from zsplg_fast.export.artifact import Artifact, files_sha256, read_sidecar, sidecar_path
+from zsplg_fast.export.int8 import (
+    CALIBRATE_METHODS,
+    QUANT_OP_TYPES,
+    FeedsReader,
+    QuantizeReport,
+    count_qdq,
+    quantize_int8,
+)
+from zsplg_fast.export.mixed_precision import FP32_OPS, convert_mixed
+from zsplg_fast.export.qdq_lint import lint_qdq, qdq_problems
 
-QUANT_OP_TYPES: tuple[str, ...] = ("Conv", "MatMul", "Gemm")
-CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
+__all__ = [
+    "CALIBRATE_METHODS",
+    "FP32_OPS",
+    "PRECISIONS",
+    "QUANT_OP_TYPES",
+    "FeedsReader",
+    "QuantizeReport",
+    "convert_fp16",
+    "count_qdq",
+    "lint_qdq",
+    "precision_artifact",
+    "precision_of",
+    "precision_path",
+    "qdq_problems",
+    "quantize_int8",
+    "write_derived_sidecar",
+]
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+INT8_TOOL = "onnxruntime.quantization.quantize_static (QDQ, QuantizeBias=False)"
+# int8 op types per spec where the default (Conv/MatMul/Gemm) costs too much. SAM's batched decoder:
+# quantizing its two-way transformer's MatMuls cost 2.4 label-mIoU points on 24 toy-world images (toy
+# SAM+CLIP, int8 decoder alone, mask fidelity 0.94); with Conv/Gemm only (its MLP heads) +0.06 points,
+# fidelity 0.990. The transformer stays fp32 (TensorRT runs each layer in its graph type).
+# GEM dense CLIP (toy CLIP, int8 clip_dense alone, same images): Conv/MatMul/Gemm -0.63 points,
+# Conv/Gemm only -7.3, MatMul only 0.00 (the patch-embedding Conv and the Gemm projections are the
+# sensitive ones); so MatMul only.
+INT8_OP_TYPES: dict[str, tuple[str, ...]] = {
+    "sam_decoder_batched": ("Conv", "Gemm"),
+    "clip_dense": ("MatMul",),
+}
+ORT_CPU_OPTIMIZATION = {"fp32": "all", "int8": "all", "fp16": "extended", "bf16": "extended"}
 Feeds = Mapping[str, np.ndarray]
 
 
-@dataclass
-class QuantizeReport:
-    """What was done, for the sidecar: op types, per-channel, symmetric, pre-processing, calibration."""
-
-    method: str
-    op_types: list[str]
-    per_channel: bool
-    activation_type: str
-    weight_type: str
-    symmetric: bool
-    calibrate_method: str
-    calibration_batches: int
-    pre_process: str  # "symbolic" | "skip_symbolic_shape" | "failed: <reason>" | "off"
-    qdq_nodes: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+def precision_of(sidecar: Mapping[str, Any]) -> str:
+    """The precision an ONNX sidecar declares; ``"fp32"`` when the field is absent (older exports)."""
+    return str(sidecar.get("precision", "fp32"))
 
 
-def _quantization() -> Any:
-    try:
-        import onnxruntime.quantization as q
-    except ImportError as e:
-        raise MissingDependencyError("onnxruntime", "INT8 quantization", "pip install onnxruntime") from e
-    return q
-
-
-class FeedsReader:
-    """A ``CalibrationDataReader`` over an iterable of feeds dicts (input name → float32 array).
-
-    ``feeds``: e.g. ``{"image": (1, 3, H, W) float32}`` per calibration image; sizes may differ
-    between items when the model's axes are dynamic. Counts the batches it handed out.
-    """
-
-    def __init__(self, feeds: Iterable[Feeds]) -> None:
-        self._it: Iterator[Feeds] = iter(feeds)
-        self.count = 0
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        item = next(self._it, None)
-        if item is None:
-            return None
-        self.count += 1
-        return {k: np.ascontiguousarray(v) for k, v in item.items()}
-
-    def rewind(self) -> None:  # part of the CalibrationDataReader interface; single pass here
-        return None
-
-
-def _as_reader(feeds: Iterable[Feeds]) -> Any:
-    q = _quantization()
-
-    class _Reader(q.CalibrationDataReader):  # type: ignore[misc, name-defined]
-        def __init__(self) -> None:
-            self.inner = FeedsReader(feeds)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return self.inner.get_next()
-
-    return _Reader()
-
-
-@contextlib.contextmanager
-def _cwd(path: Path) -> Iterator[None]:
-    old = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
-
-
-def _pre_process(src: Path, dst: Path) -> str:
-    """``quant_pre_process`` (optimisation + shape inference); retried without symbolic shapes."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    first = ""
-    for skip in (False, True):
-        try:  # symbolic shape inference drops temp files into the cwd: run it in dst's folder
-            with contextlib.redirect_stdout(io.StringIO()), _cwd(dst.parent):
-                quant_pre_process(str(src.resolve()), str(dst.resolve()), skip_symbolic_shape=skip)
-            return "skip_symbolic_shape" if skip else "symbolic"
-        except Exception as e:  # onnxruntime raises bare Exception / AssertionError here
-            first = first or f"{type(e).__name__}: {str(e).strip()[:200]}"
-    return f"failed: {first}"
-
-
-def count_qdq(path: str | Path) -> int:
-    """Number of QuantizeLinear + DequantizeLinear nodes in an ONNX file."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
-
-
-def quantize_int8(
-    onnx_in: str | Path,
-    onnx_out: str | Path,
-    calibration: Iterable[Feeds],
-    *,
-    op_types: Sequence[str] = QUANT_OP_TYPES,
-    per_channel: bool = True,
-    calibrate_method: str = "minmax",
-    pre_process: bool = True,
-) -> QuantizeReport:
-    """Static INT8 with explicit Q/DQ nodes: ``onnx_in`` (fp32) → ``onnx_out`` (written atomically).
-
-    Args:
-        onnx_in: an fp32 model (single file).
-        onnx_out: destination ``.onnx``.
-        calibration: feeds dicts (input name → float32 array, preprocessed exactly like inference).
-        op_types: node types whose inputs are quantized (default Conv/MatMul/Gemm).
-        per_channel: per-output-channel weight scales.
-        calibrate_method: ``minmax`` | ``entropy`` | ``percentile``.
-        pre_process: run ``quant_pre_process`` first (recommended by onnxruntime).
-    Raises:
-        ConfigError: unknown calibration method.
-        ExportFailedError: no calibration data, or quantization failed.
-    """
-    if calibrate_method not in CALIBRATE_METHODS:
-        raise ConfigError(
-            "deploy.calibrate_method", calibrate_method, "unknown method", valid=", ".join(CALIBRATE_METHODS)
-        )
-    q = _quantization()
-    method = {
-        "minmax": q.CalibrationMethod.MinMax,
-        "entropy": q.CalibrationMethod.Entropy,
-        "percentile": q.CalibrationMethod.Percentile,
-    }[calibrate_method]
-    reader = _as_reader(calibration)
-    src = Path(onnx_in)
-    with tempfile.TemporaryDirectory(prefix=".quantize.") as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        how = _pre_process(src, pre) if pre_process else "off"
-        model_in = pre if how in ("symbolic", "skip_symbolic_shape") else src
-        with atomic_path(onnx_out) as out, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            level = logging.getLogger().level
-            logging.getLogger().setLevel(logging.ERROR)  # onnxruntime logs a line per skipped node
-            try:
-                q.quantize_static(
-                    str(model_in),
-                    str(out),
-                    reader,
-                    quant_format=q.QuantFormat.QDQ,
-                    op_types_to_quantize=list(op_types),
-                    per_channel=per_channel,
-                    activation_type=q.QuantType.QInt8,
-                    weight_type=q.QuantType.QInt8,
-                    calibrate_method=method,
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
-                )
-            except Exception as e:
-                raise ExportFailedError(
-                    src.name, "onnxruntime quantize_static", f"{type(e).__name__}: {str(e)[:300]}"
-                ) from e
-            finally:
-                logging.getLogger().setLevel(level)
-            batches = reader.inner.count
-            if batches == 0:
-                raise ExportFailedError(src.name, "INT8 calibration", "the calibration data was empty")
-            qdq = count_qdq(out)
-    return QuantizeReport(
-        "static QDQ (onnxruntime.quantization)",
-        list(op_types),
-        per_channel,
-        "int8 (symmetric)",
-        "int8 (symmetric)",
-        True,
-        calibrate_method,
-        batches,
-        how,
-        qdq,
-    )
+def precision_path(onnx_path: str | Path, precision: str) -> Path:
+    """``export/x.onnx`` → ``export/x.<precision>.onnx`` (fp32: the path itself)."""
+    p = Path(onnx_path)
+    return p if precision == "fp32" else p.with_name(f"{p.stem}.{precision}.onnx")
 
 
 def convert_fp16(onnx_in: str | Path, onnx_out: str | Path, keep_io_types: bool = True) -> dict[str, Any]:
-    """fp32 ONNX → fp16 weights and ops (onnxconverter-common), IO kept float32; written atomically.
+    """fp32 ONNX → mixed fp16 ONNX (ModelOpt AutoCast, :data:`FP32_OPS` kept fp32, I/O fp32); atomic.
 
-    Returns ``{"method", "keep_io_types"}`` for the sidecar.
+    ``keep_io_types`` must stay True (callers feed and read float32). Returns the conversion record.
     Raises:
-        MissingDependencyError: onnxconverter-common is not installed.
+        MissingDependencyError: nvidia-modelopt is not installed.
     """
-    try:
-        from onnxconverter_common import float16
-    except ImportError as e:
-        raise MissingDependencyError(
-            "onnxconverter-common", "fp16 conversion", "pip install onnxconverter-common"
-        ) from e
-    import onnx
-
-    model = onnx.load(str(onnx_in))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "the model is already fp16"-style notes, value clamping notes
-        half = float16.convert_float_to_float16(model, keep_io_types=keep_io_types)
-    fixed = _restore_float_outputs(model, half) if keep_io_types else []
-    with atomic_path(onnx_out) as out:
-        onnx.save_model(half, str(out))
-    return {"method": "onnxconverter_common.float16", "keep_io_types": keep_io_types, "outputs_recast": fixed}
-
-
-def _restore_float_outputs(original: Any, half: Any) -> list[str]:
-    """Cast graph outputs back to float32 where the converter left them float16.
-
-    onnxconverter-common keeps IO types by casting around the graph, but an output produced by an op
-    on its block list (e.g. ``Resize``, kept in fp32 by casts around it) comes out declared and cast as
-    float16 anyway. Such an output is renamed ``<name>_fp16`` and a ``Cast(to=FLOAT)`` restores ``<name>``.
-    Returns the names that were fixed.
-    """
-    import onnx
-    from onnx import TensorProto, helper
-
-    was = {o.name: o.type.tensor_type.elem_type for o in original.graph.output}
-    fixed = []
-    for out in half.graph.output:
-        if was.get(out.name) != TensorProto.FLOAT or out.type.tensor_type.elem_type != TensorProto.FLOAT16:
-            continue
-        inner = f"{out.name}_fp16"
-        for node in half.graph.node:
-            node.output[:] = [inner if o == out.name else o for o in node.output]
-            node.input[:] = [inner if i == out.name else i for i in node.input]
-        half.graph.node.append(helper.make_node("Cast", [inner], [out.name], to=TensorProto.FLOAT))
-        out.type.tensor_type.elem_type = TensorProto.FLOAT
-        fixed.append(out.name)
-    if fixed:
-        onnx.checker.check_model(half)
-    return fixed
+    if not keep_io_types:
+        raise ConfigError("keep_io_types", keep_io_types, "fp16 artifacts keep float32 inputs and outputs")
+    return {"method": "nvidia-modelopt onnx.autocast", **convert_mixed(onnx_in, onnx_out, "fp16")}
 
 
 def write_derived_sidecar(
@@ -279,7 +135,7 @@ def write_derived_sidecar(
     The ``validation`` figures of the fp32 export are kept under ``derived_from`` (they describe the
     fp32 graph, not this one). Returns the record.
     """
-    from zsplg_fast.export.artifact import files_sha256, now_iso, read_sidecar, sidecar_path
+    from zsplg_fast.export.artifact import now_iso
     from zsplg_fast.utils.io import atomic_write_json
 
     src, dst = Path(src_onnx), Path(dst_onnx)
@@ -303,3 +159,156 @@ def write_derived_sidecar(
     }
     atomic_write_json(sidecar_path(dst), record)
     return record
+
+
+def _validate(src: Path, dst: Path, precision: str, feeds: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+    """Cosine / max abs of every output of ``dst`` against the fp32 ``src``, onnxruntime CPU, worst
+    over ``feeds``; bf16 is recorded as skipped where onnxruntime's CPU provider lacks its kernels."""
+    import onnxruntime as ort
+
+    from zsplg_fast.engines.ort import OrtEngine
+    from zsplg_fast.export.parity import compare
+    from zsplg_fast.export.quantize import FIDELITY_TOLERANCE
+
+    # no CPU memory arena: its power-of-two growth on vit_b's attention buffers runs hosts out of memory
+    opts = {"enable_cpu_mem_arena": False}
+    ref = OrtEngine(src, optimization="all", session_options=opts)
+    try:
+        got = OrtEngine(dst, optimization=ORT_CPU_OPTIMIZATION[precision], session_options=opts)
+    except (ort.capi.onnxruntime_pybind11_state.NotImplemented, RuntimeError) as e:
+        return {"skipped": f"onnxruntime CPU cannot run {precision}: {str(e).strip()[:200]}"}
+    worst: dict[str, dict[str, Any]] = {}
+    for f in feeds:
+        r, g = ref(f), got(f)
+        for name in r:
+            c = compare(name, np.asarray(r[name]), np.asarray(g[name]), FIDELITY_TOLERANCE).to_dict()
+            w = worst.get(name)
+            if w is None or c["cosine"] < w["cosine"]:
+                worst[name] = {**c, "max_abs": max(c["max_abs"], (w or c)["max_abs"])}
+            else:
+                w["max_abs"] = max(w["max_abs"], c["max_abs"])
+    return {
+        "vs": "fp32 ONNX, onnxruntime CPU",
+        "feeds": len(feeds),
+        "outputs": list(worst.values()),
+        "worst_cosine": min(o["cosine"] for o in worst.values()),
+        "worst_max_abs": max(o["max_abs"] for o in worst.values()),
+    }
+
+
+def probe_feeds(art: Artifact, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded random feeds at each symbolic axis' profile 'opt' size: float32 N(0, 1), int64 token ids
+    in [0, 8) (valid in any vocabulary); a SAM decoder gets a valid prompt and image size."""
+    from zsplg_fast.export.quantize import _probe_feeds
+
+    feeds = _probe_feeds(art.inputs, art.sidecar.get("profiles", {}), seed)
+    g = np.random.default_rng(seed)
+    for k, v in feeds.items():
+        if v.dtype == np.int64:
+            feeds[k] = g.integers(0, 8, size=v.shape).astype(np.int64)
+    return feeds
+
+
+def _reuse(dst: Path, src_sha: str, tool: str, settings: dict[str, Any], force: bool) -> Artifact | None:
+    """The existing derived artifact when made from the same source by the same tool with the same
+    ``settings`` (a subset of its ``precision_settings``); else refuse (``force`` replaces it)."""
+    if not dst.exists() and not sidecar_path(dst).exists():
+        return None
+    side = read_sidecar(dst) if sidecar_path(dst).is_file() else {}
+    made = side.get("precision_settings", {})
+    same_src = side.get("precision_source_sha256") == src_sha and side.get("precision_tool") == tool
+    same = same_src and all(made.get(k) == v for k, v in settings.items())
+    if same and dst.is_file() and not force:
+        return Artifact(dst, side)
+    if not force:
+        why = (
+            f"made with other settings ({ {k: made.get(k) for k in settings} })"
+            if same_src
+            else f"made by {side.get('precision_tool') or side.get('kind') or 'unknown'} from another "
+            f"source (sha256 {str(side.get('precision_source_sha256'))[:12]})"
+        )
+        raise OutputExistsError(dst, f"exists, {why}; pass force=True (--force) to replace it")
+    return None
+
+
+def precision_artifact(
+    onnx_path: str | Path,
+    precision: str,
+    *,
+    calibration: Iterable[dict[str, np.ndarray]] | None = None,
+    force: bool = False,
+) -> Artifact:
+    """The ``precision`` ONNX of an exported fp32 artifact, written beside it once and reused after.
+
+    Args:
+        onnx_path: an fp32 artifact (``export/<name>.onnx`` with its sidecar).
+        precision: ``fp32`` (the artifact unchanged) | ``fp16`` | ``bf16`` | ``int8``.
+        calibration: int8 only: feeds dicts (input name → float32 array, preprocessed exactly as at
+            inference time), e.g. ``{"image": (1, 3, 1024, 1024) float32}`` per image.
+        force: replace an existing ``<name>.<precision>.onnx`` made from another source or tool.
+    Returns:
+        The :class:`Artifact` ``<name>.<precision>.onnx`` whose sidecar has ``precision``,
+        ``precision_tool``, ``precision_tool_version``, ``precision_source_sha256``, ``precision_settings``,
+        ``validation`` and ``onnxruntime_cpu_optimization``.
+    Raises:
+        ConfigError: unknown precision, a source that is not fp32, or int8 without calibration.
+        OutputExistsError: a different ``<name>.<precision>.onnx`` exists and ``force`` is false.
+        MissingDependencyError: fp16/bf16 without nvidia-modelopt.
+        QdqLintError: the int8 graph holds nodes TensorRT cannot consume.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError("precision", precision, "unknown precision", valid=", ".join(PRECISIONS))
+    src = Artifact.open(onnx_path)
+    if precision_of(src.sidecar) != "fp32":
+        raise ConfigError(
+            "precision", str(src.path), f"the source must be an fp32 export, not {precision_of(src.sidecar)}"
+        )
+    if precision == "fp32":
+        return src
+    src_sha = files_sha256(src.files[:-1])
+    dst = precision_path(src.path, precision)
+    if precision == "int8":
+        from onnxruntime import __version__ as tool_version
+
+        tool = INT8_TOOL
+    else:
+        from zsplg_fast.export.mixed_precision import modelopt_version
+
+        tool, tool_version = "nvidia-modelopt onnx.autocast", modelopt_version()
+    ops = INT8_OP_TYPES.get(str(src.sidecar.get("spec", "")), QUANT_OP_TYPES)
+    wanted = {"op_types": list(ops)} if precision == "int8" else {"keep_fp32_ops": list(FP32_OPS)}
+    reused = _reuse(dst, src_sha, tool, wanted, force)
+    if reused is not None:
+        return reused
+    calib = list(calibration) if calibration is not None else []
+    if precision == "int8" and not calib:
+        raise ConfigError("calibration", None, "int8 needs calibration feeds (preprocessed images)")
+    feeds = [probe_feeds(src, seed) for seed in (0, 1)] + calib[:1]
+    t0 = time.perf_counter()
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{dst.stem}.", suffix=".partial", dir=src.path.parent))
+    try:
+        tmp = tmpdir / dst.name
+        if precision == "int8":
+            settings: dict[str, Any] = quantize_int8(src.path, tmp, calib, op_types=ops).to_dict()
+        else:
+            settings = convert_mixed(src.path, tmp, precision)
+        seconds = round(time.perf_counter() - t0, 2)
+        validation = _validate(src.path, tmp, precision, feeds)
+        os.replace(tmp, dst)
+        record = write_derived_sidecar(
+            src.path,
+            dst,
+            precision,
+            {
+                "precision_tool": tool,
+                "precision_tool_version": tool_version,
+                "precision_source_sha256": src_sha,
+                "precision_settings": settings,
+                "precision_time_s": seconds,
+                "validation": validation,
+                "onnxruntime_cpu_optimization": ORT_CPU_OPTIMIZATION[precision],
+            },
+        )
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    return Artifact(dst, record)
