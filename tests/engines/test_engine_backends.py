@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from typing import Any
 
@@ -142,3 +143,22 @@ def test_trt_backend_without_tensorrt(tmp_path: Path) -> None:
     with pytest.raises(MissingDependencyError, match="tensorrt"):
         load_engine(plan)
     assert "tensorrt" in (backends()["trt"].available() or "")
+
+
+def test_ort_cpu_level_capped_by_the_sidecar(decoder_onnx: Path, tmp_path: Path) -> None:
+    """A precision sidecar's ``onnxruntime_cpu_optimization`` caps the CPU session's level (fp16 ViTs crash
+    onnxruntime CPU at "all"); a lower level asked for is kept."""
+    import shutil
+
+    onnx = tmp_path / "m.fp16.onnx"
+    shutil.copy(decoder_onnx, onnx)
+    side = json.loads(decoder_onnx.with_suffix(".json").read_text())
+    onnx.with_suffix(".json").write_text(json.dumps({**side, "onnxruntime_cpu_optimization": "extended"}))
+    e = ort_backend.OrtEngine(onnx)
+    level = e.session.get_session_options().graph_optimization_level
+    assert (
+        e.optimization == "extended"
+        and level == ort_backend._ort().GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    )
+    assert ort_backend.OrtEngine(onnx, optimization="basic").optimization == "basic"
+    assert ort_backend.OrtEngine(decoder_onnx).optimization == "all"

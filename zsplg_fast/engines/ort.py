@@ -192,6 +192,15 @@ class OrtEngine:
             if not hasattr(opts, key):
                 raise ConfigError("session_options", key, "not an onnxruntime.SessionOptions attribute")
             setattr(opts, key, value)
+        side = self._sidecar()
+        cap = side.get("onnxruntime_cpu_optimization")  # fp16 ViTs crash ORT CPU at "all" (export/precision)
+        if (
+            cap in _OPT_LEVELS
+            and asked[0][0] == "cpu"
+            and _OPT_LEVELS.index(optimization) > _OPT_LEVELS.index(cap)
+        ):
+            optimization = cap
+        self.optimization = optimization
         levels = ort.GraphOptimizationLevel
         opts.graph_optimization_level = {
             "disable": levels.ORT_DISABLE_ALL,
@@ -202,7 +211,6 @@ class OrtEngine:
         user = provider_options or {}
         gpu = asked[0][0] != "cpu"
         self._stream = _torch_stream(device_id) if gpu else None
-        side = self._sidecar()
         plist = []
         for short, full in asked:
             o = {**PROVIDERS[short][1], **dict(user.get(short, {}))}
