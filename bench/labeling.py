@@ -1,4 +1,5 @@
-"""End-to-end labeling benchmark: upstream AMG + eager CLIP (A) vs ours on torch (B), ORT (C), ORT INT8 (D).
+"""End-to-end labeling benchmark: upstream AMG + eager CLIP (A) vs ours on torch (B, B0 before decoder
+sharing), ORT (C), ORT INT8 (D), torch bf16 (E); speed on vit_b, fidelity on the trained toy models.
 
 A thin wrapper over :func:`zsplg_fast.bench.labeling.bench_labeling` (also ``zsplg-fast bench labeling``).
 The glibc allocator is tuned for both sides (shared measurements): when the ``MALLOC_*`` variables are
@@ -26,7 +27,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=2)
     ap.add_argument("--size", type=int, nargs=2, default=[768, 1024], metavar=("H", "W"))
     ap.add_argument("--precision", choices=("fp32", "int8"), default="fp32", help="int8 adds variant D")
-    ap.add_argument("--variants", default="A,B,C", help="comma list among A,B,C,D (A is required)")
+    ap.add_argument("--variants", default="A,B,C", help="comma list among A,B,B0,C,D,E (A is required)")
     ap.add_argument("--sam", default="vit_b")
     ap.add_argument("--clip", default="ViT-B-16")
     ap.add_argument("--clip-size", type=int, default=448)
@@ -36,6 +37,8 @@ def main() -> None:
     )
     ap.add_argument("--export-dir", default=None, help="where ONNX artifacts go (default: a temp dir)")
     ap.add_argument("--no-colour-fidelity", action="store_true")
+    ap.add_argument("--toy-images", type=int, default=4, help="fidelity on the trained toy models (0: skip)")
+    ap.add_argument("--toy-grid", type=int, default=16, help="AMG points per side for the toy mask fidelity")
     ap.add_argument("--out", default="bench/results/labeling_cpu")
     ap.add_argument("--note", default="")
     ap.add_argument("--default-malloc", action="store_true", help="do not re-exec with tuned glibc malloc")
@@ -58,6 +61,8 @@ def main() -> None:
         threads=args.threads,
         export_dir=args.export_dir,
         colour_fidelity=not args.no_colour_fidelity,
+        toy_images=args.toy_images,
+        toy_grid=args.toy_grid,
         out=args.out,
         note=args.note,
         variants=tuple(v.strip() for v in args.variants.split(",") if v.strip()),

@@ -27,6 +27,7 @@ def test_bench_labeling_tiny_a_vs_b(tmp_path: Path) -> None:
         threads=1,
         out=str(out),
         colour_fidelity=True,
+        toy_images=0,  # trained-weights fidelity: tests/bench/test_labeling_toy.py
     )
     report = bench_labeling(cfg, log=lambda _m: None)
     b = report["results"]["4x4"]["B"]

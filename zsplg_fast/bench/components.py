@@ -236,7 +236,7 @@ def _labeling_runner(backend: str, ctx: BenchContext) -> Callable[[], Any]:
     models = Models(
         ctx.model("sam").model, clip, DenseClip.from_bundle(clip, ctx.cfg.clip), ctx.cfg.clip.image_size
     )
-    pipe = EnginePipeline(enc, dec, dense, models, _amg(ctx), prompt_batch=LABEL_PROMPT_BATCH)
+    pipe = EnginePipeline(enc, dec, dense, None, models, _amg(ctx), prompt_batch=LABEL_PROMPT_BATCH)
     image = ctx.image()
     return lambda: pipe(image)
 

@@ -1,10 +1,13 @@
-"""``bench_labeling``: end-to-end labeling, upstream (A) vs ours on torch (B), ORT (C), ORT INT8 (D).
+"""``bench_labeling``: end-to-end labeling, upstream (A) vs ours on torch (B; B0 = before the decoder's
+per-image work was shared), ORT (C), ORT INT8 (D) and torch under bf16 autocast (E).
 
 One run, same images and weights for every variant, side by side per image (these machines are
-noisy: compare ratios). Per grid and variant it reports seconds per image by stage, images/s, peak
-RSS, the ratio to A, and mask fidelity to A (mean best IoU of A's masks among ours, count ratio, CLIP
-feature cosine). Random weights give image-wide noisy masks that NMS folds into very few, so a second,
-structured-mask fidelity check runs the same AMG code on the colour SAM (``synthetic_sam``).
+noisy: compare ratios). Speed is measured on the real-size models (random weights): per grid and
+variant, seconds per image by stage, images/s, peak RSS, the ratio to A. Fidelity is measured on
+TRAINED weights, the shipped toy SAM + toy CLIP on the toy world (``labeling_toy``): mean best mask IoU
+over tens of masks per image, count ratio, label mIoU difference. (The random-weight fidelity to A is
+kept in the JSON: random weights leave one or two image-wide masks, so it says little.) A third check
+runs the same AMG code on the colour SAM (``synthetic_sam``).
 
 ``zsplg-fast bench labeling`` (CLI owned elsewhere) and ``bench/labeling.py`` both call
 :func:`bench_labeling` with a :class:`LabelBenchConfig`; results go to ``<out>.json`` and ``<out>.md``.
@@ -49,14 +52,19 @@ VARIANTS = {
     "B": "ours: MaskGenerator on TorchEngines (spec modules, eager fp32)",
     "C": "ours: MaskGenerator on OrtEngines (CPU, fp32)",
     "D": "ours: MaskGenerator on OrtEngines with quantize_dynamic INT8 artifacts",
+    "B0": "B with the one-piece sam_decoder_batched (image-side work once per decoder call: before sharing)",
+    "E": "ours: MaskGenerator on TorchEngines under CPU bf16 autocast (label --precision bf16)",
 }
+TOY_FIDELITY_OF = {"B": "B", "B0": "B", "C": "C", "D": "D", "E": "E"}
+"""Speed variant → the toy-fidelity variant that runs the same code (B0's decoder is bit-identical to B's)."""
 
 
 @dataclass
 class LabelBenchConfig:
     """What to run. ``precision="int8"`` adds variant D. Thresholds default to 0 so random weights keep
     their masks. ``points_per_batch`` is upstream's (A); ``prompt_batch`` ours (None = the library's
-    automatic default, ``default_prompt_batch``)."""
+    automatic default, ``default_prompt_batch``). ``toy_images`` / ``toy_grid``: the trained-weights
+    fidelity (0 images: skip it)."""
 
     grids: tuple[int, ...] = (16, 32)
     images: int = 2
@@ -72,6 +80,8 @@ class LabelBenchConfig:
     threads: int | None = None
     export_dir: str | None = None
     colour_fidelity: bool = True
+    toy_images: int = 4
+    toy_grid: int = 16
     seed: int = 0
     out: str | None = "bench/results/labeling_cpu"
     note: str = ""
@@ -191,13 +201,10 @@ def run_variant(
         out["export_s"] = round(time.perf_counter() - t0, 1)
         return out
     engines: Any = None
+    if variant != "A":
+        engines = ENGINES[variant](models, export_dir or ref_dir, threads)
     if variant == "B":
-        engines = torch_engines(models)
-    elif variant in ("C", "D"):
-        where = export_dir or ref_dir  # written (and checked against the models) by the "export" step
-        paths = {n: where / f"{n}.onnx" for n in ("sam_encoder", "sam_decoder_batched", "clip_dense")}
-        paths |= {f"{n}.int8": where / f"{n}.int8.onnx" for n in list(paths)}
-        engines = ort_engines(paths, ".int8" if variant == "D" else "", threads=threads)
+        out["decoder_parity_vs_upstream"] = decoder_parity(models.sam)
     images = [bench_image(*cfg.image_hw, seed=cfg.seed + i) for i in range(cfg.images)]
     for grid in cfg.grids:
         amg = _amg_kwargs(cfg, grid)
@@ -220,6 +227,55 @@ def run_variant(
             runs.append(rec)
         out["runs"][f"{grid}x{grid}"] = runs
     return out
+
+
+@torch.inference_mode()
+def decoder_parity(sam: Any, prompts: int = 16, seed: int = 0) -> dict[str, Any]:
+    """Max abs difference of ``sam_decoder_image`` + ``sam_decoder_shared`` to upstream's
+    ``PromptEncoder`` + ``MaskDecoder`` (multimask) on a random embedding and ``prompts`` point prompts."""
+    from zsplg_fast.export.specs.sam_decoder_shared import SHARED_NAMES, SamDecoderImage, SamDecoderShared
+
+    gen = torch.Generator().manual_seed(seed)
+    pe = sam.prompt_encoder
+    g, c, s = pe.image_embedding_size[0], pe.embed_dim, sam.image_encoder.img_size
+    emb = torch.randn(1, c, g, g, generator=gen)
+    coords, labels = torch.rand(prompts, 1, 2, generator=gen) * s, torch.ones(prompts, 1)
+    sparse, dense = pe(points=(coords, labels), boxes=None, masks=None)
+    ref = sam.mask_decoder(emb, pe.get_dense_pe(), sparse, dense, multimask_output=True)
+    shared = dict(zip(SHARED_NAMES, SamDecoderImage(sam)(emb), strict=True))
+    ours = SamDecoderShared(sam)(**shared, point_coords=coords, point_labels=labels)
+    return {
+        "prompts": prompts,
+        "max_abs_low_res_masks": float((ours[0] - ref[0]).abs().max()),
+        "max_abs_iou_predictions": float((ours[1] - ref[1]).abs().max()),
+    }
+
+
+def _ort(suffix: str) -> Callable[[Any, Path, int], Any]:
+    def build(models: Any, where: Path, threads: int) -> Any:
+        # written (and checked against the models) by the "export" step
+        names = ("sam_encoder", "sam_decoder_image", "sam_decoder_shared", "clip_dense")
+        paths = {n: where / f"{n}.onnx" for n in names}
+        paths |= {f"{n}.int8": where / f"{n}.int8.onnx" for n in names}
+        return ort_engines(paths, suffix, threads=threads)
+
+    return build
+
+
+def _bf16(models: Any, where: Path, threads: int) -> Any:
+    from zsplg_fast.labeling.engines import torch_autocast
+
+    return torch_engines(models, autocast=torch_autocast("bf16", torch.device("cpu")))
+
+
+ENGINES: dict[str, Callable[[Any, Path, int], Any]] = {
+    "B": lambda models, where, threads: torch_engines(models),
+    "B0": lambda models, where, threads: torch_engines(models, shared=False),
+    "C": _ort(""),
+    "D": _ort(".int8"),
+    "E": _bf16,
+}
+"""Variant → (models, export folder, threads) → (encoder, decoder, clip_dense, decoder_image) engines."""
 
 
 def _in_subprocess(
@@ -251,7 +307,8 @@ def bench_labeling(cfg: LabelBenchConfig | None = None, log: Callable[[str], Non
     cfg = cfg or LabelBenchConfig()
     variants = tuple(dict.fromkeys((*cfg.variants, *(("D",) if cfg.precision == "int8" else ()))))
     if any(v not in VARIANTS for v in variants) or "A" not in variants:
-        raise ConfigError("bench.variants", variants, "must include A; known: A, B, C, D", valid="A,B,C,D")
+        known = ",".join(VARIANTS)
+        raise ConfigError("bench.variants", variants, f"must include A; known: {known}", valid=known)
     variants = ("A", *(v for v in variants if v != "A"))
     run = _in_subprocess if cfg.isolate else run_variant
     load0 = _loadavg()
@@ -269,10 +326,27 @@ def bench_labeling(cfg: LabelBenchConfig | None = None, log: Callable[[str], Non
             per_variant[v] = run(cfg, v, ref_dir, export_dir, log)
             results = _summaries(per_variant)
             report = _report(cfg, variants, per_variant["A"]["settings"], load0, export_s, results, None)
+            if "decoder_parity_vs_upstream" in per_variant[v]:
+                report["decoder_parity_vs_upstream"] = per_variant[v]["decoder_parity_vs_upstream"]
             _write(cfg, report, log)  # partial results after each variant
     report["colour_sam_fidelity"] = _colour_fidelity(cfg, log) if cfg.colour_fidelity else None
     _write(cfg, report, log)
+    if cfg.toy_images:
+        report["toy_fidelity"] = _toy_fidelity(cfg, variants, log)
+        _write(cfg, report, log)
     return report
+
+
+def _toy_fidelity(cfg: LabelBenchConfig, variants: tuple[str, ...], log: Callable[[str], None]) -> dict:
+    """Every variant's fidelity on trained weights (toy SAM + toy CLIP), see ``labeling_toy``."""
+    from zsplg_fast.bench.labeling_toy import ToyFidelityConfig, toy_fidelity
+
+    toy = tuple(dict.fromkeys(TOY_FIDELITY_OF[v] for v in variants if v in TOY_FIDELITY_OF))
+    t0 = time.perf_counter()
+    out = toy_fidelity(toy, ToyFidelityConfig(images=cfg.toy_images, grid=cfg.toy_grid), log=log)
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    out["speed_variant_to_toy_variant"] = {v: TOY_FIDELITY_OF[v] for v in variants if v in TOY_FIDELITY_OF}
+    return out
 
 
 def _summaries(per_variant: dict[str, Any]) -> dict[str, Any]:

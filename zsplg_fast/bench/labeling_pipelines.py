@@ -2,9 +2,10 @@
 
 - **A** (:class:`UpstreamPipeline`): segment-anything's ``SamAutomaticMaskGenerator`` on the ``Sam``
   module, plus GEM dense CLIP features in eager PyTorch.
-- **B/C/D** (:class:`EnginePipeline`): our :class:`~zsplg_fast.labeling.amg.MaskGenerator` on
-  ``sam_encoder`` + ``sam_decoder_batched`` engines and a ``clip_dense`` engine (torch, onnxruntime,
-  onnxruntime INT8).
+- **B/C/D/E** (:class:`EnginePipeline`): our :class:`~zsplg_fast.labeling.amg.MaskGenerator` on
+  ``sam_encoder`` + ``sam_decoder_image`` + ``sam_decoder_shared`` engines (or the one-piece
+  ``sam_decoder_batched``, variant B0) and a ``clip_dense`` engine (torch, onnxruntime, onnxruntime INT8,
+  torch under bf16 autocast).
 
 Both name masks the same way: :func:`~zsplg_fast.labeling.pooling.pool_masks` of the dense features.
 """
@@ -140,12 +141,20 @@ class UpstreamPipeline:
 
 
 class EnginePipeline:
-    """B/C/D: our MaskGenerator on engines + a ``clip_dense`` engine + ``pool_masks``."""
+    """B/C/D/E: our MaskGenerator on engines + a ``clip_dense`` engine + ``pool_masks``.
+    ``decoder_image``: the ``sam_decoder_image`` engine when ``decoder`` is ``sam_decoder_shared``."""
 
     def __init__(
-        self, encoder: Any, decoder: Any, clip_dense: Any, models: Models, cfg: AmgConfig, **amg: Any
+        self,
+        encoder: Any,
+        decoder: Any,
+        clip_dense: Any,
+        decoder_image: Any,
+        models: Models,
+        cfg: AmgConfig,
+        **amg: Any,
     ) -> None:
-        self.gen = MaskGenerator(encoder, decoder, cfg, **amg)
+        self.gen = MaskGenerator(encoder, decoder, cfg, decoder_image=decoder_image, **amg)
         self.models = models
         self.device = self.gen.device
         self.dense = dense_from_engine(clip_dense, self.device)
@@ -165,23 +174,28 @@ class EnginePipeline:
 
 
 def torch_engines(
-    models: Models, device: str = "cpu", autocast: str = "fp32", compile: bool = False
-) -> tuple[Any, Any, Any]:
-    """(sam_encoder, sam_decoder_batched, clip_dense) TorchEngines from the export specs' modules."""
+    models: Models, device: str = "cpu", autocast: str = "fp32", compile: bool = False, shared: bool = True
+) -> tuple[Any, Any, Any, Any]:
+    """(sam_encoder, decoder, clip_dense, sam_decoder_image) TorchEngines from the export specs' modules:
+    decoder ``sam_decoder_shared`` with its image engine, or (``shared=False``) the one-piece
+    ``sam_decoder_batched`` and None."""
     from zsplg_fast.engines.torch_engine import TorchEngine
     from zsplg_fast.export.specs import get_spec
 
-    preps = (
+    preps = [
         get_spec("sam_encoder").bind(models.sam, validation_batches=(1,)),
-        get_spec("sam_decoder_batched").bind(models.sam),
+        get_spec("sam_decoder_shared" if shared else "sam_decoder_batched").bind(models.sam),
         get_spec("clip_dense").bind(models.clip, **_clip_options(models)),
-    )
-    return tuple(  # type: ignore[return-value]
+    ]
+    if shared:
+        preps.append(get_spec("sam_decoder_image").bind(models.sam))
+    engines = [
         TorchEngine(
             p.module, p.inputs, p.outputs, device=device, autocast=autocast, compile=compile, name=p.name
         )
         for p in preps
-    )
+    ]
+    return engines[0], engines[1], engines[2], (engines[3] if shared else None)
 
 
 def _clip_options(models: Models) -> dict[str, Any]:
@@ -218,7 +232,7 @@ def _artifact_matches(path: Path, prepared: Any) -> bool:
 def export_engines(
     models: Models, out_dir: str | Path, int8: bool = False, reuse: bool = True
 ) -> dict[str, Path]:
-    """Export the three artifacts to ``out_dir`` (ONNX + sidecars, validated); with ``int8`` also their
+    """Export the four artifacts to ``out_dir`` (ONNX + sidecars, validated); with ``int8`` also their
     ``quantize_dynamic`` variants. With ``reuse``, an artifact already there that reproduces the
     model's outputs on the spec's dummy feeds is kept. Returns name → path (``<name>.int8`` for INT8)."""
     from zsplg_fast.export.onnx import export_onnx
@@ -229,7 +243,8 @@ def export_engines(
     paths: dict[str, Path] = {}
     jobs = (
         ("sam_encoder", models.sam, {"validation_batches": (1,)}),
-        ("sam_decoder_batched", models.sam, {}),
+        ("sam_decoder_image", models.sam, {}),
+        ("sam_decoder_shared", models.sam, {}),
         ("clip_dense", models.clip, _clip_options(models)),
     )
     for name, model, opts in jobs:
@@ -249,8 +264,8 @@ def export_engines(
 
 def ort_engines(
     paths: Mapping[str, Path], suffix: str = "", threads: int | None = None, cpu_arena: bool = False
-) -> tuple[Any, Any, Any]:
-    """(encoder, decoder, clip_dense) OrtEngines on the CPU provider.
+) -> tuple[Any, Any, Any, Any]:
+    """(sam_encoder, sam_decoder_shared, clip_dense, sam_decoder_image) OrtEngines on the CPU provider.
 
     ``cpu_arena=False`` builds each session without onnxruntime's CPU memory arena: its
     power-of-two growth plus vit_b's 805 MB global-attention buffers took one worker to 12.5 GB and an
@@ -259,7 +274,7 @@ def ort_engines(
     from zsplg_fast.engines.ort import OrtEngine
 
     opts = {"enable_cpu_mem_arena": cpu_arena}
-    names = ("sam_encoder", "sam_decoder_batched", "clip_dense")
+    names = ("sam_encoder", "sam_decoder_shared", "clip_dense", "sam_decoder_image")
     engines = [OrtEngine(paths[n + suffix], intra_op_threads=threads, session_options=opts) for n in names]
     return tuple(engines)  # type: ignore[return-value]
 

@@ -28,6 +28,9 @@ def label(
     masks: str = typer.Option(None, "--masks", help="upstream | fast"),
     backend: str = typer.Option(None, "--backend", help="torch | ort | trt (fast masks)"),
     engines: str = typer.Option(None, "--engines", help="folder of exported artifacts"),
+    precision: str = typer.Option(
+        None, "--precision", help="fp32 | bf16 (torch: CUDA, or CPUs with AVX512-BF16/AMX) | fp16 | int8"
+    ),
     device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
     devices: str = typer.Option(
         None,
@@ -64,6 +67,7 @@ def label(
             "label.masks": masks,
             "label.backend": backend,
             "label.engines": engines,
+            "label.precision": precision,
             "label.device": device,
             "label.devices": devices,
             "label.executor": executor,

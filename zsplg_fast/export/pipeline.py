@@ -73,7 +73,8 @@ def _sam_jobs(cfg: Config) -> list[tuple[str, dict[str, Any]]]:
     jobs: list[tuple[str, dict[str, Any]]] = [("sam_encoder", {})]
     if cfg.export.with_preprocess:
         jobs.append(("sam_encoder_preprocess", {}))
-    return [*jobs, ("sam_decoder", {}), ("sam_decoder_batched", {})]
+    shared = [("sam_decoder_image", {}), ("sam_decoder_shared", {})]  # the labeler prefers this pair
+    return [*jobs, ("sam_decoder", {}), ("sam_decoder_batched", {}), *shared]
 
 
 def _clip_jobs(cfg: Config) -> list[tuple[str, dict[str, Any]]]:

@@ -76,7 +76,11 @@ class MaskGenerator:
             bottom-right → ``image_embeddings`` (B, C, S/16, S/16).
         decoder: ``sam_decoder_batched`` engine: ``image_embeddings`` (1, C, h, w), ``point_coords``
             (B, N, 2) float32 in the S-frame, ``point_labels`` (B, N) float32 → ``low_res_masks``
-            (B, 3, 4h, 4w) logits and ``iou_predictions`` (B, 3).
+            (B, 3, 4h, 4w) logits and ``iou_predictions`` (B, 3); or, with ``decoder_image``, a
+            ``sam_decoder_shared`` engine taking that engine's outputs instead of ``image_embeddings``.
+        decoder_image: ``sam_decoder_image`` engine (``image_embeddings`` → the decoder's
+            prompt-independent tensors), run once per crop; its outputs feed every decoder call of
+            the crop. None: the decoder takes the embedding itself.
         cfg: upstream's AMG parameters (``points_per_batch`` is upstream's knob; see ``prompt_batch``).
         output_mode: ``binary_mask`` | ``uncompressed_rle`` | ``coco_rle`` for :meth:`generate`.
         prompt_batch: prompts per decoder call, capped at the decoder's profile max
@@ -100,6 +104,7 @@ class MaskGenerator:
         decoder: Engine,
         cfg: AmgConfig,
         *,
+        decoder_image: Engine | None = None,
         output_mode: str = "binary_mask",
         prompt_batch: int | None = None,
         full_res_filter: bool = False,
@@ -117,6 +122,7 @@ class MaskGenerator:
         if prompt_batch is not None and prompt_batch < 1:
             raise ConfigError("prompt_batch", prompt_batch, "must be >= 1 (or null for automatic)")
         self.encoder, self.decoder, self.cfg = encoder, decoder, cfg
+        self.decoder_image = decoder_image
         self.output_mode = output_mode
         self.prompt_batch = prompt_batch
         self.batch_used: int | None = None  # prompts per decoder call in the last crop (reports)
@@ -252,13 +258,19 @@ class MaskGenerator:
         batch = min(batch, limit) if limit else batch  # a plan built for 256 refuses 1024 prompts
         self.batch_used = batch
         cands: list[_CropCandidates] = []
+        with self._stage("decoder"):
+            image_feeds = (
+                self.decoder_image({"image_embeddings": emb})
+                if self.decoder_image
+                else {"image_embeddings": emb}
+            )
         for start in range(0, len(pts), batch):
             sl = slice(start, start + batch)
             coords = torch.from_numpy(s_frame[sl].astype(np.float32))[:, None, :]
             with self._stage("decoder"):
                 out = self.decoder(
                     {
-                        "image_embeddings": emb,
+                        **image_feeds,
                         "point_coords": _feed(self.decoder, coords),
                         "point_labels": _feed(self.decoder, torch.ones(coords.shape[:2])),
                     }

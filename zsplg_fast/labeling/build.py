@@ -66,7 +66,13 @@ def _fast(m: Models) -> tuple[MaskSource, DenseFn, dict[str, Any]]:
     eng = label_engines(
         cfg, m.sam if needs_torch else None, m.dense if needs_torch else None, m.weights, m.device
     )
-    gen = MaskGenerator(eng.encoder, eng.decoder, cfg.amg, prompt_batch=cfg.label.prompt_batch)
+    gen = MaskGenerator(
+        eng.encoder,
+        eng.decoder,
+        cfg.amg,
+        decoder_image=eng.decoder_image,
+        prompt_batch=cfg.label.prompt_batch,
+    )
     return gen, eng.dense, {"masks": "fast", **eng.describe}
 
 

@@ -25,12 +25,14 @@ from zsplg_fast.errors import CheckpointError, ConfigError
 
 @dataclass
 class LabelEngines:
-    """Encoder and batched decoder for the AMG, and the dense CLIP callable for the classifier."""
+    """Encoder and batched decoder for the AMG, and the dense CLIP callable for the classifier.
+    ``decoder_image`` (``sam_decoder_image``) is set when ``decoder`` is ``sam_decoder_shared``."""
 
     encoder: Engine
     decoder: Engine
     dense: Callable[[torch.Tensor], torch.Tensor]
     describe: dict[str, Any]
+    decoder_image: Engine | None = None
 
 
 def dense_from_engine(engine: Engine, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -44,19 +46,40 @@ def dense_from_engine(engine: Engine, device: torch.device) -> Callable[[torch.T
     return run
 
 
+def torch_autocast(precision: str, device: torch.device) -> str:
+    """The autocast the torch backend runs for ``label.precision`` on ``device``: fp16/bf16 on CUDA; bf16
+    on a CPU with native bf16 (AVX512-BF16 or AMX); fp32 as is.
+
+    Raises:
+        ConfigError: any other precision, or bf16 on a CPU without native bf16 (emulated: slower than fp32).
+    """
+    if precision == "fp32":
+        return "fp32"
+    if device.type == "cuda" and precision in ("fp16", "bf16"):
+        return precision
+    if device.type == "cpu" and precision == "bf16":
+        from zsplg_fast.utils.cpu import BF16_FLAGS, cpu_bf16_flags
+
+        if cpu_bf16_flags():
+            return "bf16"
+        raise ConfigError(
+            "label.precision",
+            "bf16",
+            f"this CPU has no native bf16 ({' or '.join(BF16_FLAGS)} missing in /proc/cpuinfo); "
+            "use fp32 on this machine, or int8 with --backend ort",
+            valid="fp32",
+        )
+    valid = "fp32, fp16, bf16" if device.type == "cuda" else "fp32, bf16 (CPUs with AVX512-BF16/AMX)"
+    raise ConfigError("label.precision", precision, f"the torch backend on {device.type} runs", valid=valid)
+
+
 def _torch(cfg: Config, sam: torch.nn.Module, dense: torch.nn.Module, device: torch.device) -> LabelEngines:
     from zsplg_fast.engines.torch_engine import TorchEngine
     from zsplg_fast.export.specs import get_spec
 
-    autocast = (
-        cfg.label.precision if device.type == "cuda" and cfg.label.precision in ("fp16", "bf16") else "fp32"
-    )
-    if cfg.label.precision not in ("fp32", autocast):
-        raise ConfigError(
-            "label.precision", cfg.label.precision, "the torch backend here runs", valid=f"fp32, {autocast}"
-        )
+    autocast = torch_autocast(cfg.label.precision, device)
     engines = []
-    for name in ("sam_encoder", "sam_decoder_batched"):
+    for name in ("sam_encoder", "sam_decoder_shared", "sam_decoder_image"):
         p = get_spec(name).bind(sam)
         engines.append(
             TorchEngine(p.module, p.inputs, p.outputs, device=str(device), autocast=autocast, name=name)
@@ -69,7 +92,8 @@ def _torch(cfg: Config, sam: torch.nn.Module, dense: torch.nn.Module, device: to
         ):
             return dense(x.to(device)).float()
 
-    return LabelEngines(engines[0], engines[1], run_dense, {"backend": "torch", "autocast": autocast})
+    describe = {"backend": "torch", "autocast": autocast, "decoder": "sam_decoder_shared"}
+    return LabelEngines(engines[0], engines[1], run_dense, describe, decoder_image=engines[2])
 
 
 def _check_source(path: Path, expected_weights: str, what: str) -> dict[str, Any]:
@@ -101,13 +125,23 @@ def _check_dense(side: dict[str, Any], cfg: Config, path: Path) -> None:
         )
 
 
+Artifacts = tuple[Engine, Engine, Engine, "Engine | None"]
+"""(encoder, decoder, clip_dense, decoder_image or None)."""
+
+SHARED_DECODER = ("sam_decoder_shared", "sam_decoder_image")
+
+
 def _artifacts(
     backend: str, folder: Path, suffix: Callable[[str], str], hint: str, options: dict[str, Any]
-) -> Callable[[Config, dict[str, str]], tuple[Engine, Engine, Engine]]:
-    def load(cfg: Config, weights: dict[str, str]) -> tuple[Engine, Engine, Engine]:
+) -> Callable[[Config, dict[str, str]], Artifacts]:
+    def load(cfg: Config, weights: dict[str, str]) -> Artifacts:
         root = Path(cfg.label.engines) if cfg.label.engines else folder
+        shared = all((root / suffix(n)).exists() for n in SHARED_DECODER)  # else the one-piece decoder
+        decoders = SHARED_DECODER if shared else ("sam_decoder_batched",)
+        names = [("sam_encoder", "sam"), (decoders[0], "sam"), ("clip_dense", "clip")]
+        names += [(n, "sam") for n in decoders[1:]]
         out = []
-        for name, family in (("sam_encoder", "sam"), ("sam_decoder_batched", "sam"), ("clip_dense", "clip")):
+        for name, family in names:
             path = root / suffix(name)
             if not path.exists():
                 raise ConfigError(
@@ -120,12 +154,12 @@ def _artifacts(
             if name == "clip_dense":
                 _check_dense(side, cfg, path)
             out.append(load_engine(path, backend=backend, **options))
-        return out[0], out[1], out[2]
+        return out[0], out[1], out[2], (out[3] if shared else None)
 
     return load
 
 
-def _ort(cfg: Config, weights: dict[str, str], device: torch.device) -> tuple[Engine, Engine, Engine]:
+def _ort(cfg: Config, weights: dict[str, str], device: torch.device) -> Artifacts:
     suffix = (lambda n: f"{n}.int8.onnx") if cfg.label.precision == "int8" else (lambda n: f"{n}.onnx")
     if cfg.label.precision not in ("fp32", "int8"):
         raise ConfigError(
@@ -138,15 +172,13 @@ def _ort(cfg: Config, weights: dict[str, str], device: torch.device) -> tuple[En
     return _artifacts("ort", Path("export"), suffix, hint, {"providers": providers})(cfg, weights)
 
 
-def _trt(cfg: Config, weights: dict[str, str], device: torch.device) -> tuple[Engine, Engine, Engine]:
+def _trt(cfg: Config, weights: dict[str, str], device: torch.device) -> Artifacts:
     prec = cfg.label.precision
     hint = f"zsplg-fast build export/<name>.onnx --precision {prec} --out engines/"
     return _artifacts("trt", Path("engines"), lambda n: f"{n}.{prec}.plan", hint, {})(cfg, weights)
 
 
-ARTIFACT_BACKENDS: dict[
-    str, Callable[[Config, dict[str, str], torch.device], tuple[Engine, Engine, Engine]]
-] = {
+ARTIFACT_BACKENDS: dict[str, Callable[[Config, dict[str, str], torch.device], Artifacts]] = {
     "ort": _ort,
     "trt": _trt,
 }
@@ -160,5 +192,9 @@ def label_engines(
         return _torch(cfg, sam, dense, device)
     if cfg.label.backend not in ARTIFACT_BACKENDS:
         raise ConfigError("label.backend", cfg.label.backend, "unknown backend", valid="torch, ort, trt")
-    enc, dec, clip = ARTIFACT_BACKENDS[cfg.label.backend](cfg, weights, device)
-    return LabelEngines(enc, dec, dense_from_engine(clip, device), {"backend": cfg.label.backend})
+    enc, dec, clip, dec_image = ARTIFACT_BACKENDS[cfg.label.backend](cfg, weights, device)
+    describe = {
+        "backend": cfg.label.backend,
+        "decoder": SHARED_DECODER[0] if dec_image else "sam_decoder_batched",
+    }
+    return LabelEngines(enc, dec, dense_from_engine(clip, device), describe, decoder_image=dec_image)

@@ -15,6 +15,7 @@ from zsplg_fast.export.specs.clip_dense import CLIP_DENSE
 from zsplg_fast.export.specs.clip_text import CLIP_TEXT
 from zsplg_fast.export.specs.sam_decoder import SAM_DECODER
 from zsplg_fast.export.specs.sam_decoder_batched import SAM_DECODER_BATCHED
+from zsplg_fast.export.specs.sam_decoder_shared import SAM_DECODER_IMAGE, SAM_DECODER_SHARED
 from zsplg_fast.export.specs.sam_encoder import SAM_ENCODER, SAM_ENCODER_PREPROCESS
 from zsplg_fast.export.specs.segmenter import SEGMENTER
 
@@ -31,6 +32,8 @@ for _s in (
     SAM_ENCODER_PREPROCESS,
     SAM_DECODER,
     SAM_DECODER_BATCHED,
+    SAM_DECODER_IMAGE,
+    SAM_DECODER_SHARED,
     CLIP_DENSE,
     CLIP_TEXT,
     SEGMENTER,

@@ -60,7 +60,15 @@ class SamDecoderBatched(nn.Module):
         tokens = torch.cat([out_tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
         src = image_embeddings + self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
         hs, keys = md.transformer(src, self.prompt_encoder.get_dense_pe(), tokens)  # keys: (B, g*g, C)
-        c, h, w = src.shape[1], src.shape[2], src.shape[3]
+        return self.heads(hs, keys, src.shape[2], src.shape[3])
+
+    def heads(
+        self, hs: torch.Tensor, keys: torch.Tensor, h: int, w: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Transformer outputs → masks and IoU: ``hs`` (B, T, C) tokens, ``keys`` (B, h*w, C) image tokens
+        → (B, 3, 4h, 4w) logits of the multimask tokens, (B, 3) their IoU predictions."""
+        md = self.mask_decoder
+        b, c = keys.shape[0], keys.shape[2]
         upscaled = md.output_upscaling(keys.transpose(1, 2).reshape(b, c, h, w))
         hyper = torch.stack(
             [md.output_hypernetworks_mlps[i](hs[:, 1 + i, :]) for i in range(1, md.num_mask_tokens)], dim=1

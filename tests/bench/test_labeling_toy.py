@@ -1,0 +1,24 @@
+"""bf16 labeling fidelity on trained weights (toy SAM + toy CLIP, toy world), against fp32: the floors."""
+
+from __future__ import annotations
+
+import pytest
+
+from zsplg_fast.utils.cpu import BF16_FLAGS, cpu_bf16_flags
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.mark.skipif(not cpu_bf16_flags(), reason=f"CPU bf16 needs one of {BF16_FLAGS} (refused without)")
+def test_bf16_labeling_fidelity_floors_on_toy_world() -> None:
+    from zsplg_fast.bench.labeling_toy import ToyFidelityConfig, toy_fidelity
+
+    # reference B = fast AMG in fp32, whose masks and labels equal upstream's (test_amg_shared, test_build)
+    cfg = ToyFidelityConfig(images=2, grid=16, amg_masks=False)  # the bench adds after-NMS masks
+    out = toy_fidelity(["E"], cfg, reference="B", log=lambda _m: None)
+    e = out["variants"]["E"]
+    # all 16*16*3 prompt masks of each image (before filtering), paired with fp32's: measured 0.9836
+    assert e["prompt_masks_per_image"] == 768
+    assert e["prompt_mean_iou"] >= 0.98 and e["prompt_min_image_iou"] >= 0.975, e
+    assert abs(e["label_miou_diff_points"]) <= 0.5, e
+    assert out["reference"]["label_miou"] > 0.5  # the toy labeler names shapes (not a degenerate map)
