@@ -56,20 +56,27 @@ def _build_sam(variant: str, dev: Any) -> Any:
     return sam.to(dev).eval()
 
 
-def _sam_engines(sam: Any, dev: Any, autocast: str, compile_backend: str | None = None) -> tuple[Any, Any]:
+def _sam_engines(
+    sam: Any, dev: Any, autocast: str, compile_backend: str | None = None, shared: bool = False
+) -> tuple[Any, Any, Any]:
+    """(encoder, decoder, decoder_image) TorchEngines from the export specs' modules: the one-piece
+    ``sam_decoder_batched`` (decoder_image None), or with ``shared`` the ``sam_decoder_shared`` pair whose
+    image engine computes the first block's prompt-independent work once per image."""
     import torch
 
     from zsplg_fast.engines.torch_engine import TorchEngine
     from zsplg_fast.export.specs import get_spec
 
+    names = ["sam_encoder", "sam_decoder_shared" if shared else "sam_decoder_batched"]
+    names += ["sam_decoder_image"] if shared else []
     out = []
-    for name in ("sam_encoder", "sam_decoder_batched"):
+    for name in names:
         p = get_spec(name).bind(sam, **({"validation_batches": (1,)} if name == "sam_encoder" else {}))
         module = (
             torch.compile(p.module, backend=compile_backend, dynamic=False) if compile_backend else p.module
         )
         out.append(TorchEngine(module, p.inputs, p.outputs, device=str(dev), autocast=autocast, name=name))
-    return out[0], out[1]
+    return out[0], out[1], (out[2] if shared else None)
 
 
 def _decoder_fidelity(sam: Any, dev: Any, image: Any, enc_a: Any, dec_a: Any, enc_b: Any, dec_b: Any) -> dict:
@@ -225,20 +232,23 @@ def section_amg(smoke: bool, dev: Any, variant: str) -> dict:
     ours: dict[str, Any] = {}
     out["ours"] = ours
     kept: dict[str, Any] = {}
-    for mode, autocast, full in (
-        ("fp32", "fp32", False),
-        ("bf16", "bf16", False),
-        ("fp32_fullres", "fp32", True),
+    for mode, autocast, full, shared in (
+        ("fp32", "fp32", False, False),
+        ("fp32_shared", "fp32", False, True),  # the decoder pair: first block's image side once per image
+        ("bf16", "bf16", False, False),
+        ("bf16_shared", "bf16", False, True),
+        ("fp32_fullres", "fp32", True, False),
     ):
-        enc, dec = _sam_engines(sam, dev, autocast)
-        gen = MaskGenerator(enc, dec, _cfg(grid), full_res_filter=full)
+        enc, dec, dimg = _sam_engines(sam, dev, autocast, shared=shared)
+        gen = MaskGenerator(enc, dec, _cfg(grid), full_res_filter=full, decoder_image=dimg)
         res = gen.generate_tensors(image)  # warm-up
         t = _times(lambda gen=gen: gen.generate_tensors(image), runs, dev)
         ours[mode] = {"s": t, "masks": len(res), "stages_s": {k: round(v, 4) for k, v in gen.timings.items()}}
         kept[mode] = res.masks.cpu()
     ours["bf16"]["mean_best_iou_vs_ours_fp32"] = round(best_iou(kept["fp32"], kept["bf16"]), 5)
-    e32, d32 = _sam_engines(sam, dev, "fp32")
-    e16, d16 = _sam_engines(sam, dev, "bf16")
+    ours["fp32_shared"]["mean_best_iou_vs_ours_fp32"] = round(best_iou(kept["fp32"], kept["fp32_shared"]), 5)
+    e32, d32, _ = _sam_engines(sam, dev, "fp32")
+    e16, d16, _ = _sam_engines(sam, dev, "bf16")
     out["bf16_vs_fp32_engines"] = _decoder_fidelity(sam, dev, image, e32, d32, e16, d16)
     out["colour_sam_vs_upstream"] = _colour_check(dev, grid, hw)
     out["peak_mib"] = _peak_mib(dev)
@@ -256,7 +266,7 @@ def section_amg(smoke: bool, dev: Any, variant: str) -> dict:
 
 
 def section_compile(smoke: bool, dev: Any, variant: str) -> dict:
-    """Ours with bf16 + torch.compile (inductor; smoke: the eager backend)."""
+    """Ours (shared decoder pair) with bf16 + torch.compile (inductor; smoke: the eager backend)."""
     from zsplg_fast.bench.labeling import bench_image
     from zsplg_fast.bench.labeling_pipelines import best_iou
     from zsplg_fast.labeling.amg import MaskGenerator
@@ -264,11 +274,14 @@ def section_compile(smoke: bool, dev: Any, variant: str) -> dict:
     variant, grid, hw, runs = ("tiny", 4, (96, 128), 1) if smoke else (variant, 32, (768, 1024), 3)
     sam = _build_sam(variant, dev)
     image = bench_image(*hw, seed=0)
-    base = MaskGenerator(*_sam_engines(sam, dev, "bf16"), _cfg(grid), prompt_batch=grid * grid)
+    enc, dec, dimg = _sam_engines(sam, dev, "bf16", shared=True)  # the decoder pair, as `label` runs it
+    base = MaskGenerator(enc, dec, _cfg(grid), prompt_batch=grid * grid, decoder_image=dimg)
     ref = base.generate_tensors(image)
     t_eager = _times(lambda: base.generate_tensors(image), runs, dev)
-    enc, dec = _sam_engines(sam, dev, "bf16", compile_backend="eager" if smoke else "inductor")
-    gen = MaskGenerator(enc, dec, _cfg(grid), prompt_batch=grid * grid)  # fixed shapes: no recompiles
+    backend = "eager" if smoke else "inductor"
+    enc, dec, dimg = _sam_engines(sam, dev, "bf16", compile_backend=backend, shared=True)
+    # one prompt batch of the whole grid: fixed shapes, no recompiles
+    gen = MaskGenerator(enc, dec, _cfg(grid), prompt_batch=grid * grid, decoder_image=dimg)
     t0 = time.perf_counter()
     first = gen.generate_tensors(image)
     compile_s = round(time.perf_counter() - t0, 2)

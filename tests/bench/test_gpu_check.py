@@ -36,6 +36,7 @@ def test_gpu_check_smoke_writes_every_section(tmp_path: Path) -> None:
     assert 0.9 < amg["bf16_vs_fp32_engines"]["embedding_cosine"] <= 1.0
     assert amg["colour_sam_vs_upstream"]["mean_best_iou"] >= 0.98  # structured masks: ours == upstream
     assert amg["ours"]["fp32"]["speedup_vs_upstream"] > 0
+    assert amg["ours"]["fp32_shared"]["mean_best_iou_vs_ours_fp32"] == 1.0  # the decoder pair is exact
     assert sections["compile:vit_b"]["mean_best_iou_vs_bf16_eager"] >= 0.98
     assert 0.9 < sections["clip"]["batch1"]["bf16_vs_fp32_cosine_mean"] <= 1.0
     # the exported decoder ran on onnxruntime CPU in smoke mode, with parity against torch
