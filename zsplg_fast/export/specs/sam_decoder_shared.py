@@ -128,9 +128,12 @@ class SamDecoderShared(nn.Module):
 
 
 def _image_feeds(module: SamDecoderImage, emb: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The shared tensors of ``emb`` (a CPU feed), computed on the module's device, returned on the CPU
+    like every spec feed (a model bound on CUDA, as the GPU check and CUDA labeling do, must work too)."""
+    device = next(module.parameters()).device
     with torch.inference_mode():
-        outs = module(emb)
-    return {n: t.clone() for n, t in zip(SHARED_NAMES, outs, strict=True)}
+        outs = module(emb.to(device))
+    return {n: t.cpu().clone() for n, t in zip(SHARED_NAMES, outs, strict=True)}
 
 
 def _point_feeds(gen: torch.Generator, b: int, n: int, s: int) -> dict[str, torch.Tensor]:
