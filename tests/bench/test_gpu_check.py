@@ -7,10 +7,20 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _gpu_check() -> ModuleType:  # bench/ is not a package: import the script as a module
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    return gpu_check
 
 
 @pytest.mark.slow  # four subprocesses (torch + segment_anything + open_clip imports): ~1 min of CPU
@@ -51,11 +61,7 @@ def test_gpu_check_smoke_writes_every_section(tmp_path: Path) -> None:
 
 def test_partial_report_is_written_after_each_section(tmp_path: Path) -> None:
     """A run cut short still reports: the writer rewrites JSON + table, and failed sections show why."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        import gpu_check
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
+    gpu_check = _gpu_check()
     out = tmp_path / "gpu_check.json"
     report = {"smoke": False, "sections": {"env": {"status": "ok", "device": "cuda", "torch": "x"}}}
     gpu_check._write(report, out)
@@ -68,11 +74,7 @@ def test_partial_report_is_written_after_each_section(tmp_path: Path) -> None:
 
 
 def test_stub_missing_only_stubs_absent_modules() -> None:
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        import gpu_check
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
+    gpu_check = _gpu_check()
     name = "zsplg_absent_pkg_for_test"
     try:
         assert gpu_check.stub_missing(("json", name)) == [name]
@@ -84,11 +86,7 @@ def test_stub_missing_only_stubs_absent_modules() -> None:
 
 def test_section_stopped_at_its_cap_reports_what_it_measured(tmp_path: Path) -> None:
     """The driver stops a worker with SIGTERM at its cap; the worker writes its partial result first."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        import gpu_check
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
+    gpu_check = _gpu_check()
     frag = tmp_path / "frag.json"
     code = (
         f"import sys, time, pathlib; sys.path.insert(0, {str(ROOT / 'bench')!r}); "

@@ -23,37 +23,32 @@ def toy_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return data
 
 
-@pytest.fixture(scope="session")
-def toy_labels(toy_world: Path) -> Path:
-    """`label` on 3 unlabeled toy images (meta with margins, RLEs, uncovered fraction)."""
+def _label_toy(world: Path, name: str, n: int, **extra: object) -> Path:
+    """`label` on the first ``n`` unlabeled toy images into ``<world>/../<name>`` (toy SAM + CLIP, 8×8)."""
     from zsplg_fast.labeling.run import label_dataset
 
     torch.set_num_threads(1)
-    split = toy_world.parent / "three.txt"
-    split.write_text("".join((toy_world / "splits" / "unlabeled.txt").read_text().splitlines(True)[:3]))
-    out = toy_world.parent / "zs"
-    over = {"data.source": f"synthetic:{toy_world}", "data.split": str(split), "classify.classes": "auto"}
+    split = world.parent / f"{name}.txt"
+    split.write_text("".join((world / "splits" / "unlabeled.txt").read_text().splitlines(True)[:n]))
+    out = world.parent / name
+    over = {"data.source": f"synthetic:{world}", "data.split": str(split), "classify.classes": "auto"}
     over.update({"sam.variant": "toy", "clip.model": "toy", "label.out": str(out), "label.overlays": 0})
     over["amg.points_per_side"] = 8  # fewer prompts: still several masks per image, half the time
-    label_dataset(load_config(CONFIG, over))
+    label_dataset(load_config(CONFIG, {**over, **extra}))
     return out
+
+
+@pytest.fixture(scope="session")
+def toy_labels(toy_world: Path) -> Path:
+    """`label` on 3 unlabeled toy images (meta with margins, RLEs, uncovered fraction)."""
+    return _label_toy(toy_world, "zs", 3)
 
 
 @pytest.fixture(scope="session")
 def capped_labels(toy_world: Path) -> Path:
     """`label` on 2 unlabeled toy images (256 px) at a working long side of 96: masks, boxes and RLEs in
     meta are at 96 px, the label PNGs at 256 px."""
-    from zsplg_fast.labeling.run import label_dataset
-
-    torch.set_num_threads(1)
-    split = toy_world.parent / "two.txt"
-    split.write_text("".join((toy_world / "splits" / "unlabeled.txt").read_text().splitlines(True)[:2]))
-    out = toy_world.parent / "zs-capped"
-    over = {"data.source": f"synthetic:{toy_world}", "data.split": str(split), "classify.classes": "auto"}
-    over.update({"sam.variant": "toy", "clip.model": "toy", "label.out": str(out), "label.overlays": 0})
-    over.update({"amg.points_per_side": 8, "label.work_long_side": 96})
-    label_dataset(load_config(CONFIG, over))
-    return out
+    return _label_toy(toy_world, "zs-capped", 2, **{"label.work_long_side": 96})
 
 
 @pytest.fixture
