@@ -124,7 +124,7 @@ def build_cmd(
     precision: given an fp32 export and --precision fp16/bf16/int8, the precision ONNX is made first
     (export/<name>.<precision>.onnx); identical requests reuse the plan."""
     from zsplg_fast.export.formats import check_options
-    from zsplg_fast.export.tensorrt import build_engine, precision_onnx
+    from zsplg_fast.export.tensorrt import build_engine, check_plan_destination, precision_onnx
     from zsplg_fast.export.tensors import parse_axis_ranges
 
     check_options("tensorrt", {"precision": precision})
@@ -145,6 +145,7 @@ def build_cmd(
     e = cfg.export
     ranges = parse_axis_ranges(e.profiles)
     for path in onnx:
+        check_plan_destination(path, e.engines_dir, e.precision)  # before the precision ONNX is made
         art, reused = build_engine(
             precision_onnx(path, e.precision, force=e.force),
             e.engines_dir,

@@ -191,6 +191,24 @@ def decoder_batch(
     return {"batch": AxisRange(1, opt, max_batch)}
 
 
+def check_plan_destination(
+    onnx_path: str | Path, out_dir: str | Path, precision: str, side: Mapping[str, Any] | None = None
+) -> str:
+    """Refuse, before anything is made (a precision ONNX, a plan), a plan destination that holds a file
+    not written by zsplg-fast or that cannot be written. Returns the plan's base name.
+
+    Raises:
+        OutputExistsError: ``<out_dir>/<name>.<precision>.plan`` (or its sidecar) is not ours.
+        OutputWriteError: ``out_dir`` is not a writable folder.
+    """
+    path = Path(onnx_path)
+    name = base_name(side if side is not None else read_sidecar(path), path.stem)
+    plan = plan_path(out_dir, name, precision)
+    refuse_foreign_file((plan, sidecar_path(plan)), sidecar_path(plan), True)
+    check_writable(out_dir)
+    return name
+
+
 def precision_onnx(
     onnx_path: str | Path,
     precision: str,
@@ -289,10 +307,7 @@ def build_engine(
     onnx_path = Path(onnx_path)
     side = read_sidecar(onnx_path)
     check_precision(onnx_path, side, precision)
-    name = base_name(side, onnx_path.stem)
-    early = plan_path(out_dir, name, precision)  # a file not ours is refused before TensorRT is needed
-    refuse_foreign_file((early, sidecar_path(early)), sidecar_path(early), True)
-    check_writable(out_dir)
+    name = check_plan_destination(onnx_path, out_dir, precision, side)
     inputs = [TensorSpec.from_dict(d) for d in side["inputs"]]
     given = {**decoder_batch(side, decoder_max_batch, profiles), **(profiles or {})}
     shapes = plan_profiles(inputs, resolve_ranges(side, given))
