@@ -4,6 +4,7 @@ import → train on the imported labels; the corrected pixels reach the trainer.
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def test_corrected_cvat_masks_reach_training(toy_world: Path, toy_labels: Path, 
     imported = tmp_path / "imported"
     s = import_labels("cvat", tmp_path / "fixed.zip", str(toy_labels), imported)
     assert s["imported"] == 3
-    split = toy_world.parent / "three.txt"
+    split = json.loads((toy_labels / "manifest.json").read_text())["split"]  # the images that were labeled
     samples = with_labels(open_source(f"synthetic:{toy_world}", str(split)).samples, imported)
     got = {smp.id: smp.load_label() for smp in samples}
     assert (got[sid][box] == cross).all()
