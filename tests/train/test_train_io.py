@@ -60,3 +60,19 @@ def test_disk_full_on_a_checkpoint_is_one_line_and_resume_continues(
     code, err = _cli(_train(synth, out, tmp_path, "--resume"), capsys)
     assert code == 0, err
     assert (out / "final.pth").is_file() and (out / "metrics.json").is_file()
+
+
+def test_only_rank_0_checks_the_run_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under torchrun rank 0 claims the folder (marker written through a temp file); another rank
+    checking at that moment saw a folder of foreign files and exited 2 (a flaky 2-process test)."""
+    from zsplg_fast.errors import OutputExistsError
+    from zsplg_fast.train.loop import check_run_folder
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".zsplg-fast.json.claiming.tmp").write_text("{}")  # what rank 1 could see mid-claim
+    monkeypatch.setenv("RANK", "1")
+    check_run_folder(out, "unimatch")  # rank 1 never writes here: no check
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(OutputExistsError):
+        check_run_folder(out, "unimatch")

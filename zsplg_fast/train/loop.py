@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -43,7 +44,12 @@ COMMANDS = {"unimatch": "unimatch", "supervised": "train"}  # stage → the comm
 
 def check_run_folder(out: str | Path, stage: str) -> None:
     """Writes nothing: refuse a run folder that is not this stage's (the user's files, another
-    command's folder), a file, or an unwritable place. Call before any model is built."""
+    command's folder), a file, or an unwritable place. Call before any model is built.
+
+    Under torchrun only rank 0 writes the run folder, so only rank 0 checks it: another rank looking
+    while rank 0 claims it (its marker's temp file) would see a folder of foreign files."""
+    if int(os.environ.get("RANK", "0")) > 0:
+        return
     check_output(out, COMMANDS.get(stage, stage), legacy=(LATEST,))
 
 
