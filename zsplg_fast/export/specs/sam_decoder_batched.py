@@ -120,14 +120,23 @@ def prepare_decoder_batched(sam: Sam) -> Prepared:
         dummy=_feeds(gen, 5, 2, c, g, s, emb),
         validation=[_feeds(gen, 1, 1, c, g, s, randn((1, c, g, g), gen)), _feeds(gen, 7, 3, c, g, s, emb)],
         tolerances={"low_res_masks": tol, "iou_predictions": tol},
-        profiles={"batch": AxisRange(1, 64, 256), "num_points": AxisRange(1, 1, 4)},
-        metadata={
-            "coords_frame": f"ResizeLongestSide({s}).apply_coords; the graph appends the padding point",
-            "mask_threshold": float(sam.mask_threshold),
-            "low_res_size": 4 * g,
-            "input_size": s,
-        },
+        profiles=PROMPT_PROFILES,
+        metadata=decoder_metadata(sam, s, g),
     )
+
+
+# TensorRT min/opt/max of the prompt axes, shared by every batched-prompt decoder spec
+PROMPT_PROFILES = {"batch": AxisRange(1, 64, 256), "num_points": AxisRange(1, 1, 4)}
+
+
+def decoder_metadata(sam: Sam, s: int, g: int) -> dict:
+    """Sidecar facts of a batched-prompt decoder: coordinate frame, mask threshold, sizes."""
+    return {
+        "coords_frame": f"ResizeLongestSide({s}).apply_coords; the graph appends the padding point",
+        "mask_threshold": float(sam.mask_threshold),
+        "low_res_size": 4 * g,
+        "input_size": s,
+    }
 
 
 SAM_DECODER_BATCHED = ExportSpec(

@@ -32,8 +32,8 @@ from segment_anything.modeling.transformer import Attention
 from torch import nn
 
 from zsplg_fast.export.specs.base import ExportSpec, Prepared, rand, randn, seeded
-from zsplg_fast.export.specs.sam_decoder_batched import SamDecoderBatched
-from zsplg_fast.export.tensors import AxisRange, TensorSpec, Tolerance
+from zsplg_fast.export.specs.sam_decoder_batched import PROMPT_PROFILES, SamDecoderBatched, decoder_metadata
+from zsplg_fast.export.tensors import TensorSpec, Tolerance
 from zsplg_fast.models import sam_info
 
 SHARED_NAMES = ("image_tokens", "t2i_keys", "t2i_values", "i2t_queries")
@@ -196,14 +196,8 @@ def prepare_decoder_shared(sam: Sam) -> Prepared:
         dummy={**shared, **_point_feeds(gen, 5, 2, s)},
         validation=[{**other, **_point_feeds(gen, 1, 1, s)}, {**shared, **_point_feeds(gen, 7, 3, s)}],
         tolerances={"low_res_masks": _TOL, "iou_predictions": _TOL},
-        profiles={"batch": AxisRange(1, 64, 256), "num_points": AxisRange(1, 1, 4)},
-        metadata={
-            "coords_frame": f"ResizeLongestSide({s}).apply_coords; the graph appends the padding point",
-            "mask_threshold": float(sam.mask_threshold),
-            "low_res_size": 4 * g,
-            "input_size": s,
-            "pairs_with": "sam_decoder_image",
-        },
+        profiles=PROMPT_PROFILES,
+        metadata={**decoder_metadata(sam, s, g), "pairs_with": "sam_decoder_image"},
     )
 
 
