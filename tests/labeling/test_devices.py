@@ -47,7 +47,7 @@ def test_devices_refuse_the_ray_executor() -> None:
 
     cfg = load_config(None, {"label.devices": "cpu:2", "label.executor": "ray"})
     with pytest.raises(ConfigError, match="local executor"):
-        label_on_devices(cfg, [])
+        label_on_devices(cfg, [], run_shard=lambda *a, **k: None)
 
 
 def test_worker_shards_split_the_machine_share() -> None:

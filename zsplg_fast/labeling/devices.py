@@ -29,7 +29,7 @@ import queue
 import shlex
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,6 +43,8 @@ from zsplg_fast.errors import ConfigError
 from zsplg_fast.labeling.job import JobSummary, ProgressFn
 from zsplg_fast.labeling.outputs import is_done
 from zsplg_fast.utils.io import atomic_write_json, atomic_write_text
+
+RunShard = Callable[..., JobSummary]  # label_dataset(cfg, on_progress=..., out_lock=...)
 
 DEVICES_VALID = "all, cuda:0,cuda:1 (a list), cpu:N, N"
 _POLL_S = 0.2
@@ -165,11 +167,11 @@ def _same_labeling(out: Path, cfg: Config) -> bool:
     return same and all(old["label"].get(k) == new["label"][k] for k in ("masks", "precision"))
 
 
-def _worker(cfg: Config, plan: WorkerPlan, events: Any, out_lock: Any) -> None:
-    """Child process body: label ``plan``'s shard; every outcome goes to ``events``, never raised."""
+def _worker(cfg: Config, plan: WorkerPlan, events: Any, out_lock: Any, run_shard: RunShard) -> None:
+    """Child process body: label ``plan``'s shard with ``run_shard`` (``labeling.run.label_dataset``,
+    passed in by the caller so this module never imports ``run``); every outcome goes to ``events``,
+    never raised."""
     import torch
-
-    from zsplg_fast.labeling.run import label_dataset
 
     torch.set_num_threads(plan.threads)
     if plan.device.startswith("cuda"):  # CUDA_VISIBLE_DEVICES leaves this worker one GPU
@@ -180,16 +182,24 @@ def _worker(cfg: Config, plan: WorkerPlan, events: Any, out_lock: Any) -> None:
         events.put(("progress", plan.index, done, total, sample_id))
 
     try:
-        summary = label_dataset(cfg, on_progress=progress, out_lock=out_lock)
+        summary = run_shard(cfg, on_progress=progress, out_lock=out_lock)
         events.put(("done", plan.index, summary.to_dict()))
     except BaseException as e:  # reported to the parent with the worker's shard
         events.put(("failed", plan.index, type(e).__name__, str(e), traceback.format_exc()))
 
 
 def label_on_devices(
-    cfg: Config, samples: Sequence[Sample], on_progress: ProgressFn | None = None
+    cfg: Config,
+    samples: Sequence[Sample],
+    on_progress: ProgressFn | None = None,
+    *,
+    run_shard: RunShard,
 ) -> DevicesSummary:
     """Run one worker per device of ``cfg.label.devices`` over disjoint shards of ``samples``.
+
+    ``run_shard`` is what each worker runs on its shard: ``labeling.run.label_dataset`` (a module-level
+    function, so the spawned child can unpickle it); the caller passes it, so ``devices`` does not
+    import ``run`` (``run`` imports ``devices``: no cycle).
 
     ``samples`` is this machine's share (``cfg.label.shard``); ``cfg`` must already be resolved
     (``classify.classes`` a file, not ``auto``). A shard whose images are all done is not started
@@ -221,7 +231,7 @@ def label_on_devices(
         with _pinned_env(plan.device):
             p = ctx.Process(
                 target=_worker,
-                args=(worker_config(cfg, plan), plan, events, out_lock),
+                args=(worker_config(cfg, plan), plan, events, out_lock, run_shard),
                 name=f"label-{plan.device}-{plan.index}",
                 daemon=True,
             )

@@ -53,7 +53,7 @@ def label_dataset(
     if cfg.label.devices:
         from zsplg_fast.labeling.devices import label_on_devices
 
-        summary: JobSummary = label_on_devices(given, samples, on_progress)
+        summary: JobSummary = label_on_devices(given, samples, on_progress, run_shard=label_dataset)
         if cfg.label.overlays and (out / "manifest.json").is_file():
             classes = json.loads((out / "manifest.json").read_text())["classes"]
             write_label_grid(out, samples, cfg.label.overlays, classes)
