@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGE = ROOT / "zsplg_fast"
+PACKAGES = (ROOT / "zsplg_fast", ROOT / "runtime" / "zsplg_runtime")  # the runtime holds the TRT session
 NAMES = Path(__file__).parent / "trt_api"
 LINES = ("10.3", "10", "11")
 # receivers that hold TensorRT objects inside the modules that import tensorrt (builder, runtime)
 RECEIVERS = {"trt", "builder", "network", "parser", "config", "profile", "logger", "engine", "context", "err"}
+RECEIVERS |= {"trt_runtime"}  # the runtime's deserialize()
 SELF_RECEIVERS = {"engine", "context", "_runtime", "_logger"}
 REMOVED_FLAGS = {"FP16", "BF16", "INT8", "FP8"}  # BuilderFlag.*: removed in 11, superseded by strong typing
 REMOVED_ANYWHERE = {"OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS", "set_output_type"}
@@ -104,11 +105,11 @@ def scan_source(text: str, rel: str) -> tuple[dict[str, set[str]], list[str], li
 
 @cache
 def scan() -> tuple[dict[str, set[str]], list[str], list[str]]:
-    """:func:`scan_source` over every module of ``zsplg_fast/``."""
+    """:func:`scan_source` over every module of ``zsplg_fast/`` and ``runtime/zsplg_runtime/``."""
     used: dict[str, set[str]] = {}
     forbidden: list[str] = []
     dynamic: list[str] = []
-    for file in sorted(PACKAGE.rglob("*.py")):
+    for file in sorted(f for package in PACKAGES for f in package.rglob("*.py")):
         u, f, d = scan_source(file.read_text(encoding="utf-8"), str(file.relative_to(ROOT)))
         for name, files in u.items():
             used.setdefault(name, set()).update(files)

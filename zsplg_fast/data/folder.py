@@ -2,43 +2,15 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
+
+from zsplg_runtime.inputs import IMAGE_EXTENSIONS, list_images, sample_id
 
 from zsplg_fast.data.sources import DataSource, Sample, check_root
 from zsplg_fast.data.splits import find_split, read_split, resolve_entry
-from zsplg_fast.errors import DatasetError
 
-IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
-
-
-def list_images(root: str | Path, recursive: bool = True) -> list[Path]:
-    """Image files under ``root``, sorted by their '/'-separated path relative to ``root``.
-
-    Extensions are matched case-insensitively against :data:`IMAGE_EXTENSIONS`; files and folders
-    whose name starts with '.' are skipped; symlinked folders are not followed.
-    """
-    r = Path(root)
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(r):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")] if recursive else []
-        for name in filenames:
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                found.append(Path(dirpath) / name)
-    return sorted(found, key=lambda p: p.relative_to(r).as_posix())
-
-
-def sample_id(path: Path, root: Path) -> str:
-    """The id of an image in a folder source: its path relative to ``root`` without the extension,
-    '/'-separated (``ROOT/a/b.JPG`` → ``a/b``)."""
-    try:
-        rel = PurePosixPath(path.relative_to(root).as_posix())
-    except ValueError as e:
-        raise DatasetError(
-            path, f"is outside the dataset root {root}; split paths must be root-relative"
-        ) from e
-    return str(rel.with_suffix(""))
+__all__ = ["IMAGE_EXTENSIONS", "list_images", "open_folder", "sample_id"]
 
 
 def open_folder(arg: str, split: str | Path | None = None, **options: Any) -> DataSource:

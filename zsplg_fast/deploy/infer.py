@@ -1,47 +1,66 @@
 """``zsplg-fast infer``: run a deploy folder on an image or a folder of images.
 
-Writes ``out/labels/<id>.png`` (palette PNG with the sidecar's palette, class index per pixel),
-optionally ``out/overlays/<id>.png`` (image blended with the colour mask, legend of class names),
-``out/errors.jsonl`` (one line per image that could not be read or run: id, path, error type, message)
-and ``out/report.json`` (counts, backend, timing). Ids are paths relative to the input folder without
-the extension ('/' kept as sub-folders), or the file stem for a single image. Predictions use
-:func:`zsplg_fast.bench.segmenter.predict_label`, the code evaluation scores.
+The loop, the output rules and the ``ort`` backend are the torch-free runtime's
+(:func:`zsplg_runtime.infer.infer`, the code ``zsplg-runtime infer`` runs on an edge device): one
+implementation. This module adds the backends that need the full package: ``torch`` (the fp32
+checkpoint the folder was made from) and ``trt`` (a plan built here with ``zsplg-fast build``'s code, in
+``out/engines``). Those predict with :func:`zsplg_fast.bench.segmenter.predict_label`, the code evaluation
+scores; the runtime's numpy path gives the same labels (tests/deploy/test_runtime_parity.py).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from zsplg_fast.bench.segmenter import EngineSegmenter, predict_label
-from zsplg_fast.data import load_image, write_label
-from zsplg_fast.data.sources import Sample
-from zsplg_fast.errors import ConfigError, DatasetError, FeedError, OutputExistsError, OutputWriteError
-from zsplg_fast.utils.io import append_jsonl, atomic_write_json
-from zsplg_fast.utils.outdir import check_output, claim_output, json_with
+import numpy as np
+from zsplg_runtime.infer import (
+    COMMAND,
+    LEGACY,
+    MODEL,
+    OPENERS,
+    Opener,
+    Predictor,
+    Progress,
+    check_size,
+    describe_sizes,
+)
+from zsplg_runtime.infer import infer as run_infer
+from zsplg_runtime.outdir import claim_output
 
-Progress = Callable[[int, int, str], None]  # (done, total, sample id)
-MODEL = "model.onnx"
-COMMAND = "infer"  # the folder marker's command
-LEGACY = (json_with("report.json", "deploy_dir", "model_sha256"),)  # infer runs before markers
+__all__ = ["ENGINES", "check_size", "describe_sizes", "infer"]
 
 
-def _ort(d: Path, side: dict[str, Any], out: Path, threads: int | None) -> Any:
-    from zsplg_fast.engines.ort import OrtEngine
+class EnginePredictor:
+    """A torch-side Engine (torch module, TensorRT plan) as the runtime loop's Predictor, predicting
+    as evaluation does (:func:`zsplg_fast.bench.segmenter.predict_label`)."""
 
-    return OrtEngine(d / MODEL, intra_op_threads=threads)
+    def __init__(self, engine: Any, side: dict[str, Any]) -> None:
+        from zsplg_runtime.preprocess import Preprocessing
+
+        from zsplg_fast.bench.segmenter import EngineSegmenter
+
+        names = list(side.get("class_names") or [])
+        self.model = EngineSegmenter(engine, len(names) or int(side["outputs"][0]["shape"][1]))
+        pre = Preprocessing.from_sidecar(side)
+        self.mode, self.window = pre.mode, pre.window
+        self.device = str(getattr(engine, "device", "cpu"))
+        self.sizes = (getattr(engine, "profiles", None) or {}).get("image")
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        from zsplg_fast.bench.segmenter import predict_label
+
+        return predict_label(self.model, image, self.mode, self.window)
 
 
-def _torch(d: Path, side: dict[str, Any], out: Path, threads: int | None) -> Any:
+def _torch(d: Path, side: dict[str, Any], out: Path, threads: int | None) -> Predictor:
     """The fp32 PyTorch module rebuilt from the sidecar's source checkpoint (which must still exist)."""
     from zsplg_fast.engines import load_engine
 
-    return load_engine(d / MODEL, backend="torch")
+    return EnginePredictor(load_engine(d / MODEL, backend="torch"), side)
 
 
-def _trt(d: Path, side: dict[str, Any], out: Path, threads: int | None) -> Any:
+def _trt(d: Path, side: dict[str, Any], out: Path, threads: int | None) -> Predictor:
     """A TensorRT plan of ``model.onnx`` at the deployed precision, built or reused in ``out/engines``."""
     from zsplg_fast.engines import load_engine
     from zsplg_fast.export.tensorrt import build_engine
@@ -51,52 +70,10 @@ def _trt(d: Path, side: dict[str, Any], out: Path, threads: int | None) -> Any:
     artifact, _ = build_engine(
         d / MODEL, engines, precision=str(side["precision"]), timing_cache=engines / "timing.cache"
     )
-    return load_engine(artifact.path, backend="trt")
+    return EnginePredictor(load_engine(artifact.path, backend="trt"), side)
 
 
-ENGINES: dict[str, Callable[[Path, dict[str, Any], Path, int | None], Any]] = {
-    "ort": _ort,
-    "torch": _torch,
-    "trt": _trt,
-}
-
-
-def describe_sizes(profile: Any) -> str:
-    """``"256x256 to 1024x1024"`` (H x W of an ``image`` (B, 3, H, W) profile), or ``"any"``."""
-    if not profile:
-        return "any"
-    lo, _, hi = profile
-    return f"{lo[-2]}x{lo[-1]} to {hi[-2]}x{hi[-1]}"
-
-
-def check_size(hw: tuple[int, int], profile: Any, backend: str) -> None:
-    """Refuse an image whose (H, W) lies outside the plan's ``image`` profile, saying what it covers.
-
-    Raises:
-        FeedError: naming the image size, the sizes covered and how to widen them.
-    """
-    lo, _, hi = profile
-    h, w = int(hw[0]), int(hw[1])
-    if not (lo[-2] <= h <= hi[-2] and lo[-1] <= w <= hi[-1]):
-        raise FeedError(
-            "image",
-            f"a size the {backend} plan covers ({describe_sizes(profile)}); rebuild it with "
-            "--profile height=MIN:OPT:MAX --profile width=MIN:OPT:MAX, or use --backend ort",
-            f"{h}x{w}",
-        )
-
-
-def _inputs(path: Path) -> list[Sample]:
-    from zsplg_fast.data.folder import list_images, sample_id
-
-    if path.is_dir():
-        samples = [Sample(sample_id(p, path), p) for p in list_images(path)]
-        if not samples:
-            raise DatasetError(path, "no image files found (jpg, png, bmp, webp, tif)")
-        return samples
-    if not path.exists():
-        raise DatasetError(path, "input not found; give an image file or a folder of images")
-    return [Sample(path.stem, path)]
+ENGINES: dict[str, Opener] = {"ort": OPENERS["ort"], "torch": _torch, "trt": _trt}
 
 
 def infer(
@@ -110,83 +87,9 @@ def infer(
     force: bool = False,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Predict every image of ``inputs`` with the deployed model in ``deploy_dir``; write into ``out``.
+    """:func:`zsplg_runtime.infer.infer` with the backends of :data:`ENGINES` (``ort``, ``trt``, ``torch``).
 
-    Args:
-        deploy_dir: a folder written by :func:`zsplg_fast.deploy.build.deploy`.
-        inputs: an image file or a folder (recursive).
-        out: output folder; refused if it holds files not written by infer, or a previous
-            ``report.json`` unless ``force`` (which reuses it, never a folder of other files).
-        backend: ``ort`` (onnxruntime CPU), ``trt`` (TensorRT plan built here) or ``torch`` (the fp32
-            checkpoint the folder was made from).
-        overlays: also write ``overlays/<id>.png``; ``alpha`` in [0, 1] is the mask's weight.
-    Returns:
-        The report: ``images``, ``written``, ``failed``, ``backend``, ``seconds``, ``images_per_s``.
-    Raises:
-        ConfigError: unknown backend; DatasetError: no input images; OutputExistsError: ``out`` used.
+    Returns the report (``images``, ``written``, ``resumed``, ``failed``, ``backend``, ``seconds``, …).
+    Raises: as :func:`zsplg_runtime.infer.infer`.
     """
-    from zsplg_fast.export.artifact import read_sidecar
-    from zsplg_fast.viz import full_palette, write_overlay
-
-    if backend not in ENGINES:
-        raise ConfigError("infer.backend", backend, "unknown backend", valid=", ".join(ENGINES))
-    d, dst = Path(deploy_dir), Path(out)
-    check_output(dst, COMMAND, legacy=LEGACY)  # before the model loads; writes nothing
-    side = read_sidecar(d / MODEL)
-    if (dst / "report.json").exists() and not force:
-        raise OutputExistsError(dst, "holds a previous infer run; pass --force or choose another --out")
-    samples = _inputs(Path(inputs))
-    names = list(side.get("class_names") or [])
-    palette = full_palette(side.get("palette"))
-    model = EngineSegmenter(
-        ENGINES[backend](d, side, dst, threads), len(names) or int(side["outputs"][0]["shape"][1])
-    )
-    covers = (getattr(model.engine, "profiles", None) or {}).get("image")  # TensorRT: sizes it covers
-    claim_output(dst, COMMAND, legacy=LEGACY)  # the model loaded: decided to run
-    (dst / "errors.jsonl").unlink(missing_ok=True)
-    evaluated = side.get("deploy", {}).get("miou", {})
-    mode = "original" if evaluated.get("mode") in (None, "center_crop") else evaluated["mode"]
-    window = int(evaluated.get("window", 321))
-    notify = progress or (lambda done, total, sid: None)
-    written = failed = 0
-    t0 = time.perf_counter()
-    for i, s in enumerate(samples):
-        try:
-            image = load_image(s.image_path)
-            if covers and mode == "original":
-                check_size(image.shape[:2], covers, backend)
-            label = predict_label(model, image, mode, window)
-            write_label(dst / "labels" / f"{s.id}.png", label, palette)
-            if overlays:
-                write_overlay(dst / "overlays" / f"{s.id}.png", image, label, names, palette, alpha)
-            written += 1
-        except OutputWriteError:  # disk full, permission, read-only: stop at the first failed write
-            raise
-        except Exception as e:  # a bad image is recorded and skipped; the run goes on
-            failed += 1
-            record = {
-                "id": s.id,
-                "path": str(s.image_path),
-                "error": type(e).__name__,
-                "message": str(e)[:500],
-            }
-            append_jsonl(dst / "errors.jsonl", record)
-        notify(i + 1, len(samples), s.id)
-    seconds = time.perf_counter() - t0
-    report = {
-        "deploy_dir": str(d),
-        "model_sha256": side.get("sha256"),
-        "precision": side.get("precision"),
-        "backend": backend,
-        "device": str(getattr(model.engine, "device", "cpu")),
-        "inputs": str(inputs),
-        "images": len(samples),
-        "written": written,
-        "failed": failed,
-        "overlays": overlays,
-        "sizes_covered": describe_sizes(covers),
-        "seconds": round(seconds, 3),
-        "images_per_s": round(written / seconds, 3) if seconds > 0 else None,
-    }
-    atomic_write_json(dst / "report.json", report)
-    return report
+    return run_infer(deploy_dir, inputs, out, backend, overlays, alpha, threads, force, progress, ENGINES)

@@ -1,7 +1,7 @@
 """The one Engine protocol, feed checks and the backend registry.
 
 The engines layer knows nothing of SAM or CLIP: artifacts describe their tensors (names, dtypes,
-symbolic axes, see :mod:`zsplg_fast.export.tensors`), and engines only run them. Backends register
+symbolic axes, see :mod:`zsplg_runtime.tensors`), and engines only run them. Backends register
 themselves with :func:`register_backend`; :func:`load_engine` picks one by name or by file suffix —
 no if/elif over backends.
 
@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-import numpy as np
-
-from zsplg_fast.errors import ConfigError, FeedError
-from zsplg_fast.export.tensors import Dim, TensorSpec
+from zsplg_runtime.errors import ConfigError
+from zsplg_runtime.feeds import check_feeds
+from zsplg_runtime.tensors import Dim, TensorSpec
 
 __all__ = [
     "BackendInfo",
@@ -51,65 +50,6 @@ class Engine(Protocol):
     device: str
 
     def __call__(self, feeds: Mapping[str, Any]) -> dict[str, Any]: ...
-
-
-def _shape_of(x: Any) -> tuple[int, ...]:
-    return tuple(int(s) for s in x.shape)
-
-
-def _dtype_name(x: Any) -> str:
-    dt = getattr(x, "dtype", None)
-    if dt is None:
-        return type(x).__name__
-    return str(dt).replace("torch.", "")
-
-
-def check_feeds(specs: Sequence[TensorSpec], feeds: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate ``feeds`` against ``specs`` and return them (float64 → float32 where allowed).
-
-    Checks, per input: present, no unknown names, dtype, rank, fixed sizes; symbolic axes that
-    share a name must agree across inputs (e.g. one ``batch`` for all).
-    Raises FeedError naming the input, what was expected and what was got.
-    """
-    out: dict[str, Any] = {}
-    names = {s.name for s in specs}
-    extra = sorted(set(feeds) - names)
-    if extra:
-        raise FeedError(extra[0], f"one of {sorted(names)}", "an unknown input name")
-    bound: dict[str, tuple[int, str]] = {}
-    for spec in specs:
-        if spec.name not in feeds:
-            raise FeedError(spec.name, f"{spec.dtype}{list(spec.shape)}", "nothing (missing input)")
-        x = feeds[spec.name]
-        if not hasattr(x, "shape"):
-            x = np.asarray(x)
-        dt = _dtype_name(x)
-        if dt != spec.dtype:
-            if dt == "float64" and spec.dtype == "float32" and spec.allow_float64:
-                x = x.astype(np.float32) if isinstance(x, np.ndarray) else x.float()
-            else:
-                hint = " (float64 is not cast for this input)" if dt == "float64" else ""
-                raise FeedError(spec.name, f"dtype {spec.dtype}", f"dtype {dt}{hint}")
-        shape = _shape_of(x)
-        if len(shape) != len(spec.shape):
-            raise FeedError(spec.name, f"rank {len(spec.shape)} {list(spec.shape)}", f"shape {list(shape)}")
-        for axis, (want, got) in enumerate(zip(spec.shape, shape, strict=True)):
-            if isinstance(want, int):
-                if want != got:
-                    raise FeedError(
-                        spec.name, f"size {want} on axis {axis} of {list(spec.shape)}", f"shape {list(shape)}"
-                    )
-            else:
-                if want in bound and bound[want][0] != got:
-                    other = bound[want][1]
-                    raise FeedError(
-                        spec.name,
-                        f"axis '{want}' = {bound[want][0]} (as in input '{other}')",
-                        f"shape {list(shape)}",
-                    )
-                bound.setdefault(want, (got, spec.name))
-        out[spec.name] = x
-    return out
 
 
 @dataclass

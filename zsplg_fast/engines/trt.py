@@ -1,5 +1,8 @@
 """TrtEngine: a TensorRT plan (10.x or 11.x) behind the Engine API, with torch CUDA tensors as buffers.
 
+The torch-free parts (sidecar compatibility, profiles, I/O checks) are :mod:`zsplg_runtime.trt`'s,
+re-exported here; this module adds torch buffers, streams and devices.
+
 Follows the TensorRT Python API (``IRuntime.deserialize_cuda_engine``, ``ICudaEngine.num_io_tensors``
 / ``get_tensor_name`` / ``get_tensor_mode`` / ``get_tensor_dtype``, ``IExecutionContext.set_input_shape``
 / ``set_tensor_address`` / ``execute_async_v3``). Before deserialising, the plan's sidecar is compared
@@ -18,77 +21,40 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from zsplg_fast.engines.base import check_feeds, register_backend
-from zsplg_fast.errors import ConfigError, EngineIncompatibleError, FeedError
-from zsplg_fast.export.artifact import read_sidecar
-from zsplg_fast.export.tensors import TensorSpec
-from zsplg_fast.export.trt_info import RuntimeInfo, require_tensorrt, runtime_info, tensorrt_missing_reason
+from zsplg_runtime.errors import ConfigError, EngineIncompatibleError, FeedError
+from zsplg_runtime.feeds import check_feeds
+from zsplg_runtime.sidecar import open_artifact
+from zsplg_runtime.tensors import TensorSpec
+from zsplg_runtime.trt import (
+    ALIGNMENT,
+    Profile,
+    RuntimeInfo,
+    check_compatible,
+    check_io,
+    check_profile,
+    deserialize,
+    profile_of,
+    rebuild_command,
+    require_tensorrt,
+    set_shape,
+    tensorrt_missing_reason,
+)
 
-ALIGNMENT = 256  # bytes; TensorRT's I/O address alignment
-Profile = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+from zsplg_fast.engines.base import register_backend
+from zsplg_fast.utils.gpu import torch_runtime_info as runtime_info
 
-
-def _version(v: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in v.split(".")[:3] if x.isdigit())
-
-
-def rebuild_command(side: Mapping[str, Any], path: str | Path) -> str:
-    """The command that rebuilds this plan here (recorded at build time, else reconstructed)."""
-    if side.get("rebuild_command"):
-        return str(side["rebuild_command"])
-    onnx = side.get("onnx", {}).get("path", "export/<name>.onnx")
-    precision = side.get("precision", "fp16")
-    return f"zsplg-fast build {onnx} --precision {precision} --out {Path(path).parent} --force"
-
-
-def check_compatible(
-    side: Mapping[str, Any], running: RuntimeInfo, path: str | Path, strict_gpu: bool = True
-) -> None:
-    """Raise EngineIncompatibleError unless a plan built as ``side`` describes can run on ``running``.
-
-    Rules: same TensorRT version (version-compatible plans: same major, running ≥ built); same compute
-    capability; same GPU name unless ``strict_gpu`` is False (tactics are tuned per GPU model).
-    """
-    built = RuntimeInfo(
-        str(side.get("tensorrt", "?")), str(side.get("gpu", "?")), str(side.get("compute_capability", "?"))
-    )
-    if side.get("version_compatible"):
-        bv, rv = _version(built.tensorrt), _version(running.tensorrt)
-        trt_ok = bool(bv) and bool(rv) and bv[0] == rv[0] and rv >= bv
-    else:
-        trt_ok = built.tensorrt == running.tensorrt
-    ok = trt_ok and built.compute_capability == running.compute_capability
-    if strict_gpu:
-        ok = ok and built.gpu == running.gpu
-    if not ok:
-        raise EngineIncompatibleError(path, built.describe(), running.describe(), rebuild_command(side, path))
-
-
-def profile_of(engine: Any, side: Mapping[str, Any], name: str) -> Profile | None:
-    """(min, opt, max) shapes of input ``name`` in profile 0: from the engine, else the plan sidecar."""
-    try:
-        got = engine.get_tensor_profile_shape(name, 0)
-        if got is not None and len(got) == 3:
-            return tuple(tuple(int(d) for d in s) for s in got)  # type: ignore[return-value]
-    except (AttributeError, RuntimeError, TypeError):
-        pass
-    shapes = side.get("profiles", {}).get(name)
-    return tuple(tuple(int(d) for d in s) for s in shapes) if shapes else None  # type: ignore[return-value]
-
-
-def check_profile(name: str, shape: tuple[int, ...], profile: Profile | None) -> None:
-    """Raise FeedError unless ``min <= shape <= max`` on every axis of the optimisation profile."""
-    if profile is None:
-        return
-    lo, mid, hi = profile
-    inside = len(shape) == len(lo) and all(a <= d <= b for d, a, b in zip(shape, lo, hi, strict=True))
-    if not inside:
-        raise FeedError(
-            name,
-            f"a shape within the plan's profile (min {list(lo)}, opt {list(mid)}, max {list(hi)}); "
-            "rebuild with a wider --profile",
-            f"shape {list(shape)}",
-        )
+__all__ = [
+    "ALIGNMENT",
+    "RuntimeInfo",
+    "TrtEngine",
+    "aligned",
+    "bind_input",
+    "check_compatible",
+    "check_profile",
+    "profile_of",
+    "rebuild_command",
+    "runtime_info",
+]
 
 
 def aligned(t: Any, alignment: int = ALIGNMENT) -> Any:
@@ -115,15 +81,7 @@ def bind_input(context: Any, name: str, t: Any, profile: Profile | None) -> Any:
             by ``set_tensor_address``.
     """
     t = aligned(t)
-    shape = tuple(int(d) for d in t.shape)
-    check_profile(name, shape, profile)
-    if not context.set_input_shape(name, shape):
-        lo, mid, hi = profile or ((), (), ())
-        raise FeedError(
-            name,
-            f"a shape TensorRT accepts (profile min {list(lo)}, opt {list(mid)}, max {list(hi)})",
-            f"shape {list(shape)} (set_input_shape returned False)",
-        )
+    set_shape(context, name, tuple(int(d) for d in t.shape), profile)
     if not context.set_tensor_address(name, t.data_ptr()):
         raise FeedError(name, f"a {ALIGNMENT}-byte aligned device address", f"{t.data_ptr():#x} (refused)")
     return t
@@ -147,23 +105,12 @@ class TrtEngine:
         import torch
 
         self.path = Path(path)
-        side = read_sidecar(self.path)
+        side = open_artifact(self.path)
         trt = require_tensorrt("running TensorRT engines")
         running = runtime_info(device)
         check_compatible(side, running, self.path, strict_gpu)
-        self._logger = trt.Logger(trt.Logger.WARNING)
         with torch.cuda.device(device):  # the plan and its context live on the requested GPU
-            self._runtime = trt.Runtime(self._logger)
-            if side.get("version_compatible"):
-                self._runtime.engine_host_code_allowed = True
-            self.engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
-            if self.engine is None:
-                raise EngineIncompatibleError(
-                    self.path,
-                    "an unreadable or foreign plan",
-                    running.describe(),
-                    rebuild_command(side, self.path),
-                )
+            self._runtime, self.engine, self._logger = deserialize(trt, self.path, side, running.describe())
             self.context = self.engine.create_execution_context()
         if self.context is None:
             raise EngineIncompatibleError(
@@ -182,13 +129,7 @@ class TrtEngine:
             trt.uint8: torch.uint8,
             trt.bool: torch.bool,
         }
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        is_input = {n: self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
-        declared = {s.name for s in self.inputs} | {s.name for s in self.outputs}
-        if set(names) != declared or {s.name for s in self.inputs} != {n for n in names if is_input[n]}:
-            raise EngineIncompatibleError(
-                self.path, f"tensors {sorted(names)}", f"a sidecar declaring {sorted(declared)}", "rebuild it"
-            )
+        names = check_io(self.engine, trt, side, self.path)
         self._dtypes = {n: self._torch_dtype[self.engine.get_tensor_dtype(n)] for n in names}
         self.profiles = {spec.name: profile_of(self.engine, side, spec.name) for spec in self.inputs}
         self.stream = torch.cuda.Stream(device=self.device)

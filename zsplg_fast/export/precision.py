@@ -165,16 +165,16 @@ def _validate(src: Path, dst: Path, precision: str, feeds: list[dict[str, np.nda
     """Cosine / max abs of every output of ``dst`` against the fp32 ``src``, onnxruntime CPU, worst
     over ``feeds``; bf16 is recorded as skipped where onnxruntime's CPU provider lacks its kernels."""
     import onnxruntime as ort
+    from zsplg_runtime.ort import OrtSession
 
-    from zsplg_fast.engines.ort import OrtEngine
     from zsplg_fast.export.parity import compare
     from zsplg_fast.export.quantize import FIDELITY_TOLERANCE
 
     # no CPU memory arena: its power-of-two growth on vit_b's attention buffers runs hosts out of memory
     opts = {"enable_cpu_mem_arena": False}
-    ref = OrtEngine(src, optimization="all", session_options=opts)
+    ref = OrtSession(src, optimization="all", session_options=opts)
     try:
-        got = OrtEngine(dst, optimization=ORT_CPU_OPTIMIZATION[precision], session_options=opts)
+        got = OrtSession(dst, optimization=ORT_CPU_OPTIMIZATION[precision], session_options=opts)
     except (ort.capi.onnxruntime_pybind11_state.NotImplemented, RuntimeError) as e:
         return {"skipped": f"onnxruntime CPU cannot run {precision}: {str(e).strip()[:200]}"}
     worst: dict[str, dict[str, Any]] = {}

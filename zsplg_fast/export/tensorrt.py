@@ -26,9 +26,11 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from zsplg_runtime.tensors import Shapes, plan_profiles, resolve_ranges
 
 from zsplg_fast.config.export import PRECISIONS
 from zsplg_fast.errors import ConfigError, ExportFailedError
@@ -37,48 +39,6 @@ from zsplg_fast.export.tensors import AxisRange, TensorSpec
 from zsplg_fast.export.trt_info import RuntimeInfo, require_tensorrt, runtime_info
 from zsplg_fast.utils.io import atomic_write_bytes, atomic_write_json
 from zsplg_fast.utils.outdir import check_writable, refuse_foreign_file
-
-Shapes = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
-
-
-def plan_profiles(inputs: Sequence[TensorSpec], ranges: Mapping[str, AxisRange]) -> Shapes:
-    """min/opt/max shapes per input from its symbolic axes.
-
-    Args:
-        inputs: the artifact's inputs (fixed ints and symbolic axis names).
-        ranges: axis name → min/opt/max (sidecar defaults ← config ← CLI).
-    Returns:
-        input name → (min shape, opt shape, max shape); inputs without dynamic axes included.
-    Raises:
-        ConfigError: a dynamic axis without a range, naming the axis and the input.
-    """
-    out: Shapes = {}
-    for s in inputs:
-        lo, mid, hi = [], [], []
-        for d in s.shape:
-            if isinstance(d, int):
-                lo.append(d), mid.append(d), hi.append(d)
-                continue
-            if d not in ranges:
-                raise ConfigError(
-                    "export.profiles",
-                    d,
-                    f"dynamic axis '{d}' of input '{s.name}' has no profile",
-                    valid=f"add --profile {d}=MIN:OPT:MAX",
-                )
-            r = ranges[d]
-            lo.append(r.min), mid.append(r.opt), hi.append(r.max)
-        out[s.name] = (tuple(lo), tuple(mid), tuple(hi))
-    return out
-
-
-def resolve_ranges(
-    sidecar: Mapping[str, Any], overrides: Mapping[str, AxisRange] | None = None
-) -> dict[str, AxisRange]:
-    """Axis ranges: the sidecar's spec defaults, overridden by config/CLI ``overrides``."""
-    ranges = {k: AxisRange(*v) for k, v in sidecar.get("profiles", {}).items()}
-    ranges.update(overrides or {})
-    return ranges
 
 
 def cache_key(

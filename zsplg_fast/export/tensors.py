@@ -1,58 +1,18 @@
 """Tensor declarations shared by export specs, sidecars and engines: names, dtypes, symbolic axes.
 
-This module is the lowest place that describes an artifact's tensors, so that ``export`` (which
-writes artifacts) and ``engines`` (which runs them) agree without ``engines`` knowing any model.
+``TensorSpec``, ``Dim`` and ``AxisRange`` live in :mod:`zsplg_runtime.tensors` (the lowest place that
+describes an artifact's tensors) and are re-exported here, so that ``export`` (which writes artifacts)
+and ``engines`` (which runs them) agree without ``engines`` knowing any model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from zsplg_fast.errors import ConfigError
+from zsplg_runtime.tensors import AxisRange, Dim, TensorSpec, symbolic_axes
 
-Dim = int | str  # a fixed size, or a symbolic axis name such as "batch"
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """Name, dtype and shape of one artifact input or output.
-
-    ``shape`` entries are ints (fixed) or strings (symbolic axes, e.g. ``"batch"``); inputs that
-    share an axis name must agree at run time. ``allow_float64`` lets float64 feeds be cast to
-    float32 for this input (engines refuse them otherwise).
-    """
-
-    name: str
-    dtype: str  # numpy dtype name: "float32", "int64", "uint8", ...
-    shape: tuple[Dim, ...]
-    allow_float64: bool = False
-
-    @property
-    def symbolic_axes(self) -> dict[int, str]:
-        """Axis index → symbolic name, for the dynamic axes only."""
-        return {i: d for i, d in enumerate(self.shape) if isinstance(d, str)}
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
-        if self.allow_float64:
-            d["allow_float64"] = True
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TensorSpec:
-        return cls(d["name"], d["dtype"], tuple(d["shape"]), bool(d.get("allow_float64", False)))
-
-
-def symbolic_axes(specs: Sequence[TensorSpec]) -> list[str]:
-    """Every distinct symbolic axis name used by ``specs``, in first-seen order."""
-    seen: list[str] = []
-    for s in specs:
-        for d in s.shape:
-            if isinstance(d, str) and d not in seen:
-                seen.append(d)
-    return seen
+__all__ = ["AxisRange", "Dim", "TensorSpec", "Tolerance", "parse_axis_ranges", "symbolic_axes"]
 
 
 @dataclass(frozen=True)
@@ -71,24 +31,6 @@ class Tolerance:
 
     def to_dict(self) -> dict[str, float]:
         return {"atol": self.atol, "rtol": self.rtol, "min_cosine": self.min_cosine}
-
-
-@dataclass(frozen=True)
-class AxisRange:
-    """min / opt / max size of one symbolic axis (a TensorRT optimisation-profile entry)."""
-
-    min: int
-    opt: int
-    max: int
-
-    def __post_init__(self) -> None:
-        if not (1 <= self.min <= self.opt <= self.max):
-            raise ConfigError(
-                "export.profiles", f"{self.min}:{self.opt}:{self.max}", "need 1 <= min <= opt <= max"
-            )
-
-    def to_list(self) -> list[int]:
-        return [self.min, self.opt, self.max]
 
 
 def parse_axis_ranges(items: Sequence[str], key: str = "export.profiles") -> dict[str, AxisRange]:

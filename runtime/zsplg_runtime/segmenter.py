@@ -1,0 +1,101 @@
+"""``Segmenter.load(deploy_dir).predict(image) -> (H, W) uint8``: a deploy folder on onnxruntime or TensorRT.
+
+A deploy folder (``zsplg-fast deploy``) holds ``model.onnx`` and its sidecar ``model.json`` (class names,
+palette, preprocessing, precision, the versions it was made with). On the target, ``build_tensorrt.sh``
+(``zsplg-fast build`` or ``trtexec``) writes ``model.<precision>.plan``; the folder already carries its
+sidecar ``model.<precision>.json``, which :class:`~zsplg_runtime.trt.TrtSession` reads.
+
+Backends are a table (:data:`BACKENDS`): name → opener of the session for a deploy folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zsplg_runtime.errors import ConfigError, InputImageError
+from zsplg_runtime.images import load_image
+from zsplg_runtime.preprocess import Preprocessing, predict_label
+from zsplg_runtime.sidecar import read_sidecar
+from zsplg_runtime.viz import full_palette
+
+MODEL = "model.onnx"
+
+
+def plan_name(precision: str) -> str:
+    """The plan file of a deploy folder: ``model.<precision>.plan`` (the trtexec line's --saveEngine)."""
+    return f"model.{precision}.plan"
+
+
+def _ort(d: Path, side: dict[str, Any], threads: int | None, device: int) -> Any:
+    from zsplg_runtime.ort import OrtSession
+
+    return OrtSession(d / MODEL, intra_op_threads=threads)
+
+
+def _trt(d: Path, side: dict[str, Any], threads: int | None, device: int) -> Any:
+    from zsplg_runtime.trt import TrtSession
+
+    return TrtSession(d / plan_name(str(side.get("precision", "fp32"))), device=device)
+
+
+BACKENDS: dict[str, Callable[[Path, dict[str, Any], int | None, int], Any]] = {"ort": _ort, "trt": _trt}
+
+
+class Segmenter:
+    """A deployed segmenter: an engine (``engine({"image": x}) -> {"logits": ...}``) and its sidecar.
+
+    Attributes:
+        class_names: C names; ``palette``: (256, 3) uint8; ``precision``: fp32 / fp16 / int8;
+        ``preprocessing``: mean, std, size policy; ``sizes``: the (min, opt, max) ``image`` shapes a
+        TensorRT plan covers, None for any size.
+    """
+
+    def __init__(self, engine: Any, sidecar: dict[str, Any], path: str | Path = MODEL) -> None:
+        self.engine = engine
+        self.sidecar = sidecar
+        self.class_names = [str(n) for n in sidecar.get("class_names") or []]
+        self.num_classes = len(self.class_names) or int(sidecar["outputs"][0]["shape"][1])
+        self.palette = full_palette(sidecar.get("palette"))
+        self.precision = str(sidecar.get("precision", "fp32"))
+        self.preprocessing = Preprocessing.from_sidecar(sidecar, path)
+        self.device = str(getattr(engine, "device", "cpu"))
+        self.sizes = (getattr(engine, "profiles", None) or {}).get("image")
+        self.mode = self.preprocessing.mode
+
+    @classmethod
+    def load(
+        cls, deploy_dir: str | Path, backend: str = "ort", threads: int | None = None, device: int = 0
+    ) -> Segmenter:
+        """Open ``deploy_dir`` with ``backend`` (``ort``: model.onnx on onnxruntime CPU; ``trt``: the
+        plan built on this device, ``model.<precision>.plan``).
+
+        Raises:
+            ConfigError: unknown backend. CheckpointError / SidecarError: a missing or unreadable sidecar
+            or model. MissingDependencyError: the backend's library is not installed.
+        """
+        if backend not in BACKENDS:
+            raise ConfigError("infer.backend", backend, "unknown backend", valid=", ".join(BACKENDS))
+        d = Path(deploy_dir)
+        side = read_sidecar(d / MODEL)
+        return cls(BACKENDS[backend](d, side, threads, device), side, d / "model.json")
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """(1, 3, h, w) float32 normalised → (1, C, h, w) float32 logits."""
+        return np.asarray(self.engine({"image": x})["logits"], dtype=np.float32)
+
+    def predict(self, image: np.ndarray | str | Path) -> np.ndarray:
+        """An (H, W, 3) uint8 RGB array, or an image file → (H, W) uint8 class map.
+
+        Raises:
+            InputImageError: an image file that cannot be used. FeedError: a bad array, or a size the
+            TensorRT plan does not cover.
+        """
+        if isinstance(image, str | Path):
+            image = load_image(image)
+        if not isinstance(image, np.ndarray):
+            raise InputImageError(str(type(image).__name__), "give an (H, W, 3) uint8 array or a file path")
+        return predict_label(self.logits, self.preprocessing, image, self.num_classes)
