@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from zsplg_runtime.errors import ConfigError, InputImageError
+from zsplg_runtime.errors import CheckpointError, ConfigError, InputImageError
 from zsplg_runtime.images import load_image
 from zsplg_runtime.preprocess import Preprocessing, predict_label
 from zsplg_runtime.sidecar import read_sidecar
@@ -36,10 +36,27 @@ def _ort(d: Path, side: dict[str, Any], threads: int | None, device: int) -> Any
     return OrtSession(d / MODEL, intra_op_threads=threads)
 
 
+def find_plan(d: Path, precision: str) -> Path:
+    """The deploy folder's plan: ``model.<precision>.plan`` (trtexec, ``build_tensorrt.sh``), else the one
+    ``engines/*.<precision>.plan`` that ``zsplg-fast build`` wrote there.
+
+    Raises:
+        CheckpointError: no plan (or several in ``engines/``), saying how to build it.
+    """
+    plan = d / plan_name(precision)
+    if plan.is_file():
+        return plan
+    built = sorted((d / "engines").glob(f"*.{precision}.plan")) if (d / "engines").is_dir() else []
+    if len(built) == 1:
+        return built[0]
+    what = f"several plans in engines/ ({', '.join(p.name for p in built)})" if built else "no TensorRT plan"
+    raise CheckpointError(plan, f"{what}; build it on this device: bash {d / 'build_tensorrt.sh'}")
+
+
 def _trt(d: Path, side: dict[str, Any], threads: int | None, device: int) -> Any:
     from zsplg_runtime.trt import TrtSession
 
-    return TrtSession(d / plan_name(str(side.get("precision", "fp32"))), device=device)
+    return TrtSession(find_plan(d, str(side.get("precision", "fp32"))), device=device)
 
 
 BACKENDS: dict[str, Callable[[Path, dict[str, Any], int | None, int], Any]] = {"ort": _ort, "trt": _trt}

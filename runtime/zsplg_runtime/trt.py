@@ -83,10 +83,15 @@ class RuntimeInfo:
 
 
 def _ok(cudart: Any, result: Any, what: str) -> Any:
-    """Unpack cuda-python's ``(err, *values)``; raise EngineIncompatibleError on an error code."""
+    """Unpack cuda-python's ``(err, *values)``; an error code is a MissingDependencyError naming the call."""
     err, *values = result if isinstance(result, tuple) else (result,)
     if int(err) != 0:
-        raise EngineIncompatibleError("cuda", f"{what} returning {err}", "this GPU", "check the driver")
+        name = getattr(err, "name", str(err))
+        raise MissingDependencyError(
+            "a CUDA GPU",
+            f"TensorRT plans ({what}: {name})",
+            "run on a machine with an NVIDIA GPU and its driver",
+        )
     return values[0] if len(values) == 1 else tuple(values)
 
 

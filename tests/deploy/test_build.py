@@ -17,7 +17,15 @@ from zsplg_fast.errors import AccuracyDropError, ConfigError, OutputExistsError
 
 def test_int8_folder_and_measurements(int8_deploy: tuple[Path, dict]) -> None:
     out, result = int8_deploy
-    files = [".zsplg-fast.json", "README.md", "build_tensorrt.sh", "model.json", "model.onnx", "triton"]
+    files = [
+        ".zsplg-fast.json",
+        "README.md",
+        "build_tensorrt.sh",
+        "model.int8.json",
+        "model.json",
+        "model.onnx",
+    ]
+    files.append("triton")
     assert sorted(p.name for p in out.iterdir()) == files  # the marker says the folder is ours
     side = json.loads((out / "model.json").read_text())
     assert side["precision"] == "int8"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -130,12 +131,13 @@ def test_plan_sizes_are_respected_and_reported(
 
     from zsplg_fast.engines.ort import OrtEngine
 
-    def plan_like(d: Path, side: dict, out: Path, threads: int | None) -> OrtEngine:
+    infer_mod = importlib.import_module("zsplg_fast.deploy.infer")  # the package exports the function
+
+    def plan_like(d: Path, side: dict, out: Path, threads: int | None) -> Any:
         engine = OrtEngine(d / "model.onnx")
         engine.profiles = {"image": ((1, 3, 64, 64), (1, 3, 96, 96), (1, 3, 128, 128))}  # type: ignore[attr-defined]
-        return engine
+        return infer_mod.EnginePredictor(engine, side)
 
-    infer_mod = importlib.import_module("zsplg_fast.deploy.infer")  # the package exports the function
     monkeypatch.setitem(infer_mod.ENGINES, "trt", plan_like)
     src = tmp_path / "in"
     src.mkdir()

@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from google.protobuf import text_format
 
 from zsplg_fast.deploy.readme import build_command, trtexec_command
 from zsplg_fast.deploy.triton import config_pbtxt, model_config_class, validate_repository
@@ -68,6 +69,11 @@ def test_triton_repository_is_accepted(int8_deploy: tuple[Path, dict]) -> None:
     assert [(t.name, list(t.dims)) for t in cfg.output] == [("logits", [4, -1, -1])]
     assert cfg.instance_group[0].count == 1 and cfg.instance_group[0].kind == 1  # KIND_GPU
     assert model_config_class()[1]  # says which schema checked it
+    assert cfg.HasField("dynamic_batching")  # Triton groups requests up to max_batch_size
+    assert list(cfg.dynamic_batching.preferred_batch_size) == [8]  # profile batch 1:1:8 → opt 1 dropped
+    assert cfg.dynamic_batching.max_queue_delay_microseconds == 500
+    note = (out / "triton" / "README.md").read_text()
+    assert "[0.485, 0.456, 0.406]" in note and "[0.229, 0.224, 0.225]" in note and "argmax" in note
 
 
 @pytest.mark.parametrize(
@@ -80,6 +86,8 @@ def test_triton_repository_is_accepted(int8_deploy: tuple[Path, dict]) -> None:
         (lambda t: t.replace("TYPE_FP32", "TYPE_FP16", 1), "data_type"),
         (lambda t: t.replace('name: "logits"', 'name: "probs"'), "graph's"),
         (lambda t: t.replace('platform: "onnxruntime_onnx"', 'platform: "tensorrt_plan"'), "onnxruntime"),
+        (lambda t: t.replace("max_queue_delay_microseconds", "max_queue_delay_ms"), "not a ModelConfig"),
+        (lambda t: t.replace("preferred_batch_size: [ 8 ]", "preferred_batch_size: [ 16 ]"), "1..max_batch"),
     ],
 )
 def test_triton_rules_refuse_a_bad_config(int8_deploy: tuple[Path, dict], tmp_path: Path, edit, why) -> None:  # type: ignore[no-untyped-def]
@@ -98,5 +106,8 @@ def test_config_without_batching_keeps_every_axis() -> None:
         "profiles": {"batch": [1, 4, 16]},
     }
     text = config_pbtxt(side, "m")
+    assert "preferred_batch_size: [ 4, 16 ]" in text and "max_queue_delay_microseconds: 500" in text
+    cfg = text_format.Parse(text, model_config_class()[0]())  # the documented schema reads it
+    assert list(cfg.dynamic_batching.preferred_batch_size) == [4, 16] and cfg.max_batch_size == 16
     assert "max_batch_size: 16" in text and "TYPE_UINT8" in text and "dims: [ -1, -1, 3 ]" in text
     assert "dims: [ 7 ]" in text and "TYPE_INT64" in text

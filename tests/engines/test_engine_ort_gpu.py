@@ -150,3 +150,52 @@ def test_outputs_of_unknown_shape_are_wrapped_with_dlpack(
     out = e._run_bound({k: torch.from_numpy(v) for k, v in decoder_feeds.items()}, device="cpu")
     assert [n for n, _ in bound] == ["iou_predictions"] and isinstance(out[spec.name], torch.Tensor)
     np.testing.assert_allclose(out[spec.name].numpy(), want[spec.name], rtol=1e-5, atol=1e-5)
+
+
+class _OrtValue122:
+    """An OrtValue as onnxruntime 1.22 returns it from ``get_outputs()``: no ``__dlpack__``."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def numpy(self) -> np.ndarray:
+        return self._inner.numpy()
+
+
+def test_outputs_of_unknown_shape_without_dlpack_are_copied(
+    decoder_onnx: Path, decoder_feeds: dict[str, Any]
+) -> None:
+    """onnxruntime 1.22 (allowed by the package: onnxruntime>=1.18): its OrtValue has no __dlpack__, and
+    ``torch.from_dlpack`` on it raised; the output comes back through the host instead."""
+    e = ort_backend.OrtEngine(decoder_onnx)
+    want = e(decoder_feeds)
+    spec = e.outputs[0]
+    e.outputs[0] = type(spec)(spec.name, spec.dtype, ("masks_count", *spec.shape[1:]))  # not from inputs
+    _spy(e, [])
+    session = e.session
+
+    class Binding122:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def __getattr__(self, k: str) -> Any:
+            return getattr(self.inner, k)
+
+        def get_outputs(self) -> list[Any]:
+            return [_OrtValue122(v) for v in self.inner.get_outputs()]
+
+    class Session122:
+        def __getattr__(self, k: str) -> Any:
+            return getattr(session, k)
+
+        def io_binding(self) -> Binding122:
+            return Binding122(session.io_binding())
+
+        def run_with_iobinding(self, b: Binding122) -> None:
+            session.run_with_iobinding(b.inner)
+
+    e.session = Session122()  # type: ignore[assignment]
+    assert not hasattr(_OrtValue122(None), "__dlpack__")
+    out = e._run_bound({k: torch.from_numpy(v) for k, v in decoder_feeds.items()}, device="cpu")
+    assert isinstance(out[spec.name], torch.Tensor) and out[spec.name].device.type == "cpu"
+    np.testing.assert_allclose(out[spec.name].numpy(), want[spec.name], rtol=1e-5, atol=1e-5)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from zsplg_runtime.sidecar import sidecar_path
 
 from zsplg_fast.bench.machine import machine_info, runtime_settings
 from zsplg_fast.bench.segmenter import EngineSegmenter, to_input
@@ -35,7 +36,7 @@ from zsplg_fast.config.bench import DeployConfig, parse_size
 from zsplg_fast.data import load_image, open_source
 from zsplg_fast.data.sources import Sample
 from zsplg_fast.errors import AccuracyDropError, ConfigError, DatasetError
-from zsplg_fast.utils.io import atomic_write_text, sha256_file
+from zsplg_fast.utils.io import atomic_write_json, atomic_write_text, sha256_file
 from zsplg_fast.utils.outdir import check_replaceable, write_marker
 
 MODEL, SIDECAR, README = "model.onnx", "model.json", "README.md"  # SIDECAR = sidecar_path(MODEL)
@@ -204,11 +205,12 @@ def deploy(cfg: DeployConfig, progress: Progress | None = None) -> dict[str, Any
         }
         notify("write")
         side = write_derived_sidecar(exported.path, tmp / MODEL, cfg.precision, {"deploy": block})
-        from zsplg_fast.deploy.readme import build_script, render_readme
+        from zsplg_fast.deploy.readme import build_script, plan_file, plan_sidecar, render_readme
         from zsplg_fast.deploy.triton import validate_repository, write_repository
 
         atomic_write_text(tmp / README, render_readme(side))
         atomic_write_text(tmp / BUILD_SCRIPT, build_script(side))
+        atomic_write_json(sidecar_path(tmp / plan_file(side)), plan_sidecar(side))  # for trtexec's plan
         validate_repository(write_repository(side, tmp / MODEL, tmp / "triton"))
         shutil.rmtree(tmp / "export")
         for f in [tmp, *tmp.rglob("*")]:  # a folder to copy to devices (mkdtemp makes 0700)

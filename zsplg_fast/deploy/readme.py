@@ -8,10 +8,39 @@ from typing import Any
 
 
 def _shapes(sidecar: Mapping[str, Any]) -> dict[str, Any]:
-    from zsplg_fast.export.tensorrt import plan_profiles, resolve_ranges
-    from zsplg_fast.export.tensors import TensorSpec
+    from zsplg_runtime.tensors import TensorSpec, plan_profiles, resolve_ranges
 
     return plan_profiles([TensorSpec.from_dict(d) for d in sidecar["inputs"]], resolve_ranges(sidecar))
+
+
+def plan_file(sidecar: Mapping[str, Any]) -> str:
+    """The plan the trtexec line writes: ``model.<precision>.plan`` (what ``zsplg-runtime --backend trt``
+    opens; its sidecar is :func:`plan_sidecar`, ``model.<precision>.json``)."""
+    return f"model.{sidecar['precision']}.plan"
+
+
+def plan_sidecar(sidecar: Mapping[str, Any]) -> dict[str, Any]:
+    """The sidecar of the plan that ``trtexec`` builds on the target (``model.<precision>.json``): the
+    I/O, the per-input min/opt/max shapes the trtexec line builds with, preprocessing, classes and
+    palette. It records no TensorRT version or GPU (``built_on_target``): the plan is built where it
+    runs, and TensorRT refuses a plan from another version or GPU itself."""
+    from zsplg_runtime.sidecar import SIDECAR_VERSION
+
+    return {
+        "sidecar_version": SIDECAR_VERSION,
+        "kind": "tensorrt",
+        "name": str(sidecar.get("name", "segmenter")),
+        "file": plan_file(sidecar),
+        "precision": sidecar["precision"],
+        "strongly_typed": True,
+        "built_on_target": True,
+        "inputs": sidecar["inputs"],
+        "outputs": sidecar["outputs"],
+        "profiles": {k: [list(s) for s in v] for k, v in _shapes(sidecar).items()},
+        "onnx": {"path": "model.onnx", "sha256": sidecar.get("sha256")},
+        "rebuild_command": trtexec_command(sidecar),
+        **{k: sidecar[k] for k in ("preprocessing", "class_names", "palette", "deploy") if k in sidecar},
+    }
 
 
 def build_command(sidecar: Mapping[str, Any], model: str = "model.onnx") -> str:
@@ -28,7 +57,7 @@ def trtexec_command(sidecar: Mapping[str, Any], model: str = "model.onnx") -> st
         f"--{k}Shapes=" + ",".join(f"{n}:{'x'.join(str(d) for d in s[i])}" for n, s in shapes.items())
         for i, k in enumerate(("min", "opt", "max"))
     )
-    return f"trtexec --onnx={model} --stronglyTyped {flags} --saveEngine=model.{sidecar['precision']}.plan"
+    return f"trtexec --onnx={model} --stronglyTyped {flags} --saveEngine={plan_file(sidecar)}"
 
 
 def build_script(sidecar: Mapping[str, Any]) -> str:
@@ -58,6 +87,7 @@ def render_readme(sidecar: Mapping[str, Any]) -> str:
     names = sidecar.get("class_names", [])
     size = lat["input"]
     speed = lat.get("speedup_vs_fp32_ort")
+    p = d["precision"]
     return f"""# Deployed segmenter ({d["precision"]})
 
 DeepLabV3+ exported from `{d["checkpoint"]}` (sha256 `{str(d["checkpoint_sha256"])[:16]}…`),
@@ -68,6 +98,7 @@ DeepLabV3+ exported from `{d["checkpoint"]}` (sha256 `{str(d["checkpoint_sha256"
 | `model.onnx` | {d["precision"]} model: `image` (B, 3, H, W) float32 → `logits` (B, C, H, W) float32 |
 | `model.json` | sidecar: classes, palette, preprocessing, precision, mIoU fp32 vs deployed, latency |
 | `build_tensorrt.sh` | builds the TensorRT plan on the target (strongly typed, shapes from the sidecar) |
+| `model.{p}.json` | sidecar of that plan (`model.{p}.plan`): what `zsplg-runtime --backend trt` reads |
 | `triton/` | Triton model repository (onnxruntime backend) |
 
 ## Accuracy and speed (measured on this machine when the folder was made)
@@ -86,8 +117,11 @@ Preprocessing: RGB uint8 → float in 0..1 → subtract mean {pre.get("mean")} �
 → NCHW; predict = argmax over C of `logits`; the full image at its own size (H, W dynamic).
 
 ```bash
-zsplg-fast infer {d["folder_name"]} --input photo.jpg --out preds/ --overlays   # or a folder of images
+pip install ZSPLG_FAST_CHECKOUT/runtime    # zsplg-fast-runtime: numpy, pillow, onnxruntime; no PyTorch
+zsplg-runtime infer {d["folder_name"]} --input photo.jpg --out preds/ --overlays   # or a folder of images
 ```
+
+(`zsplg-fast infer` takes the same options.)
 
 ```python
 import numpy as np, onnxruntime as ort
@@ -109,13 +143,17 @@ strongly typed: the {d["precision"]} precision is in `model.onnx`, so no precisi
 {trtexec_command(sidecar)}
 ```
 
-then `zsplg-fast infer . --backend trt ...`. TensorRT 10.x (JetPack 6: 10.3) and 11.x both build it;
-`--stronglyTyped` is required on 10.x and the default on 11.x.
+then `zsplg-runtime infer . --backend trt --input ... --out ...` (no PyTorch; it reads the plan's sidecar
+`model.{d["precision"]}.json`, shipped in this folder) or `zsplg-fast infer . --backend trt ...`.
+TensorRT 10.x (JetPack 6: 10.3) and 11.x both build it; `--stronglyTyped` is required on 10.x and the
+default on 11.x.
 
 ## Triton Inference Server
 
 `triton/segmenter/config.pbtxt` + `triton/segmenter/1/model.onnx` is a model repository for Triton's
-onnxruntime backend (batch up to the profile's max, H and W variable):
+onnxruntime backend (batch up to the profile's max, H and W variable) with the dynamic batcher on
+(`dynamic_batching`: preferred batch sizes, 500 µs queue delay). Triton runs the network only: clients
+apply the preprocessing above (`triton/README.md` repeats it).
 
 ```bash
 tritonserver --model-repository=$PWD/triton

@@ -4,7 +4,9 @@ Writes ``triton/<model>/config.pbtxt`` and ``triton/<model>/1/model.onnx`` (the 
 ``platform: "onnxruntime_onnx"``). The config follows Triton's model configuration
 (``model_config.proto`` of triton-inference-server/common, and the server's model_configuration.md):
 ``max_batch_size > 0`` with ``dims`` that leave out the batch axis, ``-1`` for variable sizes,
-``TYPE_*`` data types, one GPU instance group.
+``TYPE_*`` data types, Triton's dynamic batcher (``dynamic_batching``: preferred batch sizes within
+``max_batch_size``, a queue delay), one GPU instance group. ``triton/README.md`` says what a client sends
+(the preprocessing) and gets back.
 
 :func:`validate_repository` parses ``config.pbtxt`` with ``google.protobuf.text_format`` into
 ``inference.ModelConfig``: tritonclient's ``model_config_pb2`` when it is installed, else the
@@ -53,15 +55,47 @@ def _tensor(kind: str, spec: Mapping[str, Any]) -> str:
     )
 
 
+QUEUE_DELAY_US = 500  # how long Triton's dynamic batcher waits for more requests to fill a batch
+
+
+def preferred_batches(batch_min: int, batch_opt: int, batch_max: int) -> list[int]:
+    """The batch sizes the dynamic batcher should aim for: the profile's opt and max (distinct, > 1)."""
+    return sorted({b for b in (batch_opt, batch_max) if b > 1 and batch_min <= b <= batch_max})
+
+
 def config_pbtxt(side: Mapping[str, Any], model: str) -> str:
-    """``config.pbtxt`` text for the ONNX described by ``side`` (batch axis first on every tensor)."""
-    batch_max = int(side.get("profiles", {}).get("batch", [1, 1, 8])[2])
+    """``config.pbtxt`` text for the ONNX described by ``side`` (batch axis first on every tensor), with
+    Triton's dynamic batcher: requests are grouped up to the profile's batch max, preferring its opt
+    and max, waiting at most :data:`QUEUE_DELAY_US` µs."""
+    lo, opt, batch_max = (int(v) for v in side.get("profiles", {}).get("batch", [1, 1, 8]))
     head = f'name: "{model}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: {batch_max}\n'
     body = "".join(_tensor("input", s) for s in side["inputs"]) + "".join(
         _tensor("output", s) for s in side["outputs"]
     )
+    preferred = ", ".join(str(b) for b in preferred_batches(lo, opt, batch_max))
+    batching = (
+        "dynamic_batching {\n"
+        + (f"  preferred_batch_size: [ {preferred} ]\n" if preferred else "")
+        + f"  max_queue_delay_microseconds: {QUEUE_DELAY_US}\n}}\n"
+    )
     group = "instance_group [\n  {\n    kind: KIND_GPU\n    count: 1\n  }\n]\n"
-    return head + body + group
+    return head + body + batching + group
+
+
+def readme_note(side: Mapping[str, Any], model: str) -> str:
+    """``triton/README.md``: what a client sends (the preprocessing) and gets back, for this repository."""
+    pre = side.get("preprocessing", {})
+    names = side.get("class_names") or []
+    return f"""# Triton model repository: `{model}`
+
+`tritonserver --model-repository=$PWD` serves `{model}` with the onnxruntime backend and the dynamic
+batcher (`config.pbtxt`). Triton runs the network only: the client does the preprocessing.
+
+Preprocessing (as `zsplg-runtime` / `zsplg-fast infer` do it): RGB uint8 (H, W, 3) → float32 / 255 →
+subtract mean {pre.get("mean")} → divide by std {pre.get("std")} → (3, H, W), sent as input `image`
+(batch axis added by Triton). Output `logits` (C, H, W): the label is the argmax over C, one of
+{len(names)} classes: {", ".join(names)}.
+"""
 
 
 def write_repository(side: Mapping[str, Any], onnx_path: Path, root: Path, model: str = "segmenter") -> Path:
@@ -72,6 +106,7 @@ def write_repository(side: Mapping[str, Any], onnx_path: Path, root: Path, model
     (folder / "1").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(onnx_path, folder / "1" / "model.onnx")
     atomic_write_text(folder / "config.pbtxt", config_pbtxt(side, model))
+    atomic_write_text(root / "README.md", readme_note(side, model))
     return folder
 
 
@@ -103,6 +138,11 @@ _MESSAGES: dict[str, list[tuple[str, int, str, bool]]] = {
         ("label_filename", 4, "string", False),
         ("reshape", 5, ".inference.ModelTensorReshape", False),
     ],
+    "ModelDynamicBatching": [
+        ("preferred_batch_size", 1, "int32", True),
+        ("max_queue_delay_microseconds", 2, "uint64", False),
+        ("preserve_ordering", 3, "bool", False),
+    ],
     "ModelInstanceGroup": [
         ("name", 1, "string", False),
         ("count", 2, "int32", False),
@@ -117,6 +157,7 @@ _MESSAGES: dict[str, list[tuple[str, int, str, bool]]] = {
         ("output", 6, ".inference.ModelOutput", True),
         ("instance_group", 7, ".inference.ModelInstanceGroup", True),
         ("default_model_filename", 8, "string", False),
+        ("dynamic_batching", 11, ".inference.ModelDynamicBatching", False),
         ("backend", 17, "string", False),
     ],
 }
@@ -127,7 +168,13 @@ def _documented_schema() -> Any:
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
     F = descriptor_pb2.FieldDescriptorProto
-    scalars = {"string": F.TYPE_STRING, "int32": F.TYPE_INT32, "int64": F.TYPE_INT64, "bool": F.TYPE_BOOL}
+    scalars = {
+        "string": F.TYPE_STRING,
+        "int32": F.TYPE_INT32,
+        "int64": F.TYPE_INT64,
+        "uint64": F.TYPE_UINT64,
+        "bool": F.TYPE_BOOL,
+    }
     f = descriptor_pb2.FileDescriptorProto(
         name="zsplg_model_config.proto", package="inference", syntax="proto3"
     )
@@ -188,6 +235,14 @@ def validate_repository(folder: Path) -> Any:
         raise ConfigError("triton", where, f"{model_file} is missing")
     graph = onnx.load(str(model_file), load_external_data=False).graph
     batch = 1 if cfg.max_batch_size > 0 else 0
+    if cfg.HasField("dynamic_batching"):
+        sizes = list(cfg.dynamic_batching.preferred_batch_size)
+        if cfg.max_batch_size <= 0:
+            problems.append("dynamic_batching needs max_batch_size > 0")
+        elif any(b < 1 or b > cfg.max_batch_size for b in sizes):
+            problems.append(
+                f"preferred_batch_size {sizes} must lie in 1..max_batch_size {cfg.max_batch_size}"
+            )
     data_types = cfg.DESCRIPTOR.file.enum_types_by_name["DataType"]
     for declared, values in ((cfg.input, graph.input), (cfg.output, graph.output)):
         real = {v.name: v.type.tensor_type for v in values}
