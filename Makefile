@@ -8,15 +8,28 @@ export MALLOC_TRIM_THRESHOLD_ ?= 100000000000
 export MALLOC_TOP_PAD_ ?= 1000000000
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: venv sysdeps demo test test-fast lint format bench clean
+# The edge runtime (runtime/: zsplg-fast-runtime, no torch) in a venv of its own, as a device installs it;
+# tests/runtime/test_runtime_venv.py runs it against `zsplg-fast infer` (required under CI=true).
+RVENV ?= .venv-runtime
+RUNTIME_SRC := runtime/pyproject.toml $(wildcard runtime/zsplg_runtime/*.py)
 
-$(BIN)/zsplg-fast: pyproject.toml
+.PHONY: venv runtime-venv sysdeps demo test test-fast lint format bench clean
+
+# zsplg-fast depends on zsplg-fast-runtime, which is not on an index: both go in one pip call.
+$(BIN)/zsplg-fast: pyproject.toml runtime/pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev,dist,review,precision]"
+	$(BIN)/pip install -q -e ./runtime -e ".[dev,dist,review,precision]"
 	touch $@
 
 venv: $(BIN)/zsplg-fast
+
+$(RVENV)/bin/zsplg-runtime: $(RUNTIME_SRC)
+	test -d $(RVENV) || $(PY) -m venv $(RVENV)
+	$(RVENV)/bin/pip install -q ./runtime
+	touch $@
+
+runtime-venv: $(RVENV)/bin/zsplg-runtime
 
 # Headless Chromium for the label report test (system package; installed only when root and missing).
 sysdeps:
@@ -27,9 +40,9 @@ sysdeps:
 demo: venv
 	$(BIN)/zsplg-fast demo --out demo_out
 
-test: venv sysdeps
-	$(BIN)/ruff check zsplg_fast tests bench
-	$(BIN)/ruff format --check zsplg_fast tests bench
+test: venv runtime-venv sysdeps
+	$(BIN)/ruff check zsplg_fast runtime tests bench
+	$(BIN)/ruff format --check zsplg_fast runtime tests bench
 	@# pytest exit 5 = no tests collected: a broken suite, never a pass.
 	$(BIN)/pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$rc
 
@@ -37,12 +50,12 @@ test-fast: venv
 	$(BIN)/pytest -q -m "not slow"
 
 lint: venv
-	$(BIN)/ruff check zsplg_fast tests bench
-	$(BIN)/ruff format --check zsplg_fast tests bench
+	$(BIN)/ruff check zsplg_fast runtime tests bench
+	$(BIN)/ruff format --check zsplg_fast runtime tests bench
 
 format: venv
-	$(BIN)/ruff format zsplg_fast tests bench
-	$(BIN)/ruff check --fix zsplg_fast tests bench
+	$(BIN)/ruff format zsplg_fast runtime tests bench
+	$(BIN)/ruff check --fix zsplg_fast runtime tests bench
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(RVENV) demo_out .pytest_cache .ruff_cache
