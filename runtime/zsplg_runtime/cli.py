@@ -36,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     inf.add_argument("--overlays", action="store_true", help="also write image + colour mask + legend PNGs")
     inf.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
     inf.add_argument("--force", action="store_true", help="reuse an --out folder of a previous run")
-    inf.add_argument("--debug", action="store_true", help="show full tracebacks")
+    # SUPPRESS: the sub-command's default must not overwrite `zsplg-runtime --debug infer …`
+    inf.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
     return p
 
 

@@ -17,6 +17,7 @@ Both are optional (``pip install 'zsplg-fast-runtime[trt]'``) and imported lazil
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -267,6 +268,20 @@ class TrtSession:
         self.profiles = {s.name: profile_of(self.engine, side, s.name) for s in self.inputs}
         self._stream = _ok(cudart, cudart.cudaStreamCreate(), "cudaStreamCreate")
         self._buffers: dict[str, tuple[int, int]] = {}  # name → (device pointer, bytes)
+
+    def close(self) -> None:
+        """Free the device buffers and the stream (also on garbage collection)."""
+        cudart = getattr(self, "_cudart", None)
+        for ptr, _ in getattr(self, "_buffers", {}).values():
+            cudart.cudaFree(ptr)
+        self._buffers = {}
+        if getattr(self, "_stream", None) is not None:
+            cudart.cudaStreamDestroy(self._stream)
+            self._stream = None
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # interpreter shutdown: cuda-python may be gone already
+            self.close()
 
     def _buffer(self, name: str, nbytes: int) -> int:
         ptr, size = self._buffers.get(name, (0, 0))

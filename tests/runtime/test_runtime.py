@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from zsplg_runtime import Segmenter
 from zsplg_runtime.cli import main
-from zsplg_runtime.errors import FeedError, OutputExistsError, SidecarError
+from zsplg_runtime.errors import ConfigError, FeedError, OutputExistsError, SidecarError
 from zsplg_runtime.infer import infer
 from zsplg_runtime.preprocess import Preprocessing
 
@@ -121,6 +121,20 @@ def test_cli_exit_codes_and_output_rules(
     ]
     assert run("--input", str(tmp_path / "missing"), "--out", str(tmp_path / "o2")) == 2
     assert run("--input", str(images), "--out", str(tmp_path / "o3"), "--backend", "tflite") == 2
+    for debug in (["--debug", "infer"], ["infer", "--debug"]):  # either place: the traceback, not one line
+        with pytest.raises(ConfigError):
+            main(
+                [
+                    *debug,
+                    str(tiny_deploy),
+                    "--input",
+                    str(images),
+                    "--out",
+                    str(tmp_path / "o4"),
+                    "--backend",
+                    "x",
+                ]
+            )
 
 
 def test_a_stopped_run_resumes(tiny_deploy: Path, tmp_path: Path) -> None:
@@ -174,6 +188,10 @@ class _Memory:
         return (0,)
 
     def cudaStreamSynchronize(self, stream: int) -> tuple[int]:
+        return (0,)
+
+    def cudaStreamDestroy(self, stream: int) -> tuple[int]:
+        self.calls.append("destroy")
         return (0,)
 
 
@@ -271,6 +289,8 @@ def test_trt_session_loads_the_trtexec_plan_with_the_deploy_sidecar(
     assert memory.calls[-2:] == ["h2d", "d2h"]
     with pytest.raises(FeedError, match="profile"):
         trt_seg.predict(np.zeros((200, 30, 3), np.uint8))  # beyond the plan's max height
+    trt_seg.engine.close()
+    assert memory.buffers == {} and memory.calls[-1] == "destroy"  # device memory given back
     report = infer(tiny_deploy, tiny_deploy / "img.png", tmp_path / "out", backend="trt")
     assert report["written"] == 1 and report["sizes_covered"] == "16x16 to 128x128"
     (tiny_deploy / plan_file(side)).write_bytes(b"OTHER")  # a plan from another TensorRT / GPU
