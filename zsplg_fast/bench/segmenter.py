@@ -4,8 +4,10 @@
 output ``logits`` (B, C, H, W)) as an ``nn.Module``, so the training engineer's evaluation
 (:func:`zsplg_fast.train.evaluate.predict` / ``evaluate_model``, UniMatch protocol) runs it unchanged.
 :func:`predict_label` is the one image path (uint8 RGB → ImageNet-normalised tensor, as ``ValSet`` →
-``predict`` → argmax) shared by the ``segmenter_image`` benchmark case, ``deploy`` and ``infer``: what
-the benchmark times is what ``infer`` runs, and ``infer`` predicts what ``evaluate`` scores.
+``predict`` → argmax) shared by the ``segmenter_image`` benchmark case, ``deploy`` and ``infer --backend
+torch | trt``; ``infer --backend ort`` (and ``zsplg-runtime``) run the same steps in numpy
+(:mod:`zsplg_runtime.preprocess`), with the same labels (tests/runtime/test_runtime.py), so ``infer``
+predicts what ``evaluate`` scores.
 """
 
 from __future__ import annotations
