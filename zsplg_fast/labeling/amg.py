@@ -153,7 +153,7 @@ class MaskGenerator:
         )
         self.sync_free = self.device.type != "cpu" if sync_free is None else bool(sync_free)
         self.sync_timings = bool(sync_timings)
-        self._flags = torch.compile(filter_flags, dynamic=True) if compile_filter else filter_flags
+        self._flags = torch.compile(filter_flags) if compile_filter else filter_flags  # automatic dynamic
         self.streams = Streams(self.device)
         """Where the encoder runs: a second CUDA stream (overlaps the decoder), or inline on CPUs."""
         self.timings: dict[str, float] = {}
