@@ -144,6 +144,10 @@ def label_rows(name: str, r: dict) -> list[tuple[str, str, str, str]]:
     rows = []
     for op, runs in r.get("runs", {}).items():
         for run, rec in runs.items():
+            if isinstance(rec, dict) and rec.get("status") == "error":
+                rows.append(
+                    (f"label {r.get('variant')} {op} {run}", "–", "–", f"error: {rec['error']}"[:200])
+                )
             if not isinstance(rec, dict) or "steady_s_per_img" not in rec:
                 continue
             mode = rec.get("run_mode") or {}

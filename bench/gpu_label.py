@@ -162,14 +162,21 @@ def section_label(smoke: bool, dev: Any, variant: str) -> dict:
             over["label.out"] = str(root / f"{op}-{run}")
             upstream = run == "upstream"
             over["data.split"] = str(split_up if upstream else split_all)
-            rec = _run(load_config(overrides=over), k_up if upstream else n, dev)
             runs = out["runs"].setdefault(op, {})
+            try:  # one failing run (say, out of memory at thresholds 0) must not hide the others
+                rec = _run(load_config(overrides=over), k_up if upstream else n, dev)
+            except Exception as e:
+                runs[run] = {"status": "error", "error": f"{type(e).__name__}: {e}"[:500]}
+                out["failed"] = [*out.get("failed", []), f"{op}/{run}"]
+                continue
             runs[run] = rec
             fid = runs.setdefault("fidelity", {})
-            if run == "fast_fp32":  # while the label folders exist
+            ok = {r for r, v in runs.items() if isinstance(v, dict) and "steady_s_per_img" in v}
+            if run == "fast_fp32" and "fast" in ok:  # while the label folders exist
                 fid["bf16_vs_fp32"] = _fidelity(root / f"{op}-fast_fp32", root / f"{op}-fast", dev)
-            if upstream:
+            if upstream and "fast_fp32" in ok:
                 fid["fp32_vs_upstream"] = _fidelity(root / f"{op}-upstream", root / f"{op}-fast_fp32", dev)
+            if upstream and "fast" in ok:
                 up, fast = rec["steady_s_per_img"], runs["fast"]["steady_s_per_img"]
                 if up and fast:
                     runs["speedup_fast_vs_upstream"] = round(up / fast, 2)

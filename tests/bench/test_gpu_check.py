@@ -189,7 +189,9 @@ def test_label_rows_render_runs_and_fidelity() -> None:
         "variant": "vit_h",
         "runs": {"default": {"fast": rec, "speedup_fast_vs_upstream": 6.1, "fidelity": fid}},
     }
+    section["runs"]["thr0"] = {"upstream": {"status": "error", "error": "OutOfMemoryError: CUDA"}}
     rows = gpu_check.table_rows({"sections": {"label:vit_h": section}})
     assert rows[0][:3] == ("label vit_h default fast", "0.1", "6.1× vs upstream")
+    assert rows[-1] == ("label vit_h thr0 upstream", "–", "–", "error: OutOfMemoryError: CUDA")
     assert "12.5 masks/img, peak 9000.0 MiB, bf16" in rows[0][3]
     assert rows[1][3] == "bf16 vs fp32 0.99 (20 imgs); fp32 vs upstream 1.0 (3 imgs)"
