@@ -5,9 +5,10 @@ onnxruntime-gpu does not raise when a GPU provider cannot start: it logs and qui
 asked and raise :class:`ProviderFallbackError` on a silent fallback. A provider the installed
 onnxruntime does not list at all is a :class:`MissingDependencyError` with the install command.
 
-The TensorRT provider is the exception: onnxruntime-gpu's is built against TensorRT 10
-(``libnvinfer.so.10``) and does not load beside TensorRT 11, so when it is asked for but not active
-and the CUDA provider is, the session runs on CUDA with a warning that says so (``self.fallback``).
+The TensorRT provider is the exception: it loads only beside the TensorRT major version its
+onnxruntime-gpu wheel was built against (TensorRT 10 up to onnxruntime 1.26; NVIDIA: onnxruntime 1.27+
+supports TensorRT 11), so when it is asked for but not active and the CUDA provider is, the session runs
+on CUDA with a warning that says so (``self.fallback``).
 Its settings come from the artifact: engine and timing caches under the engines folder, and
 min/opt/max profile shapes from the sidecar, so it does not rebuild on every new shape.
 
@@ -50,13 +51,14 @@ PROVIDERS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
 }
 TRT_EP_FALLBACK = (
-    "the onnxruntime TensorRT provider is not active: onnxruntime-gpu's TensorRT provider is built "
-    "against TensorRT 10 (libnvinfer.so.10) and does not load beside TensorRT 11 or without TensorRT; "
-    "running on {got} instead. For TensorRT, build a plan: zsplg-fast build {path} (backend trt)"
+    "the onnxruntime TensorRT provider is not active: it loads only beside the TensorRT major its "
+    "onnxruntime-gpu was built against (TensorRT 10 up to onnxruntime 1.26, TensorRT 11 from 1.27) and "
+    "not without TensorRT; running on {got} instead. For TensorRT, match the versions or build a plan: "
+    "zsplg-fast build {path} (backend trt)"
 )
 GPU_INSTALL = (
     "pip uninstall -y onnxruntime && pip install onnxruntime-gpu (never both in one environment; "
-    "needs CUDA 12/13 + cuDNN 9, and TensorRT 10 for the TensorRT provider)"
+    "needs CUDA 12/13 + cuDNN 9, and the TensorRT its wheel was built against for the TensorRT provider)"
 )
 EXPORT_AGAIN = "export it again (zsplg-fast export / deploy) or copy the whole folder again"
 _ORT_TYPES = {
@@ -252,7 +254,7 @@ class OrtSession:
                 self.path,
                 full,
                 got,
-                "check the CUDA driver, CUDA/cuDNN libraries (and libnvinfer.so.10 for TensorRT)",
+                "check the CUDA driver, CUDA/cuDNN libraries (and libnvinfer for TensorRT)",
             )
         self.providers = got
         # shapes the TensorRT provider was built for (callers cap their batches there); others: any

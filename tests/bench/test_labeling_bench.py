@@ -49,3 +49,24 @@ def test_bench_config_errors_and_images() -> None:
         bench_labeling(LabelBenchConfig(variants=("B",), out=None), log=lambda _m: None)
     a, b = bench_image(40, 60, seed=1), bench_image(40, 60, seed=1)
     assert a.shape == (40, 60, 3) and a.dtype.name == "uint8" and (a == b).all()
+
+
+def test_bench_ort_engines_keep_the_arena_for_decoders_only(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Variant C's sessions: encoder / CLIP without the CPU arena (memory), decoders with it (speed)."""
+    from zsplg_fast.bench import labeling_pipelines as lp
+
+    made = []
+
+    class Fake:
+        def __init__(self, path, intra_op_threads=None, session_options=None):  # type: ignore[no-untyped-def]
+            made.append((path.name, session_options["enable_cpu_mem_arena"]))
+
+    monkeypatch.setattr("zsplg_fast.engines.ort.OrtEngine", Fake)
+    names = ("sam_encoder", "sam_decoder_shared", "clip_dense", "sam_decoder_image")
+    lp.ort_engines({n: tmp_path / f"{n}.onnx" for n in names})
+    assert dict(made) == {
+        "sam_encoder.onnx": False,
+        "sam_decoder_shared.onnx": True,
+        "clip_dense.onnx": False,
+        "sam_decoder_image.onnx": True,
+    }
