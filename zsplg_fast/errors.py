@@ -11,6 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+# re-exported: a ValueError with exit_code 2 from a stdlib-only module (the torch-free runtime can carry
+# it), caught by the CLI beside ZsplgError
+from zsplg_fast.utils.integrity import ArtifactIntegrityError as ArtifactIntegrityError
+
 
 class ZsplgError(Exception):
     """Base class of every error the CLI prints without a traceback.

@@ -187,6 +187,8 @@ def inspect_cmd(
     """Print an artifact's inputs/outputs and its sidecar (or the formats table)."""
     from zsplg_fast.export.artifact import read_sidecar, sidecar_path
     from zsplg_fast.export.formats import formats_table
+    from zsplg_fast.utils.integrity import describe as describe_integrity
+    from zsplg_fast.utils.integrity import verify_artifact
 
     if formats or artifact is None:
         rows = formats_table()
@@ -198,6 +200,9 @@ def inspect_cmd(
         console.print(table)
         return
     side = read_sidecar(artifact) if sidecar_path(artifact).is_file() or artifact.suffix != ".onnx" else {}
+    checked = (
+        verify_artifact(artifact, side) if side and artifact.suffix != ".json" else None
+    )  # a mismatch: exit 2, naming the file
     if as_json:
         console.print_json(json.dumps(side))
         return
@@ -230,6 +235,8 @@ def inspect_cmd(
         "compute_capability",
         "size_bytes",
     )
+    if checked is not None:
+        console.print(describe_integrity(checked), highlight=False, soft_wrap=True)
     for k in keys:
         if k in side:
             console.print(f"{k}: {side[k]}", highlight=False)

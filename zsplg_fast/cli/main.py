@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from zsplg_fast.errors import ZsplgError
+from zsplg_fast.errors import ArtifactIntegrityError, ZsplgError
 
 # Each module exposes ``register(app: typer.Typer) -> None``.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in (sys.argv if argv is None else argv)
     try:
         app(args=argv)  # standalone mode: usage errors print and exit 2 by themselves
-    except ZsplgError as e:
+    except (ZsplgError, ArtifactIntegrityError) as e:
         if debug:
             raise
         _one_line(f"{type(e).__name__}: {e}")

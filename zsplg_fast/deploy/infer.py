@@ -19,6 +19,7 @@ from zsplg_fast.bench.segmenter import EngineSegmenter, predict_label
 from zsplg_fast.data import load_image, write_label
 from zsplg_fast.data.sources import Sample
 from zsplg_fast.errors import ConfigError, DatasetError, FeedError, OutputExistsError, OutputWriteError
+from zsplg_fast.utils.integrity import verify_artifact
 from zsplg_fast.utils.io import append_jsonl, atomic_write_json
 from zsplg_fast.utils.outdir import check_output, claim_output, json_with
 
@@ -133,6 +134,7 @@ def infer(
     d, dst = Path(deploy_dir), Path(out)
     check_output(dst, COMMAND, legacy=LEGACY)  # before the model loads; writes nothing
     side = read_sidecar(d / MODEL)
+    verify_artifact(d / MODEL, side)  # every backend: the folder's model is the one deploy wrote
     if (dst / "report.json").exists() and not force:
         raise OutputExistsError(dst, "holds a previous infer run; pass --force or choose another --out")
     samples = _inputs(Path(inputs))

@@ -31,6 +31,7 @@ from zsplg_fast.engines.base import check_feeds, register_backend
 from zsplg_fast.errors import ConfigError, MissingDependencyError, ProviderFallbackError
 from zsplg_fast.export.model_files import ort_session
 from zsplg_fast.export.tensors import TensorSpec
+from zsplg_fast.utils.integrity import verify_artifact
 
 # short name → (onnxruntime provider, default options); follows the onnxruntime EP docs' option names
 PROVIDERS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -193,6 +194,7 @@ class OrtEngine:
                 raise ConfigError("session_options", key, "not an onnxruntime.SessionOptions attribute")
             setattr(opts, key, value)
         side = self._sidecar()
+        verify_artifact(self.path, side)  # size and sha256 against the sidecar (a swapped file: exit 2)
         cap = side.get("onnxruntime_cpu_optimization")  # fp16 ViTs crash ORT CPU at "all" (export/precision)
         if (
             cap in _OPT_LEVELS

@@ -23,6 +23,7 @@ from zsplg_fast.errors import ConfigError, EngineIncompatibleError, FeedError
 from zsplg_fast.export.artifact import read_sidecar
 from zsplg_fast.export.tensors import TensorSpec
 from zsplg_fast.export.trt_info import RuntimeInfo, require_tensorrt, runtime_info, tensorrt_missing_reason
+from zsplg_fast.utils.integrity import verify_artifact
 
 ALIGNMENT = 256  # bytes; TensorRT's I/O address alignment
 Profile = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
@@ -148,6 +149,7 @@ class TrtEngine:
 
         self.path = Path(path)
         side = read_sidecar(self.path)
+        verify_artifact(self.path, side)  # size and sha256 against the sidecar (a swapped plan: exit 2)
         trt = require_tensorrt("running TensorRT engines")
         running = runtime_info(device)
         check_compatible(side, running, self.path, strict_gpu)

@@ -19,7 +19,7 @@ from typing import Any
 
 from zsplg_fast.errors import CheckpointError, SidecarError
 from zsplg_fast.export.tensors import TensorSpec
-from zsplg_fast.utils.io import sha256_file
+from zsplg_fast.utils.integrity import file_sha256
 
 SIDECAR_VERSION = 1
 _VERSIONED = (
@@ -58,13 +58,11 @@ def library_versions(names: Sequence[str] = _VERSIONED) -> dict[str, str]:
 
 
 def files_sha256(paths: Sequence[Path]) -> str:
-    """sha256 of the files' sha256s, in order (model + external data as one identity)."""
-    import hashlib
+    """sha256 of the files' sha256s, in order (model + external data as one identity); each file's hash
+    comes from utils/integrity's cache when the file is unchanged."""
+    from zsplg_fast.utils.integrity import combined_sha256
 
-    h = hashlib.sha256()
-    for p in paths:
-        h.update(sha256_file(p).encode())
-    return h.hexdigest()
+    return combined_sha256(file_sha256(p) for p in paths)
 
 
 def now_iso() -> str:

@@ -136,6 +136,7 @@ def write_derived_sidecar(
     fp32 graph, not this one). Returns the record.
     """
     from zsplg_fast.export.artifact import now_iso
+    from zsplg_fast.utils.integrity import file_records
     from zsplg_fast.utils.io import atomic_write_json
 
     src, dst = Path(src_onnx), Path(dst_onnx)
@@ -154,6 +155,7 @@ def write_derived_sidecar(
             "validation": side.get("validation"),
         },
         "sha256": files_sha256([dst]),
+        "files": file_records([dst]),  # checked at every load (utils/integrity)
         "size_bytes": dst.stat().st_size,
         "created": now_iso(),
     }

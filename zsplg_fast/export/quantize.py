@@ -22,6 +22,7 @@ import numpy as np
 from zsplg_fast.export.artifact import Artifact, data_path, files_sha256, now_iso, read_sidecar, sidecar_path
 from zsplg_fast.export.parity import compare
 from zsplg_fast.export.tensors import TensorSpec, Tolerance
+from zsplg_fast.utils.integrity import file_records
 from zsplg_fast.utils.io import atomic_write_json
 from zsplg_fast.utils.outdir import refuse_foreign_file
 
@@ -101,6 +102,7 @@ def quantize_artifact(onnx_path: str | Path, force: bool = False) -> Artifact:
             },
             "fidelity": {"vs": "fp32 artifact, onnxruntime CPU", "outputs": fidelity},
             "sha256": files_sha256(files),
+            "files": file_records(files, [dst.name, data_path(dst).name][: len(files)]),
             "size_bytes": sum(f.stat().st_size for f in files),
             "quantize_time_s": round(time.perf_counter() - t0, 2),
             "created": now_iso(),

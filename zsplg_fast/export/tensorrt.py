@@ -35,6 +35,7 @@ from zsplg_fast.errors import ConfigError, ExportFailedError
 from zsplg_fast.export.artifact import SIDECAR_VERSION, Artifact, read_sidecar, sidecar_path
 from zsplg_fast.export.tensors import AxisRange, TensorSpec
 from zsplg_fast.export.trt_info import RuntimeInfo, require_tensorrt, runtime_info
+from zsplg_fast.utils.integrity import file_records, verify_artifact
 from zsplg_fast.utils.io import atomic_write_bytes, atomic_write_json
 from zsplg_fast.utils.outdir import check_writable, refuse_foreign_file
 
@@ -225,6 +226,7 @@ def precision_onnx(
     """
     path = Path(onnx_path)
     side = read_sidecar(path)
+    verify_artifact(path, side)  # before a precision ONNX is made from it
     have = onnx_precision(side)
     if have == precision:
         return path
@@ -306,6 +308,7 @@ def build_engine(
     """
     onnx_path = Path(onnx_path)
     side = read_sidecar(onnx_path)
+    verify_artifact(onnx_path, side)  # the ONNX is what its sidecar says (size, sha256)
     check_precision(onnx_path, side, precision)
     name = check_plan_destination(onnx_path, out_dir, precision, side)
     inputs = [TensorSpec.from_dict(d) for d in side["inputs"]]
@@ -375,6 +378,7 @@ def build_engine(
         "rebuild_command": rebuild,
         "build_time_s": round(time.perf_counter() - t0, 1),
         "size_bytes": plan.stat().st_size,
+        "files": file_records([plan]),  # checked at every load (utils/integrity)
         **{
             k: side[k]
             for k in ("preprocessing", "class_names", "palette", "source", "spec_options")
