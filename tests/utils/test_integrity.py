@@ -61,7 +61,7 @@ def test_a_swapped_file_of_the_same_size_is_refused_naming_both_hashes(tmp_path:
     assert err.value.exit_code == 2
 
 
-def test_other_size_missing_data_file_and_foreign_sidecar(tmp_path: Path) -> None:
+def test_other_size_missing_data_file_renamed_copy_and_foreign_sidecar(tmp_path: Path) -> None:
     model, side = _artifact(tmp_path)
     model.write_bytes(b"another model")
     with pytest.raises(ArtifactIntegrityError, match=r"13 bytes, expected 1200"):
@@ -72,9 +72,12 @@ def test_other_size_missing_data_file_and_foreign_sidecar(tmp_path: Path) -> Non
     side2["files"].update(integrity.file_records([data], ["m.onnx.data"]))
     with pytest.raises(ArtifactIntegrityError, match=r"m\.onnx\.data.*no such file"):
         integrity.verify_artifact(model2, side2)
+    copy = tmp_path / "copy.onnx"  # the model copied under another name with its sidecar: still valid
+    copy.write_bytes(model2.read_bytes())
+    assert integrity.verify_artifact(copy, side)["status"] == "verified"
     other = tmp_path / "two" / "x.onnx"
     other.write_bytes(b"x")
-    with pytest.raises(ArtifactIntegrityError, match="sidecar of another file"):
+    with pytest.raises(ArtifactIntegrityError, match=r"x\.onnx.*1 bytes, expected 1200"):
         integrity.verify_artifact(other, side2)
     with pytest.raises(ArtifactIntegrityError, match="malformed"):  # never a path outside the folder
         integrity.verify_artifact(model2, {"files": {"m.onnx": side2["files"]["m.onnx"], "../x": {}}})

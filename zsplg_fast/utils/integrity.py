@@ -3,12 +3,12 @@
 Standard library only (no torch, numpy or zsplg_fast imports), so the torch-free runtime can carry it.
 
 Writers record, in the sidecar, ``"files": {"<name>": {"bytes": int, "sha256": hex}}`` for the model
-file and its external data (names relative to the sidecar's folder; :func:`file_records`). Loaders call
-:func:`verify_artifact` (label ``--engines``, infer, inspect, build, every ORT / TensorRT engine): a
-file whose size or sha256 differs from the record is refused with :class:`ArtifactIntegrityError`
-(exit 2), one line naming the file, the expected and the found hash, and the fix. Sidecars written
-before ``files`` existed are checked against their ``sha256`` (sha256 over the files' sha256s) and
-``size_bytes``; a plan sidecar of that age records only its size.
+file (first) and its external data (names relative to the sidecar's folder; :func:`file_records`).
+Loaders call :func:`verify_artifact` (label ``--engines``, infer, inspect, build, every ORT /
+TensorRT engine): a file whose size or sha256 differs from the record is refused with
+:class:`ArtifactIntegrityError` (exit 2), one line naming the file, the expected and the found hash,
+and the fix. Sidecars written before ``files`` existed are checked against their ``sha256`` (sha256
+over the files' sha256s) and ``size_bytes``; a plan sidecar of that age records only its size.
 
 Hashing a 2.5 GB vit_h encoder takes seconds, so a computed hash is cached, keyed by the file's real
 path, size, mtime_ns, ctime_ns and inode: in memory for this process, and for files of at least
@@ -219,14 +219,13 @@ def verify_artifact(path: str | Path, side: Mapping[str, Any]) -> dict[str, Any]
 
     files = side.get("files")
     if isinstance(files, Mapping) and files:
-        if path.name not in files:
-            raise ArtifactIntegrityError(
-                path, "a record of this file", "none", fix, "sidecar of another file"
-            )
-        for name, rec in files.items():
+        for i, (name, rec) in enumerate(files.items()):
             if not _plain_name(name) or not isinstance(rec, Mapping):
                 raise ArtifactIntegrityError(path, "a file record", f"{name!r}: {rec!r}", fix, "malformed")
-            p, want, size = path.parent / name, str(rec.get("sha256")), rec.get("bytes")
+            # the first record is the model file itself (a copy under another name, with its sidecar,
+            # stays valid); the others (external data) lie beside it under their recorded names
+            p = path if i == 0 else path.parent / name
+            want, size = str(rec.get("sha256")), rec.get("bytes")
             if not p.is_file():
                 raise ArtifactIntegrityError(p, want, "no such file", fix, "listed by the sidecar")
             got_size = p.stat().st_size
