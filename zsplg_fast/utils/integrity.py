@@ -234,7 +234,7 @@ def verify_artifact(path: str | Path, side: Mapping[str, Any]) -> dict[str, Any]
             got = sha(p)
             if got != want:
                 raise ArtifactIntegrityError(p, want, got, fix, f"{got_size} bytes, as expected")
-        return {"status": "verified", "files": list(files), "hashed": hashed}
+        return {"status": "verified", "files": [path.name, *list(files)[1:]], "hashed": hashed}
     parts = _legacy_files(path, side)
     size, want = side.get("size_bytes"), side.get("sha256")
     if not isinstance(want, str) and not isinstance(size, int):
