@@ -63,7 +63,13 @@ def _verdict(rows: list[dict[str, Any]], warmup: int) -> dict[str, Any]:
     k = min(5, len(after) // 2)
     first = sum(r["window_images_per_s"] for r in after[:k]) / k
     last = sum(r["window_images_per_s"] for r in after[-k:]) / k
+    cpu_first = sum(r["cpu_ms_per_image"] for r in after[:k]) / k
+    cpu_last = sum(r["cpu_ms_per_image"] for r in after[-k:]) / k
     growth = 100.0 * (rss1 - rss0) / rss0
+    xs = [r["images"] for r in after]
+    ys = [r["cpu_ms_per_image"] for r in after]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
     return {
         "warmup_images": warmup,
         "rss_after_warmup_mib": rss0,
@@ -73,6 +79,9 @@ def _verdict(rows: list[dict[str, Any]], warmup: int) -> dict[str, Any]:
         "throughput_first_windows": round(first, 3),
         "throughput_last_windows": round(last, 3),
         "throughput_ratio_last_vs_first": round(last / first, 3),
+        "cpu_ms_per_image_first_windows": round(cpu_first, 2),
+        "cpu_ms_per_image_last_windows": round(cpu_last, 2),
+        "cpu_ms_per_image_trend_percent_per_1000_images": round(100 * slope * 1000 / my, 2),
         "fds_first": after[0]["open_fds"],
         "fds_last": after[-1]["open_fds"],
         "threads_first": after[0]["threads"],
@@ -81,10 +90,11 @@ def _verdict(rows: list[dict[str, Any]], warmup: int) -> dict[str, Any]:
 
 
 def _markdown(meta: dict[str, Any], rows: list[dict[str, Any]], verdict: dict[str, Any]) -> str:
-    head = "| images | s | window img/s | RSS MiB | peak MiB | open fds | threads | load 1m |\n"
-    head += "|---|---|---|---|---|---|---|---|\n"
+    head = "| images | s | window img/s | CPU ms/img | RSS MiB | peak MiB | open fds | threads | load 1m |\n"
+    head += "|---|---|---|---|---|---|---|---|---|\n"
     body = "".join(
-        f"| {r['images']} | {r['seconds']} | {r['window_images_per_s']} | {r['rss_mib']} | "
+        f"| {r['images']} | {r['seconds']} | {r['window_images_per_s']} | {r['cpu_ms_per_image']} | "
+        f"{r['rss_mib']} | "
         f"{r['hwm_mib']} | {r['open_fds']} | {r['threads']} | {r['load_1m']} |\n"
         for r in rows
     )
@@ -98,7 +108,11 @@ def _markdown(meta: dict[str, Any], rows: list[dict[str, Any]], verdict: dict[st
         f"{v.get('rss_last_mib')} MiB ({v.get('rss_growth_percent')} %, limit 5 %: "
         f"{'ok' if v.get('rss_ok') else 'OVER'}); throughput of the first 5 windows "
         f"{v.get('throughput_first_windows')} img/s, of the last 5 {v.get('throughput_last_windows')} "
-        f"img/s (ratio {v.get('throughput_ratio_last_vs_first')}); open fds {v.get('fds_first')} → "
+        f"img/s (ratio {v.get('throughput_ratio_last_vs_first')}); process CPU per image "
+        f"{v.get('cpu_ms_per_image_first_windows')} → {v.get('cpu_ms_per_image_last_windows')} ms "
+        f"(least-squares trend {v.get('cpu_ms_per_image_trend_percent_per_1000_images')} % per 1000 "
+        f"images; CPU time is what the shared machine's load disturbs least); open fds "
+        f"{v.get('fds_first')} → "
         f"{v.get('fds_last')}, threads {v.get('threads_first')} → {v.get('threads_last')}. Job total "
         f"{meta['job_seconds']} s ({meta['labeled']} labeled, {meta['failed']} failed).\n",
     ]
@@ -112,20 +126,23 @@ def _plot(path: Path, rows: list[dict[str, Any]], warmup: int, title: str) -> No
     import matplotlib.pyplot as plt
 
     n = [r["images"] for r in rows]
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    ax.plot(n, [r["rss_mib"] for r in rows], "o-", color="tab:blue", label="RSS (MiB)")
-    ax.set_xlabel("images labeled")
-    ax.set_ylabel("RSS (MiB)", color="tab:blue")
-    lo = min(r["rss_mib"] for r in rows)
-    ax.set_ylim(0, max(r["rss_mib"] for r in rows) * 1.15 if lo else None)
-    ax.axvline(warmup, color="grey", linestyle=":", label="end of warm-up")
-    ax2 = ax.twinx()
-    ax2.plot(n, [r["window_images_per_s"] for r in rows], "s-", color="tab:orange", label="images/s")
-    ax2.set_ylabel("images/s (last window)", color="tab:orange")
-    ax2.set_ylim(0, max(r["window_images_per_s"] for r in rows) * 1.3)
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
+    ax.plot(n, [r["rss_mib"] for r in rows], "o-", color="tab:blue")
+    ax.set_ylabel("RSS (MiB)")
+    ax.set_ylim(0, max(r["rss_mib"] for r in rows) * 1.15)
     ax.set_title(title)
-    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-    ax.legend(handles, [h.get_label() for h in handles], loc="lower left")
+    ax2.plot(n, [r["window_images_per_s"] for r in rows], "s-", color="tab:orange", label="images/s (wall)")
+    ax2.set_ylabel("images/s (last window)")
+    ax2.set_ylim(0, max(r["window_images_per_s"] for r in rows) * 1.3)
+    ax2.set_xlabel("images labeled")
+    ax3 = ax2.twinx()
+    ax3.plot(n, [r["cpu_ms_per_image"] for r in rows], "^--", color="tab:green", label="CPU ms / image")
+    ax3.set_ylabel("process CPU ms per image")
+    ax3.set_ylim(0, max(r["cpu_ms_per_image"] for r in rows) * 1.3)
+    for a in (ax, ax2):
+        a.axvline(warmup, color="grey", linestyle=":")
+    handles = ax2.get_legend_handles_labels()[0] + ax3.get_legend_handles_labels()[0]
+    ax2.legend(handles, [h.get_label() for h in handles], loc="lower right")
     fig.tight_layout()
     atomic_write_with(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
@@ -166,18 +183,19 @@ def main() -> None:
     )
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
-    last = [start, 0]
+    last = [start, 0, time.process_time()]
 
     def progress(done: int, total: int, sample_id: str) -> None:
         if done % args.every and done != total:
             return
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         st = _proc_status()
         rows.append(
             {
                 "images": done,
                 "seconds": round(now - start, 1),
                 "window_images_per_s": round((done - last[1]) / (now - last[0]), 3),
+                "cpu_ms_per_image": round(1000 * (cpu - last[2]) / max(done - last[1], 1), 2),
                 "rss_mib": st["VmRSS"],
                 "hwm_mib": st["VmHWM"],
                 "open_fds": len(os.listdir("/proc/self/fd")),
@@ -185,7 +203,7 @@ def main() -> None:
                 "load_1m": round(os.getloadavg()[0], 2),
             }
         )
-        last[:] = [now, done]
+        last[:] = [now, done, cpu]
         print(rows[-1], flush=True)
 
     summary = label_dataset(cfg, on_progress=progress)
