@@ -138,7 +138,12 @@ def test_swapped_artifacts_are_refused_by_label_build_and_inspect(
         label_dataset(_cfg(world, tmp_path / "o", tiny_clip_name, **extra))
     assert str(enc) in str(err.value) and want in str(err.value) and found in str(err.value)
     assert not (tmp_path / "o" / "labels").exists()
+    label = ["label", "--data", f"synthetic:{world}", "--classes", str(world / "classes.txt")]
+    label += ["--sam", "tiny", "--clip", tiny_clip_name, "--backend", "ort", "--engines", str(swapped)]
+    sets = ["clip.image_size=96", "clip.gem_depth=1", "amg.points_per_side=6", "label.io_workers=0"]
+    label += [a for kv in sets for a in ("--set", kv)] + ["--out", str(tmp_path / "cli")]
     for argv in (
+        label,
         ["build", str(enc), "--precision", "fp32", "--out", str(tmp_path / "engines")],
         ["inspect", str(enc)],
     ):
@@ -148,4 +153,4 @@ def test_swapped_artifacts_are_refused_by_label_build_and_inspect(
         assert done.value.code == 2, line
         assert line.startswith("error: ArtifactIntegrityError:") and str(enc) in line
         assert want in line and found in line and "export it again" in line
-    assert not (tmp_path / "engines").exists()
+    assert not (tmp_path / "engines").exists() and not (tmp_path / "cli" / "labels").exists()
