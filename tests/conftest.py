@@ -10,6 +10,13 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+
+@pytest.fixture(scope="session", autouse=True)
+def _hash_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The artifact hash cache (utils/integrity) in a temp folder, never the user's ~/.cache."""
+    os.environ["ZSPLG_FAST_CACHE_DIR"] = str(tmp_path_factory.mktemp("hash-cache"))
+
+
 TINY_CLIP = "tiny-clip-test"
 TINY_CLIP_CFG = {
     "embed_dim": 64,

@@ -27,9 +27,11 @@ from zsplg_runtime.errors import (
     SidecarError,
     ZsplgError,
 )
+from zsplg_runtime.integrity import ArtifactIntegrityError
 
 __all__ = [
     "AccuracyDropError",
+    "ArtifactIntegrityError",
     "CheckpointError",
     "ConfigError",
     "DatasetError",

@@ -29,7 +29,7 @@ from zsplg_runtime.inputs import image_inputs
 from zsplg_runtime.io import append_jsonl, atomic_write_json
 from zsplg_runtime.labels import write_label
 from zsplg_runtime.outdir import check_output, claim_output, json_with
-from zsplg_runtime.sidecar import read_sidecar
+from zsplg_runtime.sidecar import open_artifact
 
 Progress = Callable[[int, int, str], None]  # (done, total, sample id)
 MODEL = "model.onnx"
@@ -132,7 +132,7 @@ def infer(
         raise ConfigError("infer.backend", backend, "unknown backend", valid=", ".join(table))
     d, dst = Path(deploy_dir), Path(out)
     ours = check_output(dst, COMMAND, legacy=LEGACY)  # before the model loads; writes nothing
-    side = read_sidecar(d / MODEL)
+    side = open_artifact(d / MODEL)  # sidecar checks + size/sha256 of model.onnx, every backend
     finished = (dst / "report.json").exists()
     if finished and not force:
         raise OutputExistsError(dst, "holds a previous infer run; pass --force or choose another --out")

@@ -19,7 +19,7 @@ import numpy as np
 from zsplg_runtime.errors import CheckpointError, ConfigError, InputImageError
 from zsplg_runtime.images import load_image
 from zsplg_runtime.preprocess import Preprocessing, predict_label
-from zsplg_runtime.sidecar import read_sidecar
+from zsplg_runtime.sidecar import open_artifact
 from zsplg_runtime.viz import full_palette
 
 MODEL = "model.onnx"
@@ -97,7 +97,7 @@ class Segmenter:
         if backend not in BACKENDS:
             raise ConfigError("infer.backend", backend, "unknown backend", valid=", ".join(BACKENDS))
         d = Path(deploy_dir)
-        side = read_sidecar(d / MODEL)
+        side = open_artifact(d / MODEL)  # sidecar checks + size/sha256 of model.onnx
         return cls(BACKENDS[backend](d, side, threads, device), side, d / "model.json")
 
     def logits(self, x: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from zsplg_runtime import integrity
 from zsplg_runtime.errors import CheckpointError, SidecarError
 
 SIDECAR_VERSION = 1
@@ -113,20 +114,24 @@ def check_sidecar(side: Mapping[str, Any], path: str | Path) -> None:
             )
 
 
-def verify_artifact(artifact: Path, side: Mapping[str, Any]) -> None:
+def verify_artifact(artifact: Path, side: Mapping[str, Any]) -> dict[str, Any]:
     """Check the artifact file against its sidecar before any session opens it.
 
-    This is the single place for the artifact integrity check (issue 21: size and sha256 of the file
-    against the sidecar's record; ``zsplg_fast.utils.integrity`` implements it). Every loader of the
-    runtime and of ``zsplg_fast.engines`` goes through :func:`open_artifact`, so wiring the check here
-    covers ``infer``, ``label --engines``, ``Segmenter.load`` and the TRT plans alike.
-    Today it checks that the file exists (a deploy folder copied without its model).
+    The single place for the artifact integrity check: the file must exist, and its size and sha256
+    (and those of its external data) must match the sidecar's record (:mod:`zsplg_runtime.integrity`,
+    hashes cached by path, size, mtime, ctime and inode). Every loader of the runtime and of
+    ``zsplg_fast.engines`` goes through :func:`open_artifact`, so this covers ``infer``,
+    ``label --engines``, ``Segmenter.load`` and the TRT plans alike.
 
+    Returns:
+        the check's result (``status``: verified / size only / not recorded; ``hashed``: files hashed).
     Raises:
         CheckpointError: the artifact file is missing.
+        ArtifactIntegrityError: a file's size or sha256 differs from the record (exit 2).
     """
-    if not artifact.is_file():
+    if not Path(artifact).is_file():
         raise CheckpointError(artifact, "artifact file missing beside its sidecar; export it again")
+    return integrity.verify_artifact(artifact, side)
 
 
 def open_artifact(artifact: str | Path, required: bool = True) -> dict[str, Any]:

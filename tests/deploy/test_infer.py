@@ -177,3 +177,56 @@ def test_a_failed_write_stops_infer_with_one_line_and_no_temp(
     assert len(seen) <= 4  # (2 bad images + 1 written): it stopped instead of running on
     assert len(list((out / "labels").rglob("*.png"))) == 1
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+
+
+def _swap_model(deploy_dir: Path, into: Path, other: Path | None) -> Path:
+    """A copy of the deploy folder whose model.onnx is ``other`` (another model's file), or the same
+    model with one weight byte changed (same size) when ``other`` is None."""
+    shutil.copytree(deploy_dir, into)
+    model = into / "model.onnx"
+    if other is not None:
+        shutil.copyfile(other, model)
+    else:
+        data = bytearray(model.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        model.write_bytes(bytes(data))
+    return model
+
+
+@pytest.mark.parametrize("swap", ["other-model", "same-size"])
+def test_a_swapped_model_is_refused_by_infer_and_inspect(
+    int8_deploy: tuple[Path, dict],
+    shapes_ds: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    swap: str,
+) -> None:
+    """Issue 21.1: a deploy folder whose model.onnx came from another run gave exit 0; now exit 2, one
+    line naming the file, the recorded and found sha256 and the fix; nothing is written."""
+    import hashlib
+
+    from zsplg_fast.cli.main import main
+
+    deploy_dir, _ = int8_deploy
+    other = tmp_path / "other.onnx"
+    torch.onnx.export(torch.nn.Conv2d(3, 4, 1), (torch.zeros(1, 3, 8, 8),), str(other), dynamo=False)
+    model = _swap_model(deploy_dir, tmp_path / "swapped", other if swap == "other-model" else None)
+    recorded = json.loads((tmp_path / "swapped" / "model.json").read_text())["files"]["model.onnx"]
+    found = hashlib.sha256(model.read_bytes()).hexdigest()
+    img = shapes_ds / "JPEGImages" / "val_00001.jpg"
+    for argv in (
+        ["infer", str(tmp_path / "swapped"), "--input", str(img), "--out", str(tmp_path / "out")],
+        ["inspect", str(model)],
+    ):
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        err = capsys.readouterr().err.strip()
+        assert done.value.code == 2, err
+        line = " ".join(err.split())  # rich wraps long lines on the console
+        assert line.startswith("error: ArtifactIntegrityError:") and str(model) in line
+        assert recorded["sha256"] in line and found in line and "deploy" in line
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit) as done:  # the folder as deploy wrote it: checked and shown
+        main(["inspect", str(deploy_dir / "model.onnx")])
+    assert done.value.code in (0, None)
+    assert "integrity: ok, size and sha256 match the sidecar" in capsys.readouterr().out

@@ -117,3 +117,43 @@ def test_ort_backend_refuses_missing_or_foreign_artifacts(world, tmp_path, tiny_
             )
         )
     assert not (tmp_path / "o2" / "labels").exists()
+
+
+def test_swapped_artifacts_are_refused_by_label_build_and_inspect(
+    world, tmp_path, tiny_clip_name, artifacts, capsys
+):
+    """Issue 21.1: an encoder ONNX swapped for another model's file (its sidecar and source weights
+    unchanged) ran with no word; label --engines, build and inspect now end in exit 2, one line naming
+    the file, the recorded and found sha256 and the fix, before any model runs or file is written."""
+    import hashlib
+
+    from zsplg_fast.cli.main import main
+    from zsplg_fast.errors import ArtifactIntegrityError
+
+    swapped = tmp_path / "swapped"
+    shutil.copytree(artifacts, swapped)
+    enc = swapped / "sam_encoder.onnx"
+    shutil.copyfile(swapped / "sam_decoder_batched.onnx", enc)
+    want = json.loads((swapped / "sam_encoder.json").read_text())["files"]["sam_encoder.onnx"]["sha256"]
+    found = hashlib.sha256(enc.read_bytes()).hexdigest()
+    extra = {"label.backend": "ort", "label.engines": str(swapped)}
+    with pytest.raises(ArtifactIntegrityError) as err:
+        label_dataset(_cfg(world, tmp_path / "o", tiny_clip_name, **extra))
+    assert str(enc) in str(err.value) and want in str(err.value) and found in str(err.value)
+    assert not (tmp_path / "o" / "labels").exists()
+    label = ["label", "--data", f"synthetic:{world}", "--classes", str(world / "classes.txt")]
+    label += ["--sam", "tiny", "--clip", tiny_clip_name, "--backend", "ort", "--engines", str(swapped)]
+    sets = ["clip.image_size=96", "clip.gem_depth=1", "amg.points_per_side=6", "label.io_workers=0"]
+    label += [a for kv in sets for a in ("--set", kv)] + ["--out", str(tmp_path / "cli")]
+    for argv in (
+        label,
+        ["build", str(enc), "--precision", "fp32", "--out", str(tmp_path / "engines")],
+        ["inspect", str(enc)],
+    ):
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        line = " ".join(capsys.readouterr().err.split())
+        assert done.value.code == 2, line
+        assert line.startswith("error: ArtifactIntegrityError:") and str(enc) in line
+        assert want in line and found in line and "export it again" in line
+    assert not (tmp_path / "engines").exists() and not (tmp_path / "cli" / "labels").exists()

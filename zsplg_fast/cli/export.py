@@ -185,6 +185,9 @@ def inspect_cmd(
     formats: bool = typer.Option(False, "--formats", help="print the table of formats and their options"),
 ) -> None:
     """Print an artifact's inputs/outputs and its sidecar (or the formats table)."""
+    from zsplg_runtime.integrity import describe as describe_integrity
+    from zsplg_runtime.integrity import verify_artifact
+
     from zsplg_fast.export.artifact import read_sidecar, sidecar_path
     from zsplg_fast.export.formats import formats_table
 
@@ -198,6 +201,9 @@ def inspect_cmd(
         console.print(table)
         return
     side = read_sidecar(artifact) if sidecar_path(artifact).is_file() or artifact.suffix != ".onnx" else {}
+    checked = (
+        verify_artifact(artifact, side) if side and artifact.suffix != ".json" else None
+    )  # a mismatch: exit 2, naming the file
     if as_json:
         console.print_json(json.dumps(side))
         return
@@ -230,6 +236,8 @@ def inspect_cmd(
         "compute_capability",
         "size_bytes",
     )
+    if checked is not None:
+        console.print(describe_integrity(checked), highlight=False, soft_wrap=True)
     for k in keys:
         if k in side:
             console.print(f"{k}: {side[k]}", highlight=False)

@@ -51,6 +51,12 @@ def _cfg(config: str | None, sets: list[str] | None, options: dict[str, Any]) ->
     return build_config(preset(config), sets, options)
 
 
+def _warn(report: dict[str, Any]) -> None:
+    """The report's warnings (also in its JSON), one yellow line each."""
+    for w in report.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
+
+
 def _summary(title: str, result: dict[str, Any], keys: tuple[str, ...]) -> None:
     table = Table(title=title, show_header=False)
     for k in keys:
@@ -186,6 +192,13 @@ def evaluate(
     if pred is not None:
         report = evaluate_folders(pred, gt, resolve_classes(classes), json_out, missing, out_of_range)
         console.print(report_table(report, f"{pred} vs {gt} ({report['images']} images)"))
+        if report["missing"]:  # --missing skip: as the JSON's "missing"
+            console.print(
+                f"skipped {report['missing']} of {report['images'] + report['missing']} ground-truth files "
+                "without a prediction (--missing skip); the mIoU covers the others",
+                highlight=False,
+            )
+        _warn(report)
         stray = report["out_of_range"]
         if stray["files"]:
             names = ", ".join(list(stray["files"])[:5])
@@ -208,6 +221,7 @@ def evaluate(
     report = evaluate_split(cfg.train, checkpoint, split, json_out)
     if os.environ.get("RANK", "0") == "0":
         console.print(report_table(report, f"{checkpoint} ({report['mode']}, {report['images']} images)"))
+        _warn(report)
         if overlays:
             from zsplg_fast.bench.overlays import split_grid
 

@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from zsplg_runtime.integrity import file_sha256
 from zsplg_runtime.sidecar import (
     SIDECAR_VERSION,
     check_sidecar,
@@ -28,7 +29,6 @@ from zsplg_runtime.sidecar import (
 )
 
 from zsplg_fast.export.tensors import TensorSpec
-from zsplg_fast.utils.io import sha256_file
 
 __all__ = [
     "SIDECAR_VERSION",
@@ -68,13 +68,11 @@ def library_versions(names: Sequence[str] = _VERSIONED) -> dict[str, str]:
 
 
 def files_sha256(paths: Sequence[Path]) -> str:
-    """sha256 of the files' sha256s, in order (model + external data as one identity)."""
-    import hashlib
+    """sha256 of the files' sha256s, in order (model + external data as one identity); each file's hash
+    comes from utils/integrity's cache when the file is unchanged."""
+    from zsplg_runtime.integrity import combined_sha256
 
-    h = hashlib.sha256()
-    for p in paths:
-        h.update(sha256_file(p).encode())
-    return h.hexdigest()
+    return combined_sha256(file_sha256(p) for p in paths)
 
 
 def now_iso() -> str:

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from zsplg_runtime.integrity import file_records, remember_records
 
 from zsplg_fast.errors import ConfigError, ExportFailedError, ExportValidationError
 from zsplg_fast.export.artifact import (
@@ -264,6 +265,7 @@ def export_onnx(
             q = failed[0]
             raise ExportValidationError(q.output, q.max_abs, q.cosine, q.tolerance)
         files = [tmp, *([data_path(tmp)] if data_path(tmp).exists() else [])]
+        records = file_records(files, [final.name, data_path(final).name][: len(files)])
         sidecar = {
             "sidecar_version": SIDECAR_VERSION,
             "kind": "onnx",
@@ -292,6 +294,7 @@ def export_onnx(
                 "outputs": [q.to_dict() for q in parity],
             },
             "sha256": files_sha256(files),
+            "files": records,  # size and sha256 of each file, checked at every load (utils/integrity)
             "size_bytes": sum(f.stat().st_size for f in files),
             "export_time_s": round(t_export, 2),
             "validate_time_s": round(t_validate, 2),
@@ -302,6 +305,7 @@ def export_onnx(
         elif force and data_path(final).exists():
             data_path(final).unlink()
         os.replace(tmp, final)
+        remember_records(out, records)  # the first load need not hash them again
         atomic_write_json(side, sidecar)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)

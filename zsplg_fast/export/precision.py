@@ -135,6 +135,8 @@ def write_derived_sidecar(
     The ``validation`` figures of the fp32 export are kept under ``derived_from`` (they describe the
     fp32 graph, not this one). Returns the record.
     """
+    from zsplg_runtime.integrity import file_records
+
     from zsplg_fast.export.artifact import now_iso
     from zsplg_fast.utils.io import atomic_write_json
 
@@ -154,6 +156,7 @@ def write_derived_sidecar(
             "validation": side.get("validation"),
         },
         "sha256": files_sha256([dst]),
+        "files": file_records([dst]),  # checked at every load (utils/integrity)
         "size_bytes": dst.stat().st_size,
         "created": now_iso(),
     }

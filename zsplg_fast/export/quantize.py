@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from zsplg_runtime.integrity import file_records
 
 from zsplg_fast.export.artifact import Artifact, data_path, files_sha256, now_iso, read_sidecar, sidecar_path
 from zsplg_fast.export.parity import compare
@@ -101,6 +102,7 @@ def quantize_artifact(onnx_path: str | Path, force: bool = False) -> Artifact:
             },
             "fidelity": {"vs": "fp32 artifact, onnxruntime CPU", "outputs": fidelity},
             "sha256": files_sha256(files),
+            "files": file_records(files, [dst.name, data_path(dst).name][: len(files)]),
             "size_bytes": sum(f.stat().st_size for f in files),
             "quantize_time_s": round(time.perf_counter() - t0, 2),
             "created": now_iso(),

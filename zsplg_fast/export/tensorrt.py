@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from zsplg_runtime.integrity import file_records, verify_artifact
 from zsplg_runtime.tensors import Shapes, plan_profiles, resolve_ranges
 
 from zsplg_fast.config.export import PRECISIONS
@@ -185,6 +186,7 @@ def precision_onnx(
     """
     path = Path(onnx_path)
     side = read_sidecar(path)
+    verify_artifact(path, side)  # before a precision ONNX is made from it
     have = onnx_precision(side)
     if have == precision:
         return path
@@ -266,6 +268,7 @@ def build_engine(
     """
     onnx_path = Path(onnx_path)
     side = read_sidecar(onnx_path)
+    verify_artifact(onnx_path, side)  # the ONNX is what its sidecar says (size, sha256)
     check_precision(onnx_path, side, precision)
     name = check_plan_destination(onnx_path, out_dir, precision, side)
     inputs = [TensorSpec.from_dict(d) for d in side["inputs"]]
@@ -335,6 +338,7 @@ def build_engine(
         "rebuild_command": rebuild,
         "build_time_s": round(time.perf_counter() - t0, 1),
         "size_bytes": plan.stat().st_size,
+        "files": file_records([plan]),  # checked at every load (utils/integrity)
         **{
             k: side[k]
             for k in ("preprocessing", "class_names", "palette", "source", "spec_options")

@@ -167,14 +167,42 @@ class ResNet(nn.Module):
 
 
 class ASPPPooling(nn.Module):
-    """Image-level branch: global pool → 1×1 conv → upsample back to (h, w)."""
+    """Image-level branch: global pool → 1×1 conv → BatchNorm → ReLU → upsample back to (h, w).
+
+    After the global pool, BatchNorm sees one value per channel per image, so a training batch of one
+    image (``batch_size: 1``) cannot be normalised by its own statistics (torch raises "Expected more
+    than 1 value per channel"). For such a batch this branch's BatchNorm uses its running statistics
+    instead (frozen, as TF DeepLab freezes BatchNorm for small batches; detectron2's ASPP drops the
+    norm in this branch for the same reason); its affine weights still train. Batches of two or more,
+    and SyncBatchNorm across processes, are normalised as usual. Weights and the exported graph
+    (eval mode) are unchanged.
+    """
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
         self.gap = nn.Sequential(nn.AdaptiveAvgPool2d(1), *_bn_act(nn.Conv2d(cin, cout, 1, bias=False), cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(self.gap(x), x.shape[-2:], mode="bilinear", align_corners=True)
+        """x: (B, C, h, w) float → (B, cout, h, w) float."""
+        pool, conv, bn, act = self.gap
+        y = conv(pool(x))
+        if self.training and y.shape[0] == 1 and not _synced(bn):
+            y = F.batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+        else:
+            y = bn(y)
+        return F.interpolate(act(y), x.shape[-2:], mode="bilinear", align_corners=True)
+
+
+def _synced(bn: nn.Module) -> bool:
+    """A SyncBatchNorm that gathers statistics over more than one process (batch 1 each is fine)."""
+    import torch.distributed as dist
+
+    return (
+        isinstance(bn, nn.SyncBatchNorm)
+        and dist.is_available()
+        and dist.is_initialized()
+        and dist.get_world_size(bn.process_group) > 1
+    )
 
 
 class ASPPModule(nn.Module):

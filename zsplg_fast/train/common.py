@@ -14,7 +14,7 @@ from zsplg_fast.data.sources import Sample, open_source
 from zsplg_fast.errors import ConfigError, DatasetError
 from zsplg_fast.models.segmenter import build_segmenter, head_parameters
 from zsplg_fast.train.datasets import label_file, labels_dir
-from zsplg_fast.train.preflight import preflight
+from zsplg_fast.train.preflight import check_trainable, preflight
 from zsplg_fast.train.runtime import Runtime
 
 log = logging.getLogger("zsplg_fast.train")
@@ -93,9 +93,16 @@ def zero_shot_files(samples: list[Sample], folder: str | Path | None) -> dict[st
 
 
 def run_preflight(
-    cfg: TrainConfig, rt: Runtime, samples: list[Sample], num_classes: int, extra: dict[str, Path] | None
+    cfg: TrainConfig,
+    rt: Runtime,
+    samples: list[Sample],
+    num_classes: int,
+    extra: dict[str, Path] | None,
+    trained: list[Sample] | None = None,
 ) -> dict:
-    """Preflight on rank 0 (others wait for its verdict); a failure is raised on every rank."""
+    """Preflight on rank 0 (others wait for its verdict); a failure is raised on every rank.
+    ``trained``: the samples the supervised loss is computed on; all of their masks ignore (255) is
+    refused (:func:`~zsplg_fast.train.preflight.check_trainable`)."""
     if not cfg.data.preflight:
         return {"skipped": True}
     result: dict | str = {}
@@ -109,13 +116,14 @@ def run_preflight(
                 cfg.data.max_long_side,
                 max(cfg.data.workers, 2),
             )
-            log.info("preflight: %s", result)
+            log.info("preflight: %s", {k: v for k, v in result.items() if k != "all_ignore"})
+            check_trainable(trained or [], result)
         except DatasetError as e:
             result = str(e)
     result = rt.broadcast(result)
     if isinstance(result, str):
         raise DatasetError(cfg.data.source or "<dataset>", result)
-    return result
+    return {**result, "all_ignore": len(result.get("all_ignore", []))}  # the count, for the summary
 
 
 def build_model(

@@ -171,6 +171,12 @@ def evaluate_folders(
     cm = ConfusionMatrix(len(class_names))
     stray: dict[str, tuple[list[int], int]] = {}  # prediction file → (values >= C, pixels)
     absent = [g for g in gts if not (pred_root / g.relative_to(gt_root)).is_file()]
+    if len(absent) == len(gts):  # --missing skip included: never an mIoU over no image
+        raise DatasetError(
+            pred_root,
+            f"no prediction for any of the {len(gts)} ground-truth files of {gt_root} (same relative "
+            "path and name, .png); nothing to evaluate: check --pred",
+        )
     if absent and missing == "error":
         raise DatasetError(
             pred_root / absent[0].relative_to(gt_root),

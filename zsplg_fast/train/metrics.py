@@ -14,6 +14,10 @@ import numpy as np
 from zsplg_fast.errors import LabelFormatError
 
 IGNORE = 255
+NO_VALID_PIXELS = (
+    "0 valid pixels: every ground-truth pixel is ignore (255), so the mIoU is computed over nothing; "
+    "check the ground-truth labels"
+)
 
 
 @dataclass
@@ -87,11 +91,18 @@ class ConfusionMatrix:
         total = self.matrix.sum() + self._pred_out_of_range.sum()
         return float(np.diag(self.matrix).sum() / total) if total else 0.0
 
+    def valid_pixels(self) -> int:
+        """Pixels scored so far: ground truth not ``ignore_index`` (0 = a number computed over nothing)."""
+        return int(self.matrix.sum() + self._pred_out_of_range.sum())
+
     def report(self, class_names: Sequence[str] | None = None) -> dict:
-        """JSON-able summary: mIoU (all classes and present classes), per-class IoU, pixel accuracy."""
+        """JSON-able summary: mIoU (all classes and present classes), per-class IoU, pixel accuracy,
+        ``valid_pixels`` and ``warnings`` (one line each: 0 valid pixels makes the mIoU meaningless)."""
         names = list(class_names) if class_names else [str(i) for i in range(self.num_classes)]
         iou = self.iou()
         present = self.present()
+        valid = self.valid_pixels()
+        warnings = [] if valid else [NO_VALID_PIXELS]
         return {
             "miou": self.miou(),
             "miou_present": self.miou(present_only=True),
@@ -100,4 +111,6 @@ class ConfusionMatrix:
                 {"index": i, "name": names[i], "iou": float(iou[i]), "present": bool(present[i])}
                 for i in range(self.num_classes)
             ],
+            "valid_pixels": valid,
+            "warnings": warnings,
         }

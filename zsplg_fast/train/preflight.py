@@ -24,7 +24,7 @@ from zsplg_fast.data.sources import DataSource, Sample
 from zsplg_fast.errors import DatasetError
 from zsplg_fast.utils.io import atomic_write_json
 
-PREFLIGHT_VERSION = 1
+PREFLIGHT_VERSION = 2  # 2: the result lists all-ignore labels (cached results of 1 lack them)
 
 
 def default_cache_dir() -> Path:
@@ -56,17 +56,40 @@ def fingerprint_samples(
     return h.hexdigest()[:24]
 
 
-def _check(samples: list[Sample], num_classes: int, max_long_side: int, workers: int) -> list[Problem]:
-    """The data layer's ``check_source`` over chunks of ``samples`` in threads; the problems found."""
+def _check(
+    samples: list[Sample], num_classes: int, max_long_side: int, workers: int
+) -> tuple[list[Problem], list[str]]:
+    """The data layer's ``check_source`` over chunks of ``samples`` in threads: the problems found and
+    the ids of samples whose label is all ignore (255)."""
     n = max(1, workers)
     chunks = [samples[i::n] for i in range(n) if samples[i::n]]
 
-    def run(chunk: list[Sample]) -> list[Problem]:
+    def run(chunk: list[Sample]) -> tuple[list[Problem], list[str]]:
         src = DataSource("preflight", Path("."), chunk)
-        return check_source(src, num_classes=num_classes, max_long_side=max_long_side).problems
+        report = check_source(src, num_classes=num_classes, max_long_side=max_long_side)
+        return report.problems, report.all_ignore
 
     with ThreadPoolExecutor(n) as pool:
-        return [p for part in pool.map(run, chunks) for p in part]
+        parts = list(pool.map(run, chunks))
+    return [p for part, _ in parts for p in part], sorted(i for _, ids in parts for i in ids)
+
+
+def check_trainable(samples: Sequence[Sample], result: dict[str, Any]) -> None:
+    """Refuse training data whose labels hold no trainable pixel: every mask of ``samples`` (the ones
+    the loss is computed on) is ignore (255). Training would run with loss 0 and save a model that
+    learned nothing.
+
+    Raises:
+        DatasetError: "all N labeled masks are ignore (255)", naming the first label file.
+    """
+    ignored = set(result.get("all_ignore", []))
+    labeled = [s for s in samples if s.has_label]
+    if labeled and all(s.id in ignored for s in labeled):
+        raise DatasetError(
+            labeled[0].label_path or labeled[0].image_path,
+            f"all {len(labeled)} labeled masks are ignore (255): no pixel to train on; check the labels "
+            "(class indices 0..C-1, 255 only where a pixel is unknown)",
+        )
 
 
 def preflight(
@@ -89,7 +112,8 @@ def preflight(
         workers: decoding threads.
 
     Returns:
-        ``{"fingerprint", "checked", "missing_extra", "cached", "seconds"}``.
+        ``{"fingerprint", "checked", "missing_extra", "all_ignore", "cached", "seconds"}``;
+        ``all_ignore`` lists the ids of samples whose label is all 255 (see :func:`check_trainable`).
 
     Raises:
         DatasetError: naming the first bad file, the number of failures and the JSON list of all.
@@ -105,11 +129,11 @@ def preflight(
             pass
     extra = extra_labels or {}
     by_id = {x.id: x for x in samples}
-    problems = _check(list(samples), num_classes, max_long_side, workers)
+    problems, all_ignore = _check(list(samples), num_classes, max_long_side, workers)
     # zero-shot / enhanced labels: checked against their image the same way, as extra samples
     present = [replace(by_id[i], label_path=p, label_loader=None) for i, p in extra.items() if p.is_file()]
     missing = sum(1 for p in extra.values() if not p.is_file())
-    problems += _check(present, num_classes, max_long_side, workers)
+    problems += _check(present, num_classes, max_long_side, workers)[0]
     if problems:
         report = cache / f"{fp}.errors.json"
         atomic_write_json(report, [p.__dict__ for p in problems])
@@ -119,6 +143,6 @@ def preflight(
             f"preflight: {len(problems)} problems in {len(samples)} samples (first: {first.message}); "
             f"all listed in {report}; fix or drop them from the split",
         )
-    result = {"fingerprint": fp, "checked": len(samples), "missing_extra": missing}
+    result = {"fingerprint": fp, "checked": len(samples), "missing_extra": missing, "all_ignore": all_ignore}
     atomic_write_json(hit, result)
     return {**result, "cached": False, "seconds": time.perf_counter() - t0}

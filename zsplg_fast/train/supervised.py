@@ -43,7 +43,7 @@ def train_supervised(cfg: TrainConfig, out: str | Path, resume: bool = False) ->
         seed_all(cfg.run.seed, rt.rank)
         splits = open_splits(cfg, ("labeled", "unlabeled", "val") if enhanced else ("labeled", "val"))
         train = list(splits.labeled) + (with_labels(splits.unlabeled, enhanced) if enhanced else [])
-        pre = run_preflight(cfg, rt, train + splits.val, splits.num_classes, None)
+        pre = run_preflight(cfg, rt, train + splits.val, splits.num_classes, None, train)
         ds = LabeledSet(
             train, cfg.data.crop_size, None, cfg.data.max_long_side, cfg.data.scale, splits.num_classes
         )

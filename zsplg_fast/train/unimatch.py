@@ -110,6 +110,7 @@ def train_unimatch(cfg: TrainConfig, out: str | Path, resume: bool = False) -> d
             splits.labeled + splits.unlabeled + splits.val,
             splits.num_classes,
             zero_shot_files(splits.unlabeled, zs_dir),
+            splits.labeled,
         )
         crop, bs = cfg.data.crop_size, u.batch_size
         nc = splits.num_classes
