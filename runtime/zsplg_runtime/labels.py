@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
@@ -71,8 +72,8 @@ def read_label(path: str | Path, num_classes: int | None = None) -> np.ndarray:
             if img.format not in _ACCEPTED_FORMATS:
                 raise LabelFormatError(
                     p,
-                    f"label file content is {img.format}, not PNG; lossy or foreign formats corrupt "
-                    "class indices, re-save labels as palette PNGs",
+                    f"labels must be PNG: this file's content is {img.format}; lossy or foreign formats "
+                    "corrupt class indices, re-save labels as palette PNGs",
                 )
             if img.mode not in _ACCEPTED_MODES:
                 raise LabelFormatError(p, _why_mode(img.mode))
@@ -87,6 +88,25 @@ def read_label(path: str | Path, num_classes: int | None = None) -> np.ndarray:
     if num_classes is not None:
         check_values(label, num_classes, p)
     return label
+
+
+# Suffixes (lower case) of files that may be a label saved in the wrong format beside its expected PNG.
+_LOOKALIKE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
+
+def non_png_label(png: str | Path) -> Path | None:
+    """The file beside an absent ``png`` with its stem and another image suffix, or None.
+
+    ``SegmentationClass/x.jpg`` (or ``x.PNG``) for ``SegmentationClass/x.png``: a label saved in the
+    wrong format or case. Readers attach it so :func:`read_label` names it (labels must be PNG) instead
+    of reporting the PNG as absent. The first of several in sorted order."""
+    p = Path(png)
+    if p.is_file() or not p.parent.is_dir():
+        return None
+    for cand in sorted(p.parent.glob(glob.escape(p.stem) + ".*")):
+        if cand.suffix.lower() in _LOOKALIKE_SUFFIXES and cand.stem == p.stem and cand.is_file():
+            return cand
+    return None
 
 
 def check_values(label: np.ndarray, num_classes: int, path: str | Path = "<array>") -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -168,6 +169,29 @@ def check_replaceable(folder: str | Path, command: str, force: bool, *, legacy: 
             folder, f"holds a previous `zsplg-fast {command}` folder; pass --force to replace it"
         )
     return True
+
+
+def move_into_place(
+    tmp: str | Path, out: str | Path, command: str, force: bool, *, legacy: Legacy = ()
+) -> None:
+    """Put a finished folder ``tmp`` (made beside ``out``) at ``out``, for commands that build their
+    folder whole and replace it on ``--force`` (deploy, labels export / import / report).
+
+    ``out`` is checked again (:func:`check_replaceable`: it may have changed since the first check). A
+    new or empty ``out`` becomes ``tmp``; a folder of ``command``'s, with ``force``, is renamed aside
+    first and removed after, so ``out`` always holds a complete folder.
+
+    Raises:
+        OutputExistsError, OutputWriteError: as :func:`check_replaceable`.
+    """
+    t, o = Path(tmp), Path(out)
+    old = None
+    if check_replaceable(o, command, force, legacy=legacy):
+        old = o.with_name(f".{o.name}.old-{os.getpid()}")
+        os.replace(o, old)
+    os.replace(t, o)  # POSIX rename replaces an empty folder
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _sidecar_is_ours(sidecar: Path, keys: Sequence[str]) -> bool:

@@ -127,3 +127,36 @@ def test_dropped_coco_polygons_are_reported(tmp_path: Path) -> None:
     assert report.notes == {"polygons_few_points": 1, "polygons_zero_area": 1, "annotations_dropped": 2}
     res = CliRunner().invoke(app, ["check", "--data", f"coco:{tmp_path}"])
     assert res.exit_code == 0 and "annotations_dropped" in res.output, res.output
+
+
+def test_cli_malformed_crowd_rle_is_a_skipped_annotation(tmp_path: Path) -> None:
+    """coco-masks and data check keep going past an RLE pycocotools refuses, naming its id and image."""
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    (root / "val2017").mkdir()
+    Image.new("RGB", (10, 10)).save(root / "val2017" / "x.jpg")
+    poly = {"id": 1, "image_id": 1, "category_id": 5, "iscrowd": 0, "segmentation": [[1, 1, 8, 1, 8, 8]]}
+    rle = {"counts": "!!!not-rle", "size": [10, 10]}
+    crowd = {"id": 7, "image_id": 1, "category_id": 5, "iscrowd": 1, "segmentation": rle}
+    ann = root / "annotations" / "instances_val2017.json"
+    ann.write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "x.jpg", "height": 10, "width": 10}],
+                "annotations": [poly, crowd],
+                "categories": [{"id": 5, "name": "airplane"}],
+            }
+        )
+    )
+    res = CliRunner().invoke(app, ["coco-masks", "--ann", str(ann), "--out", str(root)])
+    assert res.exit_code == 0, res.output
+    stats = json.loads(res.output)["stats"]
+    assert stats["annotations_rle_invalid"] == 1 and stats["painted"] == 1
+    assert stats["skipped_annotations"][0]["annotation"] == 7
+    assert stats["skipped_annotations"][0]["image"] == "x.jpg"
+    label = np.array(Image.open(root / "masks" / "val2017" / "x.png"))
+    assert set(np.unique(label).tolist()) == {0, 1}
+    res = CliRunner().invoke(app, ["check", "--data", f"coco:{root}"])
+    assert res.exit_code == 0, res.output
+    assert "annotations_rle_invalid" in res.output
+    assert "skipped annotation 7 (x.jpg): invalid RLE counts" in res.output

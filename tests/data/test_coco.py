@@ -194,3 +194,32 @@ def test_convert_coco_writes_unimatch_layout(tmp_path: Path) -> None:
     (tmp_path / "val.txt").write_text("val2017/000000000001.jpg masks/val2017/000000000001.png\n")
     src = open_source(f"coco:{tmp_path}", "val.txt")
     assert src.samples[0].id == "000000000001" and src.samples[0].load_label()[14, 14] == 3
+
+
+def test_malformed_rle_is_a_counted_skip_with_its_id_and_image(tmp_path: Path) -> None:
+    """A crowd RLE that pycocotools cannot decode (or that decodes to garbage: runs not adding up to its
+    size, a size not the image's) is dropped and listed, and the rest of the image is still painted."""
+    data = make_instances()
+    bad = [
+        ("!!!garbage", [20, 20]),  # pycocotools: ValueError "Invalid RLE mask representation"
+        ("0", [20, 20]),  # one run of 0 pixels: pycocotools returns uninitialised memory
+        (data["annotations"][7]["segmentation"]["counts"], [10, 40]),  # another image's size
+    ]
+    for k, (counts, size) in enumerate(bad):
+        ann = {"id": 20 + k, "image_id": 2, "category_id": 1, "iscrowd": 1}
+        data["annotations"].append({**ann, "segmentation": {"counts": counts, "size": size}})
+    ann_file = write_coco(tmp_path, data=data)
+    result = convert_coco(ann_file, tmp_path)
+    assert result["stats"]["annotations_rle_invalid"] == 3 and result["stats"]["crowd"] == 2
+    skipped = {s["annotation"]: s for s in result["stats"]["skipped_annotations"]}
+    assert {k: skipped[k]["image"] for k in (20, 21, 22)} == dict.fromkeys((20, 21, 22), "000000000002.jpg")
+    assert "invalid RLE counts" in skipped[20]["reason"] and "add up to 0 pixels" in skipped[21]["reason"]
+    assert "not the image's [20, 20]" in skipped[22]["reason"]
+    assert skipped[5]["reason"] == "no usable polygon"  # the dropped polygons are listed too
+    out = read_label(tmp_path / "masks" / "val2017" / "000000000002.png")
+    np.testing.assert_array_equal(out, reference_mask(write_coco(tmp_path / "ref"), 2, set()))
+    # the same through a source (label / train loading)
+    src = open_source(f"coco:{tmp_path}")
+    np.testing.assert_array_equal(src.samples[1].load_label(num_classes=4), out)
+    assert src.label_stats["annotations_rle_invalid"] == 3
+    assert [s["annotation"] for s in src.label_skips if s["image"] == "000000000002.jpg"] == [20, 21, 22]

@@ -66,3 +66,81 @@ def test_ray_pipeline_writes_the_local_jobs_files_and_reruns_idle(local_ray, tmp
     again = run_ray(samples, tmp_path / "ray", factory, manifest, spec, workers=1, batch_size=2)
     assert (again.labeled, again.skipped, again.failed) == (0, 4, 1)
     assert sorted(p.stat().st_mtime_ns for p in (tmp_path / "ray" / "labels").glob("*.png")) == mtimes
+
+
+def test_write_stage_stops_at_the_first_failed_write(tmp_path):
+    """No Ray needed: an OSError on write is 'stop' (the driver stops the job), the batch's later rows are
+    not written; another error is a failed image, as in the local job."""
+    from zsplg_fast.labeling.ray_exec import _columns, _status, write_batch
+
+    (tmp_path / "labels" / "b.png").mkdir(parents=True)  # a folder in the way of b's label
+    rows = []
+    for sid in ("a", "b", "c"):
+        meta = "{}" if sid != "a" else "not json"  # a: an error that is not the folder's
+        rows.append(
+            {**_status(sid, f"/img/{sid}.jpg", "ok"), "label": np.zeros((2, 3), np.uint8), "meta": meta}
+        )
+    out = write_batch(_columns(rows, [*rows[0]]), str(tmp_path))
+    assert list(out["status"]) == ["failed", "stop", "unwritten"]
+    assert "Is a directory" in out["message"][1] and str(tmp_path / "labels" / "b.png") in out["message"][1]
+    assert not (tmp_path / "labels" / "c.png").exists() and not (tmp_path / "meta" / "c.json").exists()
+
+
+def test_a_failed_write_under_ray_stops_with_exit_1_and_a_rerun_resumes(local_ray, tmp_path, capsys):
+    """As the README says for every executor: stop at the first failed write (here a folder in the way of
+    one label PNG), exit 1 with the counts so far, the image not recorded as a failed one; a rerun
+    (the folder fixed) labels the rest."""
+    from zsplg_fast.cli.main import main
+    from zsplg_fast.utils.outdir import write_marker
+
+    data = tmp_path / "world"
+    make_toy_world(data, "ci")
+    lines = (data / "splits" / "unlabeled.txt").read_text().splitlines()[:6]
+    (tmp_path / "six.txt").write_text("\n".join(lines) + "\n")
+    ids = [Path(line.split()[0]).stem for line in lines]
+    out = tmp_path / "out"
+    write_marker(out, "label")  # a label folder, with a folder where the 3rd image's PNG goes
+    blocker = out / "labels" / f"{ids[2]}.png"
+    blocker.mkdir(parents=True)
+    argv = [
+        "label",
+        "--config",
+        str(TOY_CI),
+        "--data",
+        f"synthetic:{data}",
+        "--split",
+        str(tmp_path / "six.txt"),
+    ]
+    argv += [
+        "--classes",
+        str(data / "classes.txt"),
+        "--out",
+        str(out),
+        "--executor",
+        "ray",
+        "--ray-batch",
+        "2",
+    ]
+
+    def run() -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        captured = capsys.readouterr()
+        return int(done.value.code or 0), captured.out, captured.err
+
+    rc, stdout, err = run()
+    assert rc == 1, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert f"{blocker}: cannot write: Is a directory" in err and "rerun to resume" in err
+    assert "labeled" in stdout and "failed" in stdout  # the counts so far
+    errors = out / "errors.jsonl"
+    assert not errors.exists() or ids[2] not in errors.read_text()  # not a failed image
+    assert not (out / "meta" / f"{ids[2]}.json").exists()
+    blocker.rmdir()
+    rc, stdout, err = run()
+    assert rc == 0, err
+    assert all((out / "meta" / f"{sid}.json").is_file() for sid in ids)
+    assert (
+        read_label(out / "labels" / f"{ids[2]}.png").shape
+        == read_label(out / "labels" / f"{ids[0]}.png").shape
+    )

@@ -3,6 +3,7 @@ our own checkpoints (segmenter, training state with numpy RNG state, toy backbon
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,24 @@ def test_toy_backbone_loads() -> None:
 
     report = load_backbone_weights(build_segmenter("tiny", 2).backbone, "toy")
     assert report["loaded"]
+
+
+def test_an_unsafe_clip_or_sam_checkpoint_names_the_refused_global(
+    tmp_path: Path, clip_config_dir: Path
+) -> None:
+    """open_clip and the SAM reader call torch.load(weights_only=True) themselves: the message gives the
+    complete reason (the global the file asks for), not the first line of torch's advice cut mid-sentence."""
+    from zsplg_fast.models import build_clip
+    from zsplg_fast.models.sam import read_sam_state_dict
+
+    target = tmp_path / "pwned.txt"
+    evil = tmp_path / "clip.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "payload": _WritesAFile(target)}, evil)
+    for load in (lambda: build_clip("zsplg-test-vit", evil), lambda: read_sam_state_dict(evil)):
+        with pytest.raises(ModelFileError) as err:
+            load()
+        msg = str(err.value)
+        assert msg.startswith(str(evil)) and "\n" not in msg and "\x1b" not in msg
+        assert re.search(r"refused to load this .*: unpickling it would call (io\.open|builtins\.open)", msg)
+        assert "Weights only load failed" not in msg and msg.endswith("(tensors, numbers, strings)")
+    assert not target.exists()

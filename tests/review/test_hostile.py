@@ -102,8 +102,10 @@ def test_export_never_writes_over_a_folder(toy_labels: Path, tmp_path: Path) -> 
     from zsplg_fast.errors import OutputExistsError
 
     (tmp_path / "mine").mkdir()
-    with pytest.raises(OutputExistsError):
-        export_labels(toy_labels, "coco", tmp_path / "mine")
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="not made by `zsplg-fast labels export`"):
+        export_labels(toy_labels, "coco", tmp_path / "mine", force=True)
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
 
 
 def test_cli_export_import_report(toy_labels: Path, tmp_path: Path) -> None:

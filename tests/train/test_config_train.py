@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from zsplg_fast.cli.train import preset
@@ -40,6 +42,23 @@ def test_bad_keys_and_values_are_refused() -> None:
         preset("imagenet")
     with pytest.raises(ConfigError, match="scale_range"):
         load_config(None, {"train.data.scale_range": [2.0, 1.0]})
+
+
+def test_a_preset_typo_gets_a_did_you_mean(tmp_path: Path) -> None:
+    """As config keys do: the closest preset name, and the presets listed; a YAML path's typo names the
+    closest file beside it."""
+    with pytest.raises(
+        ConfigError, match=r"valid: a YAML path, or a preset: coco, pascal, tiny.*did you mean 'pascal'\?"
+    ):
+        preset("pascl")
+    with pytest.raises(ConfigError, match="did you mean 'coco'"):
+        preset("coco.yaml")  # a preset name with the file suffix
+    with pytest.raises(ConfigError) as err:
+        preset("imagenet")
+    assert "did you mean" not in str(err.value)  # nothing close: no guess
+    (tmp_path / "mine.yaml").write_text("train: {}\n")
+    with pytest.raises(ConfigError, match=rf"config file not found; did you mean '{tmp_path / 'mine.yaml'}'"):
+        load_config(tmp_path / "mnie.yaml")
 
 
 def test_lr_scales_with_world_and_batch_and_head_is_x10() -> None:

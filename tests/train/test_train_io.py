@@ -76,3 +76,24 @@ def test_only_rank_0_checks_the_run_folder(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(OutputExistsError):
         check_run_folder(out, "unimatch")
+
+
+@pytest.mark.parametrize("command", ["train", "unimatch"])
+def test_a_users_latest_pth_is_not_a_run_of_ours(
+    synth: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """The marker rule first: a folder of the user's holding a file named latest.pth is "not made by
+    zsplg-fast train", not "holds a run; pass --resume" (--resume does not make it ours either)."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "latest.pth").write_bytes(b"\x00my own checkpoint")
+    (mine / "metrics.json").write_text('{"loss": 0.1}')  # a JSON of the user's: not our keys
+    argv = _train(synth, mine, tmp_path)
+    argv[0] = command
+    if command == "unimatch":
+        argv.remove("--labeled-only")
+    for extra in ([], ["--resume"]):
+        code, err = _cli([*argv, *extra], capsys)
+        assert code == 2 and f"not made by `zsplg-fast {command}`" in err and "--resume" not in err, err
+    assert sorted(p.name for p in mine.iterdir()) == ["latest.pth", "metrics.json"]
+    assert (mine / "latest.pth").read_bytes() == b"\x00my own checkpoint"

@@ -96,6 +96,9 @@ def check(
     if report.all_ignore:
         ids = ", ".join(report.all_ignore[:_SHOWN_PROBLEMS])
         console.print(f"[yellow]all-ignore (255) masks:[/] {escape(ids)}", highlight=False, soft_wrap=True)
+    for skip in report.label_skips[:_SHOWN_PROBLEMS]:
+        what = escape(f"{skip.get('annotation')} ({skip.get('image')}): {skip.get('reason')}")
+        console.print(f"[yellow]skipped annotation[/] {what}", highlight=False, soft_wrap=True)
     for p in report.problems[:_SHOWN_PROBLEMS]:
         line = f"[red]{escape(p.error)}[/] {escape(p.sample_id)}: {escape(p.message)}"
         console.print(line, highlight=False, soft_wrap=True)  # ids and messages are not markup

@@ -6,6 +6,7 @@ Run any of them under torchrun for DDP, e.g.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 from importlib import resources
@@ -28,13 +29,27 @@ BackboneOpt = typer.Option(None, "--backbone", help="resnet50 | resnet101 | tiny
 
 
 def preset(config: str | None) -> Path | None:
-    """A config path; bare names resolve to the packaged presets (zsplg_fast/configs/<name>.yaml)."""
+    """A config path; bare names resolve to the packaged presets (zsplg_fast/configs/<name>.yaml).
+
+    Raises:
+        ConfigError: neither a file nor a preset; the presets are listed, with the closest one
+            (``pascl`` → ``pascal``) as a did-you-mean, as for config keys.
+    """
     if config is None or Path(config).is_file():
         return Path(config) if config else None
-    packaged = resources.files("zsplg_fast") / "configs" / f"{config}.yaml"
-    if packaged.is_file():
-        return Path(str(packaged))
-    raise ConfigError("--config", config, "no such file or preset", "a YAML path, pascal, coco, tiny")
+    packaged = resources.files("zsplg_fast") / "configs"
+    if (packaged / f"{config}.yaml").is_file():
+        return Path(str(packaged / f"{config}.yaml"))
+    names = sorted(e.name.removesuffix(".yaml") for e in packaged.iterdir() if e.name.endswith(".yaml"))
+    stem = Path(config).name.removesuffix(".yaml").removesuffix(".yml")
+    close = difflib.get_close_matches(stem, names, n=1, cutoff=0.6)
+    raise ConfigError(
+        "--config",
+        config,
+        "no such file or preset",
+        f"a YAML path, or a preset: {', '.join(names)}",
+        suggestion=close[0] if close else None,
+    )
 
 
 def _logging() -> None:

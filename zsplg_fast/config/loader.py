@@ -185,7 +185,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping; a missing file or a non-mapping document is a ConfigError naming the file."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(str(p), None, "config file not found")
+        siblings = sorted(q.name for q in p.parent.glob("*.y*ml")) if p.parent.is_dir() else []
+        close = difflib.get_close_matches(p.name, siblings, n=1, cutoff=0.6)
+        suggestion = str(p.with_name(close[0])) if close else None
+        raise ConfigError(str(p), None, "config file not found", suggestion=suggestion)
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:

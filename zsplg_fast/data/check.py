@@ -36,6 +36,7 @@ class CheckReport:
     classes_from: str = "not checked"
     all_ignore: list[str] = field(default_factory=list)
     label_stats: dict[str, int] = field(default_factory=dict)
+    label_skips: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def notes(self) -> dict[str, int]:
@@ -64,6 +65,7 @@ class CheckReport:
             "classes_from": self.classes_from,
             "notes": self.notes,
             "all_ignore": self.all_ignore,
+            "skipped_annotations": self.label_skips,
         }
 
 
@@ -110,4 +112,5 @@ def check_source(
         if progress is not None:
             progress(k + 1, total)
     report.label_stats = dict(source.label_stats)
+    report.label_skips = list(source.label_skips)
     return report

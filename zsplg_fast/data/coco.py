@@ -17,6 +17,9 @@ Degenerate polygons are dropped and counted: fewer than 3 points (< 6 coordinate
 a 4-number polygon as a bbox, or raises TypeError in recent versions), an odd number of coordinates,
 or zero area (shoelace).
 An annotation left with no polygon, or whose mask renders empty, is dropped and counted too.
+A malformed RLE (compressed or not: undecodable counts, runs that do not add up to its size, a size
+other than its image's) is dropped and counted as ``annotations_rle_invalid``; every dropped
+annotation is also listed (annotation id, image file, reason) when a ``skipped`` list is given.
 """
 
 from __future__ import annotations
@@ -109,21 +112,110 @@ def _clean_polygons(polys: list[list[float]], stats: Counter[str]) -> list[list[
     return kept
 
 
-def _ann_mask(coco: Any, ann: dict[str, Any], stats: Counter[str]) -> np.ndarray | None:
-    """(H, W) bool mask of one annotation via ``COCO.annToMask``, or None if dropped."""
+def _rle_runs(counts: Any) -> list[int]:
+    """Run lengths of an RLE ``counts``: a list of ints, or the compressed string.
+
+    The string format is pycocotools' (``maskApi.c: rleFrString``, followed, not copied): 6-bit
+    groups offset by 48, bit 0x20 = more groups follow, bit 0x10 of the last group = sign, and from
+    the third run on each value is a difference to the run two before.
+
+    Raises:
+        ValueError: not a list of non-negative ints nor an ASCII string of valid groups.
+    """
+    if isinstance(counts, list):
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+            raise ValueError("uncompressed counts must be non-negative integers")
+        return counts
+    if isinstance(counts, bytes):
+        counts = counts.decode("ascii", errors="replace")
+    if not isinstance(counts, str):
+        raise ValueError(f"counts is a {type(counts).__name__}, not a string or a list")
+    runs: list[int] = []
+    p = 0
+    while p < len(counts):
+        x, k, more = 0, 0, True
+        while more:
+            if p >= len(counts):
+                raise ValueError("compressed counts end inside a run")
+            c = ord(counts[p]) - 48
+            if not 0 <= c < 64:
+                raise ValueError(f"character {counts[p]!r} at {p} is not in the compressed alphabet")
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p, k = p + 1, k + 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(runs) > 2:
+            x += runs[-2]
+        if x < 0:
+            raise ValueError(f"run {len(runs)} is negative ({x})")
+        runs.append(x)
+    return runs
+
+
+def _rle_problem(segm: dict[str, Any], h: int, w: int) -> str | None:
+    """Why an RLE ``segmentation`` cannot be decoded for an (h, w) image, or None when it can."""
+    size = segm.get("size")
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size)):
+        return f"RLE 'size' is {size!r}, not [height, width]"
+    if size != [h, w]:
+        return f"RLE size {size} is not the image's [{h}, {w}]"
+    try:
+        runs = _rle_runs(segm.get("counts"))
+    except ValueError as e:
+        return f"invalid RLE counts ({e})"
+    if sum(runs) != h * w:
+        return f"RLE runs add up to {sum(runs)} pixels, not {h}x{w} = {h * w}"
+    return None
+
+
+def _drop(
+    stats: Counter[str],
+    key: str,
+    ann: dict[str, Any],
+    info: dict[str, Any],
+    skipped: list[dict[str, Any]] | None,
+    reason: str,
+) -> None:
+    stats[key] += 1
+    if skipped is not None:
+        skipped.append({"annotation": ann.get("id"), "image": info.get("file_name"), "reason": reason})
+
+
+def _ann_mask(
+    coco: Any,
+    ann: dict[str, Any],
+    stats: Counter[str],
+    info: dict[str, Any],
+    skipped: list[dict[str, Any]] | None = None,
+) -> np.ndarray | None:
+    """(H, W) bool mask of one annotation via ``COCO.annToMask``, or None if dropped (counted)."""
     segm = ann.get("segmentation")
+    h, w = int(info["height"]), int(info["width"])
     if isinstance(segm, list):
         kept = _clean_polygons(segm, stats)
         if not kept:
-            stats["annotations_dropped"] += 1
+            _drop(stats, "annotations_dropped", ann, info, skipped, "no usable polygon")
             return None
         ann = {**ann, "segmentation": kept}
-    elif not isinstance(segm, dict):
-        stats["annotations_dropped"] += 1
+    elif isinstance(segm, dict):
+        problem = _rle_problem(segm, h, w)
+        if problem is not None:
+            _drop(stats, "annotations_rle_invalid", ann, info, skipped, problem)
+            return None
+    else:
+        _drop(stats, "annotations_dropped", ann, info, skipped, "no segmentation")
         return None
-    m = coco.annToMask(ann).astype(bool)
+    try:
+        m = coco.annToMask(ann).astype(bool)
+    except (ValueError, TypeError, OverflowError) as e:  # pycocotools' own refusal, as a last guard
+        _drop(stats, "annotations_rle_invalid", ann, info, skipped, f"{type(e).__name__}: {e}")
+        return None
+    if m.shape != (h, w):
+        _drop(stats, "annotations_rle_invalid", ann, info, skipped, f"mask is {m.shape}, image ({h}, {w})")
+        return None
     if not m.any():
-        stats["annotations_empty"] += 1
+        _drop(stats, "annotations_empty", ann, info, skipped, "mask is empty")
         return None
     return m
 
@@ -134,6 +226,7 @@ def semantic_mask(
     cat_map: dict[int, int] | None = None,
     stats: Counter[str] | None = None,
     ann_file: str | Path = "<coco>",
+    skipped: list[dict[str, Any]] | None = None,
 ) -> np.ndarray:
     """Semantic label map of one image (see the module docstring for the painting order).
 
@@ -143,6 +236,7 @@ def semantic_mask(
         cat_map: category id → class index (default :func:`category_map`).
         stats: Counter to add ``painted``, ``crowd``, ``polygons_*`` and ``annotations_*`` counts to.
         ann_file: named in errors.
+        skipped: list to append ``{"annotation", "image", "reason"}`` to for each dropped annotation.
 
     Returns:
         (H, W) uint8: 0 background, 1..K classes, 255 crowd (ignore).
@@ -160,7 +254,7 @@ def semantic_mask(
         cid = ann.get("category_id")
         if cid not in cmap:
             raise DatasetError(ann_file, f"annotation {ann.get('id')}: unknown category id {cid}")
-        m = _ann_mask(coco, ann, st)
+        m = _ann_mask(coco, ann, st, info, skipped)
         if m is None:
             continue
         if ann.get("iscrowd", 0):
@@ -184,9 +278,14 @@ def split_name(ann_file: str | Path) -> str:
 
 
 def _label(
-    coco: Any, img_id: int, cmap: dict[int, int], ann_file: Path, stats: Counter[str] | None = None
+    coco: Any,
+    img_id: int,
+    cmap: dict[int, int],
+    ann_file: Path,
+    stats: Counter[str] | None = None,
+    skipped: list[dict[str, Any]] | None = None,
 ) -> np.ndarray:
-    return semantic_mask(coco, img_id, cmap, stats, ann_file)
+    return semantic_mask(coco, img_id, cmap, stats, ann_file, skipped)
 
 
 def _find_ann(root: Path, split: str | Path | None) -> Path | None:
@@ -258,14 +357,15 @@ def open_coco(arg: str, split: str | Path | None = None) -> DataSource:
     sub = split_name(ann)
     samples = []
     stats: Counter[str] = Counter()  # dropped polygons / annotations, as labels are generated
+    skipped: list[dict[str, Any]] = []  # each dropped annotation: id, image, reason
     for img_id in sorted(coco.imgs):
         fn = coco.imgs[img_id]["file_name"]
         image = _image_path(root, sub, fn)
         if image is None:
             raise DatasetError(ann, f"image id {img_id}: '{fn}' not found in {root / sub}")
         sid = str(PurePosixPath(fn).with_suffix(""))
-        samples.append(Sample(sid, image, None, partial(_label, coco, img_id, cmap, ann, stats)))
-    return DataSource("coco", root, samples, class_names(coco), stats)
+        samples.append(Sample(sid, image, None, partial(_label, coco, img_id, cmap, ann, stats, skipped)))
+    return DataSource("coco", root, samples, class_names(coco), stats, skipped)
 
 
 def convert_coco(
@@ -281,7 +381,8 @@ def convert_coco(
 
     Returns:
         ``{"images", "out", "split", "num_classes", "stats"}``; ``stats`` counts painted, crowd and
-        dropped annotations/polygons.
+        dropped annotations/polygons, and lists each dropped annotation under ``skipped_annotations``
+        (``{"annotation": id, "image": file name, "reason": ...}``).
 
     Raises:
         DatasetError: as :func:`load_coco`. OutputExistsError: a mask exists and ``force`` is false.
@@ -299,12 +400,13 @@ def convert_coco(
             existing[0], f"{len(existing)} mask(s) already exist; pass --force to replace"
         )
     stats: Counter[str] = Counter()
+    skipped: list[dict[str, Any]] = []
     for img_id, target in targets.items():
-        write_label(target, semantic_mask(coco, img_id, cmap, stats, ann_file))
+        write_label(target, semantic_mask(coco, img_id, cmap, stats, ann_file, skipped))
     return {
         "images": len(targets),
         "out": str(out),
         "split": sub,
         "num_classes": len(cmap) + 1,
-        "stats": dict(sorted(stats.items())),
+        "stats": {**dict(sorted(stats.items())), "skipped_annotations": skipped},
     }

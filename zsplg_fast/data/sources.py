@@ -74,6 +74,8 @@ class DataSource:
         class_names: class names by index when the dataset declares them, else None.
         label_stats: counts a source adds to while it generates labels (COCO: dropped polygons and
             annotations), read by ``data check``.
+        label_skips: what a source skipped while it generated labels, one dict per item (COCO:
+            ``{"annotation", "image", "reason"}`` per dropped annotation), read by ``data check``.
     """
 
     name: str
@@ -81,6 +83,7 @@ class DataSource:
     samples: list[Sample]
     class_names: list[str] | None = None
     label_stats: Counter[str] = field(default_factory=Counter, compare=False)
+    label_skips: list[dict[str, Any]] = field(default_factory=list, compare=False)
 
     def __post_init__(self) -> None:
         seen: dict[str, Path] = {}

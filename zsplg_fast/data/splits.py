@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from zsplg_fast.data.labels import non_png_label
 from zsplg_fast.errors import DatasetError
 from zsplg_fast.utils.io import atomic_write_text, refuse_overwrite
 
@@ -71,7 +72,9 @@ def resolve_entry(entry: SplitEntry, root: str | Path, split_file: str | Path) -
     label = r / entry.label if entry.label is not None else None
     for rel, full in ((entry.image, image), (entry.label, label)):
         if full is not None and not full.is_file():
-            raise DatasetError(split_file, f"line {entry.line}: '{rel}' not found under {r}")
+            beside = non_png_label(full) if full is label else None
+            hint = f"; found {beside.name} beside it: labels must be PNG" if beside is not None else ""
+            raise DatasetError(split_file, f"line {entry.line}: '{rel}' not found under {r}{hint}")
     return image, label
 
 

@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from zsplg_fast.data.folder import IMAGE_EXTENSIONS, list_images
+from zsplg_fast.data.labels import non_png_label
 from zsplg_fast.data.sources import DataSource, Sample, check_root
 from zsplg_fast.data.splits import SplitEntry, find_split, read_split, resolve_entry
 from zsplg_fast.errors import DatasetError
@@ -50,6 +51,15 @@ def _label_dir(root: Path, label_dir: str | Path | None) -> Path | None:
     return None
 
 
+def _label_file(labels: Path | None, sid: str) -> Path | None:
+    """``labels/<sid>.png``, else a same-stem file in another format beside it (``<sid>.jpg``: attached so
+    that reading it names it and says labels must be PNG), else None (unlabeled)."""
+    if labels is None:
+        return None
+    png = labels / f"{sid}.png"
+    return png if png.is_file() else non_png_label(png)
+
+
 def _voc_id(image: Path, root: Path) -> str:
     """Path relative to JPEGImages (else ROOT), '/'-separated, no extension: ``JPEGImages/x.jpg`` → ``x``."""
     base = root / IMAGES_DIR
@@ -74,8 +84,7 @@ def _from_id(e: SplitEntry, root: Path, labels: Path | None, split_file: Path) -
             break
     else:
         raise DatasetError(split_file, f"line {e.line}: no image for id '{e.image}' in {root / IMAGES_DIR}")
-    label = labels / f"{e.image}.png" if labels is not None else None
-    return Sample(e.image, image, label if label is not None and label.is_file() else None)
+    return Sample(e.image, image, _label_file(labels, e.image))
 
 
 def open_voc(
@@ -99,7 +108,9 @@ def open_voc(
 
     Returns:
         Samples with ids relative to ``JPEGImages`` without extension (``2007_000032``); labels
-        attached where the file exists; ``class_names`` from ``classes.txt`` if present.
+        attached where the file exists (a ``<id>.jpg`` or other non-PNG file standing for an absent
+        ``<id>.png`` is attached too, and refused when read: labels must be PNG); ``class_names`` from
+        ``classes.txt`` if present.
 
     Raises:
         DatasetError: no ``JPEGImages`` folder, a missing file or unknown id in the split.
@@ -112,8 +123,7 @@ def open_voc(
     if split is None:
         for image in list_images(root / IMAGES_DIR):
             sid = _voc_id(image, root)
-            label = labels / f"{sid}.png" if labels is not None else None
-            samples.append(Sample(sid, image, label if label is not None and label.is_file() else None))
+            samples.append(Sample(sid, image, _label_file(labels, sid)))
     else:
         split_file = find_split(split, root, extra_dirs=(IMAGESETS_DIR,))
         for e in read_split(split_file):

@@ -196,15 +196,25 @@ class LabelStage:
 
 
 def write_batch(batch: dict[str, np.ndarray], out: str) -> dict[str, np.ndarray]:
-    """CPU stage: write each labeled row's PNG and meta JSON (atomic, as the local job's writer)."""
+    """CPU stage: write each labeled row's PNG and meta JSON (atomic, as the local job's writer).
+
+    A write that fails with an ``OSError`` (disk full, permission, read-only, a folder in the way) is
+    status ``stop``: the driver stops the job there, as the local job does; the batch's later rows are
+    not written (status ``unwritten``), and a rerun labels them."""
     rows = []
+    stopped = False
     for i in range(len(batch["id"])):
         row = {k: batch[k][i] for k in _STATUS}
-        if row["status"] == "ok":
+        if row["status"] == "ok" and stopped:
+            row["status"] = "unwritten"
+        elif row["status"] == "ok":
             sample = Sample(id=str(row["id"]), image_path=Path(str(row["path"])), label_path=None)
             try:
                 write_result(Path(out), sample, LabelResult(batch["label"][i], json.loads(batch["meta"][i])))
                 row["status"] = "labeled"
+            except OSError as e:  # the folder cannot take files: the job stops (the driver raises)
+                row.update(_status(sample.id, str(row["path"]), "stop", e, "write"))
+                stopped = True
             except Exception as e:  # recorded by the driver, never fatal
                 row.update(_status(sample.id, str(row["path"]), "failed", e, "write"))
         rows.append(row)
@@ -243,6 +253,7 @@ def run_ray(
     todo = [s for s in samples if not is_done(outp, s.id)]
     summary.skipped = summary.total - len(todo)
     by_id = {s.id: s for s in todo}
+    write_stop: dict[str, Any] | None = None  # the first row whose write failed with an OSError
     if todo:
         if not ray.is_initialized():
             ray.init(address=ray_address, include_dashboard=False, log_to_driver=False)
@@ -258,6 +269,11 @@ def run_ray(
         )
         ds = ds.map_batches(write_batch, fn_kwargs={"out": str(outp)}, batch_size=batch_size, num_cpus=1)
         for row in ds.iter_rows():
+            if row["status"] == "stop":  # a failed write stops the job, as in the local job
+                write_stop = row
+                break  # dropping the iterator cancels the rest of the pipeline
+            if row["status"] == "unwritten":
+                continue
             if row["status"] == "failed":
                 summary.failed += 1
                 err = type(str(row["error"]), (Exception,), {})(row["message"])
@@ -269,6 +285,12 @@ def run_ray(
             if max_errors is not None and summary.failed > max_errors:
                 break  # dropping the iterator cancels the rest of the pipeline
     summary.seconds = round(time.perf_counter() - t0, 3)
+    if write_stop is not None:  # the local job's words (job.py): the counts so far, exit 1, rerun resumes
+        raise JobAbortedError(
+            f"{write_stop['message']}; stopped after {summary.labeled} of {len(todo)} images to label "
+            "(nothing half-written is left); free the space or fix the folder, then rerun to resume",
+            summary,
+        )
     compact_errors(outp, epath)  # drop lines of images retried successfully
     i, n = shard
     atomic_write_json(outp / "shards" / f"{i}-of-{n}.json", {**summary.to_dict(), "executor": "ray"})

@@ -25,6 +25,7 @@ from torch import nn
 from zsplg_fast.errors import CheckpointError, ConfigError
 from zsplg_fast.models.init import deterministic_init
 from zsplg_fast.models.plugins import load_plugins
+from zsplg_fast.models.safe_load import refusal
 from zsplg_fast.models.sam import RANDOM_INIT, weights_fingerprint
 from zsplg_fast.utils.io import atomic_write_with, refuse_overwrite
 
@@ -117,6 +118,9 @@ def _short(e: BaseException) -> str:
 
 
 def _load_error(path: Path, name: str, e: BaseException) -> CheckpointError:
+    refused = refusal(path, f"CLIP '{name}' weights file", e)  # the refused globals, not torch's advice
+    if refused is not None:
+        return refused
     if isinstance(e, RuntimeError) and "loading state_dict" in str(e):
         return CheckpointError(
             path, f"weights do not fit open_clip model '{name}' ({_short(e)}); check that clip.model matches"

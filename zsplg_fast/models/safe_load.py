@@ -62,20 +62,37 @@ def load_torch_file(path: str | Path, what: str = "checkpoint") -> Any:
     try:
         with scoped(allowed) if scoped is not None else contextlib.nullcontext():
             return torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        extra = [g for g in _unsafe_globals(p) if g not in names] or ([found.group(1)] if found else [])
-        if extra:
-            raise ModelFileError(
-                p,
-                f"refused to load this {what}: unpickling it would call {', '.join(extra[:5])}, which is "
-                "not a tensor, number or string (loaded with weights_only=True, so a shared file cannot "
-                "run code)",
-                RESAVE,
-            ) from e
-        raise _corrupt(p, what, e) from e
     except Exception as e:  # torch raises several types for truncated / non-pickle files
-        raise _corrupt(p, what, e) from e
+        raise (refusal(p, what, e, names) or _corrupt(p, what, e)) from e
+
+
+def refusal(
+    path: str | Path, what: str, e: BaseException, allowed: set[str] | None = None
+) -> ModelFileError | None:
+    """The complete one-line reason a ``weights_only=True`` load was refused, or None when ``e`` (or an
+    exception it was raised from) is not such a refusal.
+
+    For loads done here and by libraries that call ``torch.load(weights_only=True)`` themselves
+    (open_clip): torch's own text is many lines of advice, and its first line stops mid-sentence. The
+    message names the globals the file asks for (``allowed`` names excepted), read without unpickling.
+    """
+    cause: BaseException | None = e
+    while cause is not None and not isinstance(cause, pickle.UnpicklingError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return None
+    p = Path(path)
+    found = re.findall(r"Unsupported global: GLOBAL (\S+)", str(cause))
+    extra = [g for g in _unsafe_globals(p) if g not in (allowed or set())] or found
+    if not extra:
+        return None
+    return ModelFileError(
+        p,
+        f"refused to load this {what}: unpickling it would call {', '.join(extra[:5])}, which is "
+        "not a tensor, number or string (loaded with weights_only=True, so a shared file cannot "
+        "run code)",
+        RESAVE,
+    )
 
 
 def _corrupt(p: Path, what: str, e: Exception) -> ModelFileError:

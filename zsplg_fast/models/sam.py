@@ -23,6 +23,7 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 from zsplg_fast.errors import CheckpointError, ConfigError
 from zsplg_fast.models.init import deterministic_init
 from zsplg_fast.models.plugins import load_plugins
+from zsplg_fast.models.safe_load import refusal
 from zsplg_fast.utils.io import atomic_write_with, refuse_overwrite, sha256_file
 
 log = logging.getLogger(__name__)
@@ -178,7 +179,10 @@ def read_sam_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for truncated / non-pickle files
-        raise CheckpointError(p, f"cannot read SAM checkpoint ({type(e).__name__}); re-download it") from e
+        refused = refusal(p, "SAM checkpoint", e)  # the refused globals, when that is the reason
+        raise refused or CheckpointError(
+            p, f"cannot read SAM checkpoint ({type(e).__name__}); re-download it"
+        ) from e
     return _unwrap(obj, p)
 
 

@@ -61,7 +61,8 @@ def score_labels(samples: list[Any], labels: Path, class_names: list[str]) -> Re
         if not s.has_label:
             continue
         path = labels / f"{s.id}.png"
-        cm.update(read_label(path), s.load_label(len(class_names)), name=str(path))
+        gt_name = str(s.label_path or f"{s.image_path} (generated label)")
+        cm.update(read_label(path), s.load_label(len(class_names)), name=str(path), gt_name=gt_name)
         n += 1
     return {**cm.report(class_names), "images_with_gt": n} if n else {"miou": None, "images_with_gt": 0}
 

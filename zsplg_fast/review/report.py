@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import html
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -22,9 +24,23 @@ from zsplg_fast.data import VOC_PALETTE, colorize, load_image
 from zsplg_fast.errors import ZsplgError
 from zsplg_fast.review.folder import IGNORE, Item, LabelFolder, class_names_with_ignore
 from zsplg_fast.review.order import ImageStats, class_shares, review_order
-from zsplg_fast.utils.io import atomic_path, atomic_write_text, refuse_overwrite
+from zsplg_fast.utils.io import atomic_path, atomic_write_text
+from zsplg_fast.utils.outdir import check_replaceable, move_into_place, write_marker
 
 THUMB = 192
+COMMAND = "labels report"
+
+
+def _is_old_report(folder: Path) -> bool:
+    """A report folder written before markers existed: its index.html is one of ours."""
+    try:
+        head = (folder / "index.html").read_text(encoding="utf-8", errors="replace")[:400]
+    except OSError:
+        return False
+    return "<title>label report</title>" in head
+
+
+LEGACY = (_is_old_report,)
 
 CSS = """body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin:.5em 0}
 td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}td.l,th.l{text-align:left}
@@ -119,18 +135,28 @@ def _card(rank: int, s: ImageStats, item: Item, thumb: str, out: Path) -> str:
 
 
 def write_report(
-    labels_dir: str | Path, out: str | Path, top: int = 500, per_page: int = 100, gt: str | Path | None = None
+    labels_dir: str | Path,
+    out: str | Path,
+    top: int = 500,
+    per_page: int = 100,
+    gt: str | Path | None = None,
+    force: bool = False,
 ) -> Path:
-    """Write the report folder ``out`` (must not exist); returns ``out/index.html``.
+    """Write the report folder ``out``; returns ``out/index.html``.
+
+    ``out`` must be new or empty, or (with ``force``) a previous report folder, which is replaced;
+    anything else is refused (:mod:`zsplg_fast.utils.outdir`). The folder is built beside ``out`` and
+    renamed when complete.
 
     Args:
         top: thumbnails (and table rows) for the ``top`` images most in need of review; counts cover all.
         per_page: thumbnails per HTML page.
         gt: folder of ground-truth PNGs named like ``labels/``: adds evaluate's per-class IoU.
+        force: replace a previous report folder.
     """
     folder = LabelFolder(labels_dir)
     dst = Path(out)
-    refuse_overwrite(dst)
+    check_replaceable(dst, COMMAND, force, legacy=LEGACY)
     stats = review_order(folder)
     names = class_names_with_ignore(folder.classes)
     shares = class_shares(stats, len(folder.classes))
@@ -141,7 +167,30 @@ def write_report(
         rep = evaluate_folders(folder.root / "labels", gt, folder.classes, missing="skip")
         iou = {int(r["index"]): float(r["iou"]) for r in rep["per_class"]}
     shown = stats[: max(0, top)]
-    per_page = max(1, per_page)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmpdir", dir=dst.parent))
+    try:
+        write_marker(tmp, COMMAND)
+        _write_pages(tmp, dst, folder, stats, shown, names, shares, iou, max(1, per_page))
+        move_into_place(tmp, dst, COMMAND, force, legacy=LEGACY)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dst / "index.html"
+
+
+def _write_pages(
+    tmp: Path,
+    dst: Path,
+    folder: LabelFolder,
+    stats: list[ImageStats],
+    shown: list[ImageStats],
+    names: dict[int, str],
+    shares: dict[int, float],
+    iou: dict[int, float] | None,
+    per_page: int,
+) -> None:
+    """The pages and thumbnails, written into ``tmp``; links are relative to ``dst``, the final folder."""
     pages = max(1, -(-len(shown) // per_page))
     missing = folder.missing_fields()
     page_name = ["index.html", *(f"page-{n}.html" for n in range(2, pages + 1))]
@@ -152,7 +201,7 @@ def write_report(
         cards, rows = [], []
         for k, s in enumerate(chunk, n * per_page + 1):
             item = folder.get(s.id)
-            thumbnail(item, dst / "thumbs" / f"{k:06d}.png")  # type: ignore[arg-type]
+            thumbnail(item, tmp / "thumbs" / f"{k:06d}.png")  # type: ignore[arg-type]
             cards.append(_card(k, s, item, f"thumbs/{k:06d}.png", dst))  # type: ignore[arg-type]
             rows.append(_row(k, s, names))
         head = (
@@ -175,10 +224,7 @@ def write_report(
             f'<link rel="icon" href="data:,"><style>{CSS}</style><script>{SCRIPT}</script></head>'
             f"<body>{body}</body></html>\n"
         )
-        atomic_write_text(dst / page_name[n], page)
-    if not shown:
-        dst.mkdir(parents=True, exist_ok=True)
-    return dst / "index.html"
+        atomic_write_text(tmp / page_name[n], page)
 
 
 __all__ = ["IGNORE", "write_report"]

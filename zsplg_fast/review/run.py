@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -16,7 +15,13 @@ from zsplg_fast.errors import ConfigError, DatasetError, LabelFormatError
 from zsplg_fast.review.folder import IGNORE, LabelFolder
 from zsplg_fast.review.formats import FORMATS, ExportContext, ImportContext
 from zsplg_fast.review.order import select
-from zsplg_fast.utils.io import atomic_write_json, refuse_overwrite
+from zsplg_fast.utils.io import atomic_write_json
+from zsplg_fast.utils.outdir import check_replaceable, json_with, move_into_place, write_marker
+
+EXPORT_COMMAND, IMPORT_COMMAND = "labels export", "labels import"
+# folders written before markers existed: their summary JSON with our keys
+EXPORT_LEGACY = (json_with("export.json", "format", "tool", "images", "of"),)
+IMPORT_LEGACY = (json_with("import.json", "format", "imported", "kept_from_base"),)
 
 
 def _format(name: str, need_import: bool = False) -> Any:
@@ -36,21 +41,24 @@ def export_labels(
     review: int | None = None,
     image_prefix: str = "/data/local-files/?d=",
     model_version: str = "zsplg-fast",
+    force: bool = False,
 ) -> dict[str, Any]:
     """Write the label folder (or its ``review`` images most in need of review) as ``fmt`` into ``out``.
 
-    ``out`` must not exist; it is built in a temp folder beside it and renamed when complete. Returns
-    the summary also written to ``out/export.json`` (counts, degraded fields, polygon IoU; file names
-    relative to ``out``).
+    ``out`` must be new or empty, or (with ``force``) a previous ``labels export`` folder, which is
+    replaced; anything else is refused (:mod:`zsplg_fast.utils.outdir`). It is built in a temp folder
+    beside it and renamed when complete. Returns the summary also written to ``out/export.json``
+    (counts, degraded fields, polygon IoU; file names relative to ``out``).
     """
     f = _format(fmt)
     folder = LabelFolder(labels_dir)
     dst = Path(out)
-    refuse_overwrite(dst)
+    check_replaceable(dst, EXPORT_COMMAND, force, legacy=EXPORT_LEGACY)
     dst.parent.mkdir(parents=True, exist_ok=True)
     items = select(folder, review)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmpdir", dir=dst.parent))
     try:
+        write_marker(tmp, EXPORT_COMMAND)
         ctx = ExportContext(folder, items, tmp, image_prefix=image_prefix, model_version=model_version)
         missing = folder.missing_fields()
         if missing:
@@ -71,7 +79,7 @@ def export_labels(
             **figures,
         }
         atomic_write_json(tmp / "export.json", summary)
-        os.replace(tmp, dst)
+        move_into_place(tmp, dst, EXPORT_COMMAND, force, legacy=EXPORT_LEGACY)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -104,8 +112,12 @@ def import_labels(
     out: str | Path,
     image_prefix: str = "/data/local-files/?d=",
     uncovered: str | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Turn corrected annotations into a label folder ``out`` (``labels/<id>.png``, ``manifest.json``).
+
+    ``out`` must be new or empty, or (with ``force``) a previous ``labels import`` folder, which is
+    replaced; anything else is refused (:mod:`zsplg_fast.utils.outdir`).
 
     With ``classes`` a label folder, its class order is the reference, image ids are checked against it,
     and the images the source does not hold keep that folder's labels (so ``out`` is complete for
@@ -119,13 +131,14 @@ def import_labels(
         raise ConfigError("--uncovered", uncovered, "unknown", valid="background, ignore")
     names, base = resolve_classes(classes)
     dst = Path(out)
-    refuse_overwrite(dst)
+    check_replaceable(dst, IMPORT_COMMAND, force, legacy=IMPORT_LEGACY)
     fill_mode = uncovered or (base.uncovered if base else "background")
     fill = IGNORE if fill_mode == "ignore" else 0
     known = {it.id for it in base} if base else None
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmpdir", dir=dst.parent))
     try:
+        write_marker(tmp, IMPORT_COMMAND)
         imported: list[str] = []
         with tempfile.TemporaryDirectory(prefix=".import-", dir=dst.parent) as scratch:
             ctx = ImportContext(
@@ -157,7 +170,7 @@ def import_labels(
         atomic_write_json(tmp / "manifest.json", manifest)
         summary = {"format": f.name, "imported": len(imported), "kept_from_base": kept, "out": str(dst)}
         atomic_write_json(tmp / "import.json", summary)
-        os.replace(tmp, dst)
+        move_into_place(tmp, dst, IMPORT_COMMAND, force, legacy=IMPORT_LEGACY)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -154,9 +154,10 @@ def enhance(cfg: TrainConfig, checkpoint: str | Path, out: str | Path) -> dict[s
             gt = s.load_label(c) if s.has_label else None
             if gt is not None:
                 counts["gt"] += 1
-                cm_enh.update(label.numpy(), gt, name=str(dst))
+                gt_name = str(s.label_path or f"{s.image_path} (generated label)")
+                cm_enh.update(label.numpy(), gt, name=str(dst), gt_name=gt_name)
                 zs_map = zs.numpy() if zs is not None else np.full(gt.shape, IGNORE, np.uint8)
-                cm_zs.update(zs_map, gt, name=str(zs_file))
+                cm_zs.update(zs_map, gt, name=str(zs_file), gt_name=gt_name)
         parts = rt.gather((counts, cm_enh, cm_zs))
         total = {k: sum(p[0][k] for p in parts) for k in counts}
         cm_enh, cm_zs = ConfusionMatrix(c), ConfusionMatrix(c)

@@ -27,6 +27,8 @@ from zsplg_fast.train.runtime import Runtime, eval_mode, setup_runtime
 from zsplg_fast.utils.io import atomic_write_json
 
 OUT_OF_RANGE = ("error", "count")  # evaluate_folders: predictions holding values >= C
+# evaluate_folders: image suffixes that are a ground-truth label in another format than PNG (refused)
+_NOT_PNG_LABEL = frozenset({".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 Predictor = Callable[[nn.Module, torch.Tensor, int], torch.Tensor]
 
 
@@ -153,6 +155,9 @@ def evaluate_folders(
 ) -> dict[str, Any]:
     """mIoU of label PNGs in ``pred_dir`` against same-named PNGs in ``gt_dir`` (recursive).
 
+    A ground-truth file in another image format (``x.jpg``) is refused, named (labels must be PNG),
+    rather than left out.
+
     Ground truth must hold values in {0..C-1, 255}. A prediction of 255 counts as a miss for the true
     class. ``missing``: 'error' (default) refuses a ground-truth file without a prediction, 'skip' leaves
     those images out (their count is reported). ``out_of_range``: 'error' (default) refuses predictions
@@ -165,7 +170,14 @@ def evaluate_folders(
     for p in (gt_root, pred_root):
         if not p.is_dir():
             raise DatasetError(p, "folder not found")
-    gts = sorted(gt_root.rglob("*.png"))
+    gts = sorted(f for f in gt_root.rglob("*") if f.suffix.lower() == ".png" and f.is_file())
+    not_png = sorted(f for f in gt_root.rglob("*") if f.suffix.lower() in _NOT_PNG_LABEL and f.is_file())
+    if not_png:
+        also = f" (and {len(not_png) - 1} more)" if len(not_png) > 1 else ""
+        raise LabelFormatError(
+            not_png[0],
+            f"ground-truth labels must be PNG{also}; re-save them as palette PNGs of class indices",
+        )
     if not gts:
         raise DatasetError(gt_root, "no .png label files found")
     cm = ConfusionMatrix(len(class_names))
@@ -191,7 +203,7 @@ def evaluate_folders(
         bad = [int(v) for v in np.unique(pred) if v >= len(class_names) and v != IGNORE]
         if bad:
             stray[str(p)] = (bad, int(np.isin(pred, bad).sum()))
-        cm.update(pred, read_label(g, len(class_names)), name=str(p))
+        cm.update(pred, read_label(g, len(class_names)), name=str(p), gt_name=str(g))
     if stray and out_of_range == "error":
         first, (values, _) = next(iter(stray.items()))
         others = [f for f in stray if f != first]

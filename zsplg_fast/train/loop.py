@@ -34,12 +34,15 @@ from zsplg_fast.train.common import poly_lr
 from zsplg_fast.train.evaluate import evaluate_model
 from zsplg_fast.train.runtime import Runtime, rng_state, set_rng_state
 from zsplg_fast.utils.io import atomic_write_json
-from zsplg_fast.utils.outdir import check_output, claim_output
+from zsplg_fast.utils.outdir import check_output, claim_output, json_with
 
 log = logging.getLogger("zsplg_fast.train")
 
 LATEST, BEST, FINAL, METRICS = "latest.pth", "best.pth", "final.pth", "metrics.json"
 COMMANDS = {"unimatch": "unimatch", "supervised": "train"}  # stage → the command its folder marker names
+# A run folder made before markers existed: its metrics.json with our keys. Not a file named latest.pth:
+# a folder of the user's may hold one, and the marker rule comes first.
+LEGACY = (json_with(METRICS, "stage", "iterations", "total_iters", "checkpoint"),)
 
 
 def check_run_folder(out: str | Path, stage: str) -> None:
@@ -50,7 +53,7 @@ def check_run_folder(out: str | Path, stage: str) -> None:
     while rank 0 claims it (its marker's temp file) would see a folder of foreign files."""
     if int(os.environ.get("RANK", "0")) > 0:
         return
-    check_output(out, COMMANDS.get(stage, stage), legacy=(LATEST,))
+    check_output(out, COMMANDS.get(stage, stage), legacy=LEGACY)
 
 
 # step(batch, iteration) → (loss, scalars to log, ids of the batch's samples)
@@ -155,7 +158,7 @@ def restore_or_refuse(stage: Stage, resume: bool) -> bool:
 
 def _claim(stage: Stage) -> None:
     if stage.rt.is_main:
-        claim_output(stage.out, COMMANDS.get(stage.name, stage.name), legacy=(LATEST,))
+        claim_output(stage.out, COMMANDS.get(stage.name, stage.name), legacy=LEGACY)
 
 
 def _set_lr(stage: Stage) -> None:

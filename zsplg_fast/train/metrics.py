@@ -37,12 +37,20 @@ class ConfusionMatrix:
         self.matrix = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
         self._pred_out_of_range = np.zeros(self.num_classes, dtype=np.int64)
 
-    def update(self, pred: np.ndarray, gt: np.ndarray, name: str = "<array>") -> None:
-        """Add one image. ``pred``, ``gt``: (H, W) integer class maps of equal shape."""
+    def update(
+        self, pred: np.ndarray, gt: np.ndarray, name: str = "<array>", gt_name: str | None = None
+    ) -> None:
+        """Add one image. ``pred``, ``gt``: (H, W) integer class maps of equal shape.
+
+        ``name`` (the prediction's file) and ``gt_name`` (the ground truth's, when it has one) are named
+        in errors."""
         pred = np.asarray(pred)
         gt = np.asarray(gt)
         if pred.shape != gt.shape:
-            raise LabelFormatError(name, f"prediction shape {pred.shape} != ground-truth shape {gt.shape}")
+            of_gt = f" of {gt_name}" if gt_name is not None else ""
+            raise LabelFormatError(
+                name, f"prediction shape {pred.shape} != ground-truth shape {gt.shape}{of_gt}"
+            )
         valid = gt != self.ignore_index
         g = gt[valid].astype(np.int64)
         p = pred[valid].astype(np.int64)
