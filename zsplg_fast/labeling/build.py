@@ -106,13 +106,22 @@ class BuiltLabeler:
     manifest: dict[str, Any]
 
 
+# AMG keys added with SAM 2: in the fingerprint only when changed (folders labelled before keep theirs)
+_SAM2_AMG_DEFAULTS = {"mask_threshold": 0.0, "multimask_output": True, "use_m2m": False}
+
+
+def _amg_fingerprinted(cfg: Config) -> dict[str, Any]:
+    amg = to_dict(cfg.amg)
+    return {k: v for k, v in amg.items() if k not in _SAM2_AMG_DEFAULTS or _SAM2_AMG_DEFAULTS[k] != v}
+
+
 def labeling_fingerprint(cfg: Config, weights: dict[str, str], class_names: list[list[str]]) -> str:
     """Fingerprint of everything that changes the labels (not paths, workers, executor or backend)."""
     return fingerprint(
         {
             "sam": to_dict(cfg.sam),
             "clip": to_dict(cfg.clip),
-            "amg": to_dict(cfg.amg),
+            "amg": _amg_fingerprinted(cfg),
             "classify": to_dict(cfg.classify),
             "masks": cfg.label.masks,
             "precision": cfg.label.precision,
