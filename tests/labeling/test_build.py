@@ -73,6 +73,9 @@ def test_fast_torch_and_ort_labels_equal_upstream(world, tmp_path, tiny_clip_nam
         labels[name] = _labels(out)
         manifest = json.loads((out / "manifest.json").read_text())
         assert manifest["engines"]["masks"] == extra["label.masks"]
+        # precision / compile auto: exact fp32 and eager on a CPU, and the manifest says so
+        assert manifest["run_mode"]["precision"] == manifest["config"]["label"]["precision"] == "fp32"
+        assert manifest["run_mode"]["compile"] is False
     assert labels["upstream"].keys() == labels["fast_ort"].keys() and len(labels["upstream"]) == 4
     # masks were found and named (index 0 is never predicted), so equality below is not all-background
     assert sum(int((lab != 0).sum()) for lab in labels["upstream"].values()) > 0

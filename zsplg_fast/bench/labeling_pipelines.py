@@ -154,6 +154,7 @@ class EnginePipeline:
         cfg: AmgConfig,
         **amg: Any,
     ) -> None:
+        amg = {"sync_timings": True, **amg}  # stage timings are device times
         self.gen = MaskGenerator(encoder, decoder, cfg, decoder_image=decoder_image, **amg)
         self.models = models
         self.device = self.gen.device

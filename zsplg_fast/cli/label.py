@@ -29,7 +29,13 @@ def label(
     backend: str = typer.Option(None, "--backend", help="torch | ort | trt (fast masks)"),
     engines: str = typer.Option(None, "--engines", help="folder of exported artifacts"),
     precision: str = typer.Option(
-        None, "--precision", help="fp32 | bf16 (torch: CUDA, or CPUs with AVX512-BF16/AMX) | fp16 | int8"
+        None,
+        "--precision",
+        help="auto (bf16 for torch on CUDA, else fp32) | fp32 | bf16 (torch: CUDA, or CPUs with "
+        "AVX512-BF16/AMX) | fp16 | int8",
+    ),
+    compile_: str = typer.Option(
+        None, "--compile", help="auto (torch on CUDA, jobs of >= 100 images) | on | off: torch.compile"
     ),
     device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
     devices: str = typer.Option(
@@ -68,6 +74,7 @@ def label(
             "label.backend": backend,
             "label.engines": engines,
             "label.precision": precision,
+            "label.compile": compile_,
             "label.device": device,
             "label.devices": devices,
             "label.executor": executor,

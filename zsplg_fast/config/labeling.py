@@ -85,7 +85,17 @@ class LabelJobConfig:
     backend: str = opt("torch", choices=("torch", "ort", "trt"))
     engines: str | None = opt(None, help="folder of exported artifacts (default: export/ and engines/)")
     device: str = opt("auto", help="torch device: auto | cpu | cuda | cuda:N")
-    precision: str = opt("fp32", choices=("fp32", "fp16", "bf16", "int8"))
+    precision: str = opt(
+        "auto",
+        choices=("auto", "fp32", "fp16", "bf16", "int8"),
+        help="auto = bf16 autocast for the torch backend on CUDA, exact fp32 elsewhere",
+    )
+    compile: str = opt(
+        "auto",
+        choices=("auto", "on", "off"),
+        help="torch.compile the SAM engines and the AMG filter (torch backend); auto = on CUDA for jobs "
+        "of >= 100 images (Inductor's cache persists under ~/.cache/zsplg-fast/inductor)",
+    )
     devices: str | None = opt(
         None,
         help="one worker process per device over disjoint shards: all | cuda:0,cuda:1 | cpu:N | N",

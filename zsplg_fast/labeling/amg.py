@@ -6,10 +6,12 @@ per-crop then cross-crop NMS, small-region post-processing). What changes is whe
 
 - prompts go through the ``sam_decoder_batched`` engine in large, memory-sized batches (results do
   not depend on the batch size; segment-anything-fast also batches all prompts of an image);
-- predicted-IoU filtering happens on the low-res logits, before any upsampling;
+- IoU head first: predicted-IoU filtering happens on the low-res logits, before any upsampling;
 - stability and box decisions are upstream's full-resolution ones, taken from the low-res logits
   (``amg_lowres``: guaranteed stability bounds, exact boxes from thin bands of rows/columns); only
-  masks whose stability bounds straddle the threshold are upsampled to decide;
+  masks whose stability bounds straddle the threshold are upsampled to decide (``amg_filter``: one
+  fused static-shape filter per decoder batch, no host sync inside the decoder loop on CUDA, one
+  resolution per crop);
 - only NMS survivors are upsampled (two-stage bilinear, exactly as ``Sam.postprocess_masks``); their
   reported stability scores come from those full-resolution logits, as upstream's do;
 - everything stays on the engine's device as torch tensors; RLE is computed once, at the end.
@@ -17,11 +19,9 @@ per-crop then cross-crop NMS, small-region post-processing). What changes is whe
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,16 @@ from zsplg_fast.config.labeling import AmgConfig
 from zsplg_fast.engines.base import Engine
 from zsplg_fast.errors import ConfigError
 from zsplg_fast.labeling import amg_ops as ops
-from zsplg_fast.labeling.amg_lowres import exact_boxes, stability_bounds
+from zsplg_fast.labeling.amg_filter import (
+    CropGeometry,
+    FilterParams,
+    Pending,
+    _chunk_rows,
+    filter_compacting,
+    filter_flags,
+    filter_full_res,
+    resolve,
+)
 from zsplg_fast.labeling.amg_output import (
     OUTPUT_MODES,
     AmgMasks,
@@ -55,17 +64,6 @@ def _device_of(engine: Engine) -> torch.device:
 
 
 _POST_STAGES = ("filter", "nms", "upsample", "small_regions", "encode")
-
-
-@dataclass
-class _CropCandidates:
-    """Candidates of one crop after filtering, crop frame: low-res logits (K, h, w) float32 (valid region
-    + one row/column), predicted IoU (K,), XYXY boxes (K, 4) int64, prompts (K, 2) float64."""
-
-    low: torch.Tensor
-    iou: torch.Tensor
-    boxes: torch.Tensor
-    points: torch.Tensor
 
 
 class MaskGenerator:
@@ -96,6 +94,13 @@ class MaskGenerator:
         post_threads: CPU threads for filtering/NMS/upsampling (small ops: on a shared CPU, OpenMP
             threads spin-wait on each other, measured 25× slower with 2 threads at load 6 on 2 cores);
             None = torch's setting. Engines keep their own threads.
+        sync_free: filter each decoder batch with the fused static-shape filter and resolve once per
+            crop (no host sync in the decoder loop); None = on every device but the CPU (there syncs
+            are free and compacting after each test saves work). Same masks either way.
+        compile_filter: ``torch.compile`` the fused filter (sync-free mode; the label command turns it
+            on with ``compile``).
+        sync_timings: synchronise CUDA at each stage so ``timings`` are device times (benchmarks);
+            off, CUDA stage timings are launch times and the device runs ahead.
     """
 
     def __init__(
@@ -114,6 +119,9 @@ class MaskGenerator:
         pixel_std: Sequence[float] = SAM_PIXEL_STD,
         mask_threshold: float = 0.0,
         post_threads: int | None = 1,
+        sync_free: bool | None = None,
+        compile_filter: bool = False,
+        sync_timings: bool = False,
     ) -> None:
         if output_mode not in OUTPUT_MODES:
             raise ConfigError(
@@ -139,6 +147,12 @@ class MaskGenerator:
         )
         self.unsure_stability = 0
         """Candidates whose stability had to be upsampled to decide (since construction)."""
+        self.params = FilterParams(
+            cfg.pred_iou_thresh, cfg.stability_score_thresh, cfg.stability_score_offset, self.mask_threshold
+        )
+        self.sync_free = self.device.type != "cpu" if sync_free is None else bool(sync_free)
+        self.sync_timings = bool(sync_timings)
+        self._flags = torch.compile(filter_flags, dynamic=True) if compile_filter else filter_flags
         self.timings: dict[str, float] = {}
         """Seconds per stage of the last call (preprocess, encoder, decoder, filter, nms, upsample, ...)."""
 
@@ -199,7 +213,7 @@ class MaskGenerator:
         finally:
             if post:
                 torch.set_num_threads(threads)
-            if self.device.type == "cuda":
+            if self.sync_timings and self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
 
@@ -257,39 +271,40 @@ class MaskGenerator:
         limit = ops.engine_max_batch(self.decoder)
         batch = min(batch, limit) if limit else batch  # a plan built for 256 refuses 1024 prompts
         self.batch_used = batch
-        cands: list[_CropCandidates] = []
+        pending: list[Pending] = []
         with self._stage("decoder"):
             image_feeds = (
                 self.decoder_image({"image_embeddings": emb})
                 if self.decoder_image
                 else {"image_embeddings": emb}
             )
+            # every prompt of the crop goes to the device once (no copy per batch)
+            coords_all = _feed(self.decoder, torch.from_numpy(s_frame.astype(np.float32))[:, None, :])
+            labels_all = _feed(self.decoder, torch.ones((len(s_frame), 1)))
+            points_all = torch.from_numpy(pts).to(self.device)
+        geom: CropGeometry | None = None
         for start in range(0, len(pts), batch):
             sl = slice(start, start + batch)
-            coords = torch.from_numpy(s_frame[sl].astype(np.float32))[:, None, :]
             with self._stage("decoder"):
                 out = self.decoder(
-                    {
-                        **image_feeds,
-                        "point_coords": _feed(self.decoder, coords),
-                        "point_labels": _feed(self.decoder, torch.ones(coords.shape[:2])),
-                    }
+                    {**image_feeds, "point_coords": coords_all[sl], "point_labels": labels_all[sl]}
                 )
                 low = torch.as_tensor(out["low_res_masks"]).to(self.device)
                 iou = torch.as_tensor(out["iou_predictions"]).to(self.device)
             with self._stage("filter"):
-                points = torch.from_numpy(pts[sl]).to(self.device).repeat_interleave(low.shape[1], dim=0)
-                ratio = self.image_size // low.shape[-1]  # input pixels per low-res cell (4 for SAM)
-                cands.append(
-                    self._filter(low.flatten(0, 1), iou.flatten(), points, crop_box, input_hw, orig_hw, ratio)
-                )
+                if geom is None:  # input pixels per low-res cell (4 for SAM)
+                    ratio = self.image_size // low.shape[-1]
+                    geom = CropGeometry(input_hw, crop_hw, ratio, (low.shape[-2], low.shape[-1]))
+                points = points_all[sl].repeat_interleave(low.shape[1], dim=0)
+                pending.append(self._filter(low.flatten(0, 1), iou.flatten(), points, geom))
+        assert geom is not None  # at least one prompt per crop (points_per_side >= 1)
+        with self._stage("filter"):
+            c, n_unsure = resolve(Pending.cat(pending), geom, self.params, crop_box, orig_hw)
+            self.unsure_stability += n_unsure
         with self._stage("nms"):
-            c = _CropCandidates(
-                *(torch.cat([getattr(p, f.name) for p in cands]) for f in fields(_CropCandidates))
-            )
             keep = batched_nms(c.boxes.float(), c.iou.float(), _zeros(c.iou), self.cfg.box_nms_thresh)
         with self._stage("upsample"):
-            masks, stab, boxes = self._upsample(c.low[keep], input_hw, crop_hw, ratio)
+            masks, stab, boxes = self._upsample(c.low[keep], geom)
         off = torch.tensor([x0, y0], device=self.device)
         return AmgMasks(
             masks=masks,
@@ -301,101 +316,34 @@ class MaskGenerator:
         )
 
     def _filter(
-        self,
-        low: torch.Tensor,
-        iou: torch.Tensor,
-        points: torch.Tensor,
-        crop_box: list[int],
-        input_hw: tuple[int, int],
-        orig_hw: tuple[int, int],
-        ratio: int,
-    ) -> _CropCandidates:
-        """Upstream's _process_batch filter order on (M, h4, w4) logits: predicted IoU, stability,
-        boxes near a crop edge. Returns the survivors' low-res logits (valid region + 1 row/column)."""
-        cfg, thr = self.cfg, self.mask_threshold
-        x0, y0, x1, y1 = crop_box
-        crop_hw = (y1 - y0, x1 - x0)
-        if cfg.pred_iou_thresh > 0.0:
-            keep = iou > cfg.pred_iou_thresh
-            low, iou, points = low[keep], iou[keep], points[keep]
-        full = (low.shape[-2], low.shape[-1])
-        rows = min(low.shape[-2], math.ceil(input_hw[0] / ratio) + 1)
-        cols = min(low.shape[-1], math.ceil(input_hw[1] / ratio) + 1)
-        low = low[:, :rows, :cols]
+        self, low: torch.Tensor, iou: torch.Tensor, points: torch.Tensor, geom: CropGeometry
+    ) -> Pending:
+        """One decoder batch's candidates (M, h4, w4) → Pending flags (upstream's filter order:
+        predicted IoU, stability, boxes; the crop-edge test and uncertain cases wait for ``resolve``).
+
+        Sync-free devices (CUDA): the fused static-shape :func:`amg_filter.filter_flags` (compiled when
+        ``compile_filter``), no host sync in the decoder loop. CPUs: the same decisions, compacting
+        after each test (syncs are free there, the work saved is not).
+        """
         if self.full_res_filter:
-            stab, boxes = self._full_scores(low, input_hw, crop_hw, ratio)  # reported ones come later
-            if cfg.stability_score_thresh > 0.0:
-                keep = stab >= cfg.stability_score_thresh
-                low, iou, points, boxes = low[keep], iou[keep], points[keep], boxes[keep]
-        else:
-            if cfg.stability_score_thresh > 0.0 and len(low):
-                keep = self._stability_keep(low, input_hw, crop_hw, ratio)
-                low, iou, points = low[keep], iou[keep], points[keep]
-            chunk = 1024 if self.device.type == "cuda" else 64  # masks per band evaluation
-            boxes = exact_boxes(low, input_hw, crop_hw, ratio, full, thr, chunk=chunk)
-        keep = ~ops.near_crop_edge(boxes, crop_box, [0, 0, orig_hw[1], orig_hw[0]])
-        return _CropCandidates(low[keep].contiguous(), iou[keep], boxes[keep], points[keep])
-
-    def _stability_keep(
-        self, low: torch.Tensor, input_hw: tuple[int, int], crop_hw: tuple[int, int], ratio: int
-    ) -> torch.Tensor:
-        """(M,) bool: full-resolution stability ≥ threshold, from guaranteed bounds; masks whose bounds
-        straddle the threshold are upsampled (in chunks) to decide exactly."""
-        cfg, thr = self.cfg, self.cfg.stability_score_thresh
-        lower, upper = stability_bounds(
-            low, input_hw, crop_hw, ratio, self.mask_threshold, cfg.stability_score_offset
-        )
-        keep = lower >= thr
-        unsure = torch.nonzero((lower < thr) & (upper >= thr)).flatten()
-        self.unsure_stability += len(unsure)
-        if len(unsure):
-            stab, _ = self._full_scores(low[unsure], input_hw, crop_hw, ratio, with_boxes=False)
-            keep[unsure] = stab >= thr
-        return keep
-
-    def _chunks(self, n: int, hw: tuple[int, int]) -> int:
-        """Masks per full-resolution chunk: ~64 MiB of float32 logits on CPU, ~1 GiB on CUDA."""
-        budget = (1 << 30) if self.device.type == "cuda" else (64 << 20)
-        return max(1, min(n, budget // max(1, 4 * hw[0] * hw[1])))
-
-    def _full_scores(
-        self,
-        low: torch.Tensor,
-        input_hw: tuple[int, int],
-        crop_hw: tuple[int, int],
-        ratio: int,
-        with_boxes: bool = True,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Upstream's full-resolution stability (M,) and XYXY boxes (M, 4) (zeros unless ``with_boxes``),
-        upsampling chunk by chunk."""
-        stab = torch.empty(len(low), dtype=torch.float32, device=low.device)
-        boxes = torch.zeros((len(low), 4), dtype=torch.int64, device=low.device)
-        step = self._chunks(len(low), crop_hw)
-        for i in range(0, len(low), step):
-            full = ops.upsample_logits(low[i : i + step], input_hw, crop_hw, ratio)
-            stab[i : i + step] = ops.stability_score(
-                full, self.mask_threshold, self.cfg.stability_score_offset
-            )
-            if with_boxes:
-                boxes[i : i + step] = ops.masks_to_boxes(full > self.mask_threshold)
-        return stab, boxes
+            return filter_full_res(low, iou, points, geom, self.params)
+        if not self.sync_free:
+            return filter_compacting(low, iou, points, geom, self.params)
+        cut, ok, unsure, boxes, redo = self._flags(low, iou, geom, self.params)
+        return Pending(cut, iou, points, ok, unsure, boxes, redo)
 
     def _upsample(
-        self, low: torch.Tensor, input_hw: tuple[int, int], crop_hw: tuple[int, int], ratio: int
+        self, low: torch.Tensor, geom: CropGeometry
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Survivors' logits → (K, h, w) bool masks, exact stability (K,), exact XYXY boxes (K, 4)."""
-        if len(low) == 0:
-            empty = torch.zeros((0, *crop_hw), dtype=torch.bool, device=self.device)
-            return (
-                empty,
-                torch.zeros(0, device=self.device),
-                torch.zeros((0, 4), dtype=torch.int64, device=self.device),
-            )
+        crop_hw = geom.crop_hw
         masks = torch.empty((len(low), *crop_hw), dtype=torch.bool, device=self.device)
         stab = torch.empty(len(low), dtype=torch.float32, device=self.device)
-        step = self._chunks(len(low), crop_hw)
+        if len(low) == 0:
+            return masks, stab, torch.zeros((0, 4), dtype=torch.int64, device=self.device)
+        step = _chunk_rows(len(low), crop_hw, self.device)
         for i in range(0, len(low), step):
-            full = ops.upsample_logits(low[i : i + step].float(), input_hw, crop_hw, ratio)
+            full = ops.upsample_logits(low[i : i + step].float(), geom.input_hw, crop_hw, geom.ratio)
             stab[i : i + step] = ops.stability_score(
                 full, self.mask_threshold, self.cfg.stability_score_offset
             )

@@ -123,7 +123,7 @@ def _edge(
     return first + rel, found
 
 
-def exact_boxes(
+def exact_boxes_pending(
     low: torch.Tensor,
     input_hw: tuple[int, int],
     out_hw: tuple[int, int],
@@ -131,8 +131,10 @@ def exact_boxes(
     full_low: tuple[int, int],
     threshold: float = 0.0,
     chunk: int = 64,
-) -> torch.Tensor:
-    """(K, h, w) low-res logits → (K, 4) int64 XYXY boxes of the upsampled, thresholded masks.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K, h, w) low-res logits → (K, 4) int64 XYXY boxes of the upsampled, thresholded masks, and (K,)
+    bool ``redo``: masks whose band held no positive pixel (their box needs a full upsampling). No host
+    synchronisation (static shapes).
 
     Args:
         low: logits, possibly cut to the valid region plus one row/column.
@@ -144,31 +146,48 @@ def exact_boxes(
     """
     dev = low.device
     if low.shape[0] == 0:
-        return torch.zeros((0, 4), dtype=torch.int64, device=dev)
+        return torch.zeros((0, 4), dtype=torch.int64, device=dev), torch.zeros(
+            0, dtype=torch.bool, device=dev
+        )
     ty = axis_taps(out_hw[0], input_hw[0], full_low[0], ratio, dev)
     tx = axis_taps(out_hw[1], input_hw[1], full_low[1], ratio, dev)
     band_y = math.ceil(2 * ratio * out_hw[0] / input_hw[0]) + 2
     band_x = math.ceil(2 * ratio * out_hw[1] / input_hw[1]) + 2
-    boxes = torch.zeros((low.shape[0], 4), dtype=torch.int64, device=dev)
     pos = low > threshold
     rows_occ, cols_occ = pos.any(dim=2), pos.any(dim=1)
     nonempty = rows_occ.any(dim=1)
+    boxes, redo = [], []
+    cx = (ratio, input_hw[1], out_hw[1])  # for row bands, columns go through upstream's stages
+    cy = (ratio, input_hw[0], out_hw[0])
     for s in range(0, low.shape[0], chunk):
         sl = slice(s, s + chunk)
         lo, lt = low[sl], low[sl].transpose(1, 2)
-        cx = (ratio, input_hw[1], out_hw[1])  # for row bands, columns go through upstream's stages
-        cy = (ratio, input_hw[0], out_hw[0])
         y0, f0 = _edge(lo, rows_occ[sl], ty, cx, band_y, threshold, from_end=False)
         y1, f1 = _edge(lo, rows_occ[sl], ty, cx, band_y, threshold, from_end=True)
         x0, f2 = _edge(lt, cols_occ[sl], tx, cy, band_x, threshold, from_end=False)
         x1, f3 = _edge(lt, cols_occ[sl], tx, cy, band_x, threshold, from_end=True)
-        boxes[sl] = torch.stack([x0, y0, x1, y1], dim=1)
-        redo = nonempty[sl] & ~(f0 & f1 & f2 & f3)
-        if redo.any():  # no positive pixel in some band: upsample those masks in full
-            idx = torch.nonzero(redo).flatten() + s
-            full = upsample_logits(low[idx], input_hw, out_hw, ratio)
-            boxes[idx] = masks_to_boxes(full > threshold)
-    return boxes * nonempty[:, None]
+        boxes.append(torch.stack([x0, y0, x1, y1], dim=1))
+        redo.append(nonempty[sl] & ~(f0 & f1 & f2 & f3))
+    return torch.cat(boxes) * nonempty[:, None], torch.cat(redo)
+
+
+def exact_boxes(
+    low: torch.Tensor,
+    input_hw: tuple[int, int],
+    out_hw: tuple[int, int],
+    ratio: int,
+    full_low: tuple[int, int],
+    threshold: float = 0.0,
+    chunk: int = 64,
+) -> torch.Tensor:
+    """:func:`exact_boxes_pending` with the ``redo`` masks upsampled in full: (K, 4) int64 XYXY boxes,
+    the same as upstream's up to float rounding of the interpolation weights."""
+    boxes, redo = exact_boxes_pending(low, input_hw, out_hw, ratio, full_low, threshold, chunk)
+    idx = torch.nonzero(redo).flatten()
+    if len(idx):  # no positive pixel in some band: upsample those masks in full
+        full = upsample_logits(low[idx], input_hw, out_hw, ratio)
+        boxes[idx] = masks_to_boxes(full > threshold)
+    return boxes
 
 
 def _owner_counts(n_out: int, n_valid: int, ratio: int, n_low: int, device: torch.device) -> torch.Tensor:

@@ -16,6 +16,7 @@ import torch
 
 from zsplg_fast.errors import MissingDependencyError
 from zsplg_fast.labeling.masks import MaskSet
+from zsplg_fast.utils import rle
 
 
 @dataclass
@@ -89,19 +90,20 @@ def coco_rle(masks: np.ndarray) -> list[dict[str, Any]]:
     return list(rles)
 
 
-OUTPUT_MODES: dict[str, Callable[[np.ndarray], list[Any]]] = {
-    "binary_mask": _binary,
-    "uncompressed_rle": uncompressed_rle,
-    "coco_rle": coco_rle,
+OUTPUT_MODES: dict[str, Callable[[torch.Tensor], list[Any]]] = {
+    "binary_mask": lambda masks: _binary(masks.cpu().numpy()),
+    "uncompressed_rle": rle.encode_uncompressed,  # on the masks' device (GPU RLE)
+    "coco_rle": rle.encode,
 }
+"""Output mode → (K, H, W) bool masks on their device → one segmentation per mask. The numpy encoders
+above (``uncompressed_rle``, ``coco_rle``) are the references the torch ones are tested against."""
 """Output mode → encoder of (K, H, W) bool masks into per-mask ``segmentation`` values."""
 
 
 def to_records(result: AmgMasks, output_mode: str) -> list[dict[str, Any]]:
     """Upstream-format records (one dict per mask, in ``result``'s order)."""
-    masks = result.masks.cpu().numpy()
-    segs = OUTPUT_MODES[output_mode](masks)
-    areas = masks.reshape(len(masks), -1).sum(1).tolist() if len(masks) else []
+    segs = OUTPUT_MODES[output_mode](result.masks)
+    areas = result.masks.flatten(1).sum(1).cpu().tolist() if len(result.masks) else []
     bbox = xyxy_to_xywh(result.boxes).cpu().tolist()
     crops = xyxy_to_xywh(result.crop_boxes).cpu().tolist()
     iou = result.iou_preds.float().cpu().tolist()

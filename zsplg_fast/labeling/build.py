@@ -18,6 +18,7 @@ import torch
 from zsplg_fast.config import Config, fingerprint, to_dict
 from zsplg_fast.errors import ConfigError
 from zsplg_fast.labeling.classify import DenseFn, MaskClassifier
+from zsplg_fast.labeling.defaults import RunMode, persistent_inductor_cache, resolve_run_mode
 from zsplg_fast.labeling.labeler import ZeroShotLabeler
 from zsplg_fast.labeling.masks import MaskSource, UpstreamMaskSource
 
@@ -72,6 +73,7 @@ def _fast(m: Models) -> tuple[MaskSource, DenseFn, dict[str, Any]]:
         cfg.amg,
         decoder_image=eng.decoder_image,
         prompt_batch=cfg.label.prompt_batch,
+        compile_filter=cfg.label.compile == "on",
     )
     return gen, eng.dense, {"masks": "fast", **eng.describe}
 
@@ -133,15 +135,20 @@ def labeling_fingerprint(cfg: Config, weights: dict[str, str], class_names: list
     )
 
 
-def build_labeler(cfg: Config, class_names: list[list[str]] | None = None) -> BuiltLabeler:
+def build_labeler(
+    cfg: Config, class_names: list[list[str]] | None = None, n_images: int | None = None
+) -> BuiltLabeler:
     """Build the mask source, the GEM dense features and the class-prompt embeddings from ``cfg``.
 
     ``class_names`` (one list of synonyms per label value) stands in for reading
-    ``cfg.classify.classes`` when that file is not written yet (``classes: auto``).
+    ``cfg.classify.classes`` when that file is not written yet (``classes: auto``). ``n_images``: the
+    job's size, for ``label.compile: auto`` (None: unknown, no compile). ``precision``/``compile``
+    ``auto`` are resolved here (:mod:`zsplg_fast.labeling.defaults`); the manifest records what ran.
     """
     from zsplg_fast.models import build_text_embeddings, load_class_names
 
     device = resolve_device(cfg.label.device)
+    cfg, mode = _resolve_mode(cfg, device, n_images)
     if cfg.label.masks not in MASK_SOURCES:
         raise ConfigError(
             "label.masks", cfg.label.masks, "unknown mask source", valid=", ".join(MASK_SOURCES)
@@ -171,6 +178,7 @@ def build_labeler(cfg: Config, class_names: list[list[str]] | None = None) -> Bu
         "engines": described,
         "config": to_dict(cfg),
         "device": str(device),
+        "run_mode": mode.describe(),
         "torch": torch.__version__,
     }
     labeler = ZeroShotLabeler(
@@ -183,6 +191,18 @@ def build_labeler(cfg: Config, class_names: list[list[str]] | None = None) -> Bu
     return BuiltLabeler(labeler, class_names, manifest)
 
 
-def labeler_factory(cfg: Config) -> ZeroShotLabeler:
+def labeler_factory(cfg: Config, n_images: int | None = None) -> ZeroShotLabeler:
     """Picklable entry point for remote workers (Ray actors): build and return just the labeler."""
-    return build_labeler(cfg).labeler
+    return build_labeler(cfg, n_images=n_images).labeler
+
+
+def _resolve_mode(cfg: Config, device: torch.device, n_images: int | None) -> tuple[Config, RunMode]:
+    """``cfg`` with ``label.precision`` / ``label.compile`` resolved (auto → what runs here), and the mode."""
+    from dataclasses import replace
+
+    backend = cfg.label.backend if cfg.label.masks == "fast" else "upstream"
+    mode = resolve_run_mode(cfg.label.precision, cfg.label.compile, device, backend, n_images)
+    if mode.compile:
+        persistent_inductor_cache()
+    label = replace(cfg.label, precision=mode.precision, compile="on" if mode.compile else "off")
+    return replace(cfg, label=label), mode

@@ -82,7 +82,15 @@ def _torch(cfg: Config, sam: torch.nn.Module, dense: torch.nn.Module, device: to
     for name in ("sam_encoder", "sam_decoder_shared", "sam_decoder_image"):
         p = get_spec(name).bind(sam)
         engines.append(
-            TorchEngine(p.module, p.inputs, p.outputs, device=str(device), autocast=autocast, name=name)
+            TorchEngine(
+                p.module,
+                p.inputs,
+                p.outputs,
+                device=str(device),
+                autocast=autocast,
+                compile=cfg.label.compile == "on",
+                name=name,
+            )
         )
 
     def run_dense(x: torch.Tensor) -> torch.Tensor:
@@ -92,7 +100,12 @@ def _torch(cfg: Config, sam: torch.nn.Module, dense: torch.nn.Module, device: to
         ):
             return dense(x.to(device)).float()
 
-    describe = {"backend": "torch", "autocast": autocast, "decoder": "sam_decoder_shared"}
+    describe = {
+        "backend": "torch",
+        "autocast": autocast,
+        "compile": cfg.label.compile == "on",
+        "decoder": "sam_decoder_shared",
+    }
     return LabelEngines(engines[0], engines[1], run_dense, describe, decoder_image=engines[2])
 
 

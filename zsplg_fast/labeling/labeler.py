@@ -241,17 +241,13 @@ def review_fields(masks: torch.Tensor, cls: Classification) -> dict[str, Any]:
 
     Returns:
         ``uncovered_fraction``: share of pixels no mask covers, in [0, 1]; ``margins``: K floats, top-1
-        minus top-2 softmax probability (None when unknown); ``rles``: K COCO RLEs (pycocotools,
-        ``counts`` as str) of the full SAM masks.
+        minus top-2 softmax probability (None when unknown); ``rles``: K COCO RLEs (``utils.rle.encode``:
+        byte-equal to pycocotools, computed on the masks' device; ``counts`` as str) of the full SAM masks.
     """
-    from pycocotools import mask as mask_utils
+    from zsplg_fast.utils.rle import encode
 
     k, h, w = masks.shape
     margins = [round(float(m), 5) for m in cls.margin.tolist()] if cls.margin is not None else [None] * k
-    encoded: list[dict[str, Any]] = []
-    for i in range(0, k, 16):  # chunks of (16, W, H): a C-order copy whose transpose is the Fortran
-        chunk = masks[i : i + 16].bool().transpose(1, 2).contiguous().cpu().numpy().view(np.uint8)
-        encoded += mask_utils.encode(chunk.T)  # (H, W, n) column-major, as pycocotools wants
-    covered = float(mask_utils.area(mask_utils.merge(encoded, intersect=False))) if k else 0.0
-    rles = [{"size": [int(h), int(w)], "counts": r["counts"].decode()} for r in encoded]
+    rles = encode(masks)  # on the masks' device (GPU RLE), byte-equal to pycocotools
+    covered = float(masks.any(dim=0).sum()) if k else 0.0
     return {"uncovered_fraction": round(1.0 - covered / max(1, h * w), 6), "margins": margins, "rles": rles}

@@ -58,7 +58,8 @@ def label_dataset(
             classes = json.loads((out / "manifest.json").read_text())["classes"]
             write_label_grid(out, samples, cfg.label.overlays, classes)
         return summary
-    built = build_labeler(cfg, class_names=_auto_classes(source.class_names, out) if auto else None)
+    classes = _auto_classes(source.class_names, out) if auto else None
+    built = build_labeler(cfg, class_names=classes, n_images=len(samples))
     manifest = {**built.manifest, "source": cfg.data.source, "split": cfg.data.split}
     with out_lock if out_lock is not None else contextlib.nullcontext():
         prepare_output(out, manifest)  # the decision to run: marker, manifest
@@ -70,7 +71,7 @@ def label_dataset(
         summary = run_ray(
             samples,
             out,
-            functools.partial(labeler_factory, cfg),
+            functools.partial(labeler_factory, cfg, n_images=len(samples) // cfg.label.workers),
             manifest,
             PrepareSpec.of(built.labeler, load_kwargs),
             shard=(i, n),
