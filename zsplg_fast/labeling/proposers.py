@@ -28,6 +28,7 @@ from zsplg_fast.engines.base import Engine
 from zsplg_fast.errors import ConfigError
 from zsplg_fast.export.specs.sam2_decoder import dynamic_multimask
 from zsplg_fast.labeling.amg_filter import CropGeometry
+from zsplg_fast.labeling.amg_prepare import resize_longest
 
 Feed = Callable[[Engine, torch.Tensor], Any]
 
@@ -54,8 +55,6 @@ class SamProposer:
 
     def resize(self, crop: np.ndarray, image_size: int) -> np.ndarray:
         """CPU half: (h, w, 3) uint8 → (h', w', 3) uint8, long side S."""
-        from zsplg_fast.labeling.amg_prepare import resize_longest
-
         return resize_longest(crop, image_size)
 
     def to_input(self, resized: np.ndarray, gen: Any) -> torch.Tensor:
@@ -207,6 +206,12 @@ def sam2_proposer(cfg: AmgConfig, metadata: dict[str, Any] | None = None) -> Sam
         thresh=float(meta.get("dynamic_multimask_stability_thresh", 0.98)),
     )
 
+
+RESIZERS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
+    "sam": resize_longest,
+    "sam2": resize_square_sam2,
+}
+"""Family → the CPU half of its preprocessing (``prepare_image``'s ``resize``; Ray's CPU stage)."""
 
 PROPOSERS: dict[str, Callable[..., Any]] = {"sam": sam_proposer, "sam2": sam2_proposer}
 """Family → ``proposer(amg_config, decoder_metadata)``."""
