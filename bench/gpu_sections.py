@@ -381,3 +381,8 @@ def section_engines(smoke: bool, dev: Any) -> dict:
                     rec[rt] = {"status": "error", "error": f"{type(e).__name__}: {e}"[:500]}
             out["artifacts"][name] = rec
     return out
+
+
+from gpu_label import section_label  # noqa: E402  (beside this file; needs PARTIAL and _peak_mib above)
+
+__all__ = ["PARTIAL", "section_label"]

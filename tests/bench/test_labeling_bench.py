@@ -78,3 +78,24 @@ def test_bench_labeling_sam2_upstream_and_ours(tmp_path: Path) -> None:
     assert all(r["identical_masks"] for r in colour), colour
     assert sum(r["masks_upstream"] for r in colour if r["pred_iou_thresh"] > 0) >= 20
     assert "SAM2AutomaticMaskGenerator" in report["variants"]["A"]
+
+
+def test_bench_ort_engines_keep_the_arena_for_decoders_only(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Variant C's sessions: encoder / CLIP without the CPU arena (memory), decoders with it (speed)."""
+    from zsplg_fast.bench import labeling_pipelines as lp
+
+    made = []
+
+    class Fake:
+        def __init__(self, path, intra_op_threads=None, session_options=None):  # type: ignore[no-untyped-def]
+            made.append((path.name, session_options["enable_cpu_mem_arena"]))
+
+    monkeypatch.setattr("zsplg_fast.engines.ort.OrtEngine", Fake)
+    names = ("sam_encoder", "sam_decoder_shared", "clip_dense", "sam_decoder_image")
+    lp.ort_engines({n: tmp_path / f"{n}.onnx" for n in names})
+    assert dict(made) == {
+        "sam_encoder.onnx": False,
+        "sam_decoder_shared.onnx": True,
+        "clip_dense.onnx": False,
+        "sam_decoder_image.onnx": True,
+    }

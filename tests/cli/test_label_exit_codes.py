@@ -43,7 +43,7 @@ def labeler_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Replace the SAM x CLIP labeler by a threshold; records 'built' and one entry per image."""
     calls: list[str] = []
 
-    def build(cfg: object, class_names: object = None) -> BuiltLabeler:
+    def build(cfg: object, class_names: object = None, n_images: object = None) -> BuiltLabeler:
         calls.append("built")
 
         def labeler(image: np.ndarray) -> LabelResult:
@@ -95,7 +95,7 @@ def test_nothing_is_written_into_out_when_the_labeler_cannot_be_built(
 
     generate_dataset(tmp_path / "ds", num=4, num_classes=2, seed=0, size=32)
 
-    def broken(cfg: object, class_names: object = None) -> BuiltLabeler:
+    def broken(cfg: object, class_names: object = None, n_images: object = None) -> BuiltLabeler:
         raise ConfigError("sam.checkpoint", "x.pth", "no such file")
 
     monkeypatch.setattr("zsplg_fast.labeling.run.build_labeler", broken)

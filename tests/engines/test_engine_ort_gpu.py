@@ -77,8 +77,8 @@ def test_tensorrt_provider_settings_come_from_the_spec(
 def test_tensorrt_provider_not_active_falls_back_to_cuda_with_the_reason(
     decoder_onnx: Path, fake_gpu_ort: dict[str, Any], tmp_path: Path
 ) -> None:
-    fake_gpu_ort["active"] = [CUDA, CPU]  # libnvinfer.so.10 missing, e.g. beside TensorRT 11
-    with pytest.warns(RuntimeWarning, match="built against TensorRT 10") as rec:
+    fake_gpu_ort["active"] = [CUDA, CPU]  # TensorRT missing, or not the major the wheel was built for
+    with pytest.warns(RuntimeWarning, match="TensorRT 11 from 1.27") as rec:
         e = ort_backend.OrtEngine(decoder_onnx, providers=["tensorrt", "cuda"], cache_dir=tmp_path)
     assert (
         e.fallback == str(rec[0].message) and "zsplg-fast build" in e.fallback and e.providers == [CUDA, CPU]
@@ -150,3 +150,21 @@ def test_outputs_of_unknown_shape_are_wrapped_with_dlpack(
     out = e._run_bound({k: torch.from_numpy(v) for k, v in decoder_feeds.items()}, device="cpu")
     assert [n for n, _ in bound] == ["iou_predictions"] and isinstance(out[spec.name], torch.Tensor)
     np.testing.assert_allclose(out[spec.name].numpy(), want[spec.name], rtol=1e-5, atol=1e-5)
+
+
+def test_arena_limits_come_from_the_label_config(decoder_onnx: Path, fake_gpu_ort: dict[str, Any]) -> None:
+    """label.ort_gpu_mem_limit_mb / label.ort_cpu_arena reach the CUDA provider and the session."""
+    from zsplg_fast.config import load_config
+    from zsplg_fast.labeling.engines import ort_memory_options
+
+    cfg = load_config(overrides={"label.ort_gpu_mem_limit_mb": 3072, "label.ort_cpu_arena": False})
+    opts = ort_memory_options(cfg)
+    ort_backend.OrtEngine(decoder_onnx, providers=["cuda"], **opts)
+    (name, cuda), *_ = fake_gpu_ort["providers"]
+    assert name == CUDA and cuda["gpu_mem_limit"] == 3072 << 20
+    assert cuda["arena_extend_strategy"] == "kSameAsRequested" and cuda["device_id"] == 0
+    cpu = ort_backend.OrtEngine(decoder_onnx, providers=["cpu"], **opts)
+    assert cpu.session.get_session_options().enable_cpu_mem_arena is False
+    default = ort_memory_options(load_config())
+    assert "gpu_mem_limit" not in default["provider_options"]["cuda"]  # no cap unless asked
+    assert default["session_options"] == {"enable_cpu_mem_arena": True}

@@ -158,3 +158,42 @@ def test_plan_is_deserialised_on_the_requested_device(
     assert seen["runtime_on"] == seen["deserialised_on"] == seen["context_on"] == 3 and seen["current"] == 0
     assert engine.device == "cuda:3" and engine.stream.device == "cuda:3"
     assert engine.profiles == {"x": ((1, 4), (2, 4), (8, 4))}
+
+
+def test_a_call_orders_streams_without_a_host_sync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """execute_async_v3 on the engine's stream after it waits for torch's; torch's then waits for it; the
+    bound tensors are recorded on the engine's stream (kept by the allocator) and nothing synchronises
+    the host (was one ``stream.synchronize()`` per call). Fake streams, tensors on the CPU."""
+    log: list[str] = []
+
+    class FakeStream:
+        def __init__(self, name: str) -> None:
+            self.name, self.cuda_stream = name, 7
+
+        def wait_stream(self, other: FakeStream) -> None:
+            log.append(f"{self.name} waits {other.name}")
+
+        def synchronize(self) -> None:
+            log.append(f"host waits {self.name}")
+
+    test_plan_is_deserialised_on_the_requested_device(tmp_path, monkeypatch)  # a TrtEngine on the fakes
+    engine = trt_engine.TrtEngine(tmp_path / "m.fp32.plan", device=3)
+    ctx = engine.context
+    ctx.get_tensor_shape = lambda name: (2, 4)
+    ctx.execute_async_v3 = lambda handle: log.append(f"execute on {handle}") or True
+    engine.device, engine.stream = "cpu", FakeStream("trt")
+    torch_stream = FakeStream("torch")
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: torch_stream)
+    monkeypatch.setattr(torch.cuda, "device", lambda idx: contextlib.nullcontext())
+    monkeypatch.setattr(
+        torch.Tensor, "record_stream", lambda self, s: log.append(f"record {tuple(self.shape)} on {s.name}")
+    )
+    out = engine({"x": torch.ones(2, 4)})
+    assert log == [
+        "trt waits torch",
+        "execute on 7",
+        "record (2, 4) on trt",  # the input
+        "record (2, 4) on trt",  # the output
+        "torch waits trt",
+    ]
+    assert out["y"].shape == (2, 4)

@@ -82,3 +82,13 @@ def test_review_fields_rles_and_coverage_match_pycocotools() -> None:
     assert [r["counts"].encode() for r in out["rles"]] == [r["counts"] for r in ref]
     covered = float(mask_utils.area(mask_utils.merge(list(ref), intersect=False)))
     assert out["uncovered_fraction"] == round(1.0 - covered / masks[0].size, 6)
+
+
+@pytest.mark.parametrize("case", ["random-dense", "empty", "full", "one-pixel", "blobs", "odd-column"])
+def test_decode_inverts_encode_like_pycocotools(case: str) -> None:
+    from zsplg_fast.utils.rle import decode
+
+    masks = _cases()[case]
+    for rle, m, ref in zip(encode(torch.from_numpy(masks)), masks, _reference(masks), strict=True):
+        np.testing.assert_array_equal(decode(rle).numpy(), m)
+        np.testing.assert_array_equal(decode(ref).numpy(), mask_utils.decode(ref).astype(bool))

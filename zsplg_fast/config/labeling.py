@@ -96,6 +96,15 @@ class LabelJobConfig:
         help="torch.compile the SAM engines and the AMG filter (torch backend); auto = on CUDA for jobs "
         "of >= 100 images (Inductor's cache persists under ~/.cache/zsplg-fast/inductor)",
     )
+    ort_gpu_mem_limit_mb: int = opt(
+        0,
+        ge=0,
+        help="onnxruntime CUDA arena cap per session in MiB (0 = no cap); the arena grows by what is "
+        "requested (kSameAsRequested), not to the next power of two",
+    )
+    ort_cpu_arena: bool = opt(
+        True, help="onnxruntime CPU memory arena (off: malloc, so freed memory returns for torch to reuse)"
+    )
     devices: str | None = opt(
         None,
         help="one worker process per device over disjoint shards: all | cuda:0,cuda:1 | cpu:N | N",

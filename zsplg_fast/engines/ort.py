@@ -5,9 +5,10 @@ onnxruntime-gpu does not raise when a GPU provider cannot start: it logs and qui
 asked and raise :class:`ProviderFallbackError` on a silent fallback. A provider the installed
 onnxruntime does not list at all is a :class:`MissingDependencyError` with the install command.
 
-The TensorRT provider is the exception: onnxruntime-gpu's is built against TensorRT 10
-(``libnvinfer.so.10``) and does not load beside TensorRT 11, so when it is asked for but not active
-and the CUDA provider is, the engine runs on CUDA with a warning that says so (``self.fallback``).
+The TensorRT provider is the exception: it loads only beside the TensorRT major version its
+onnxruntime-gpu wheel was built against (TensorRT 10 up to onnxruntime 1.26; NVIDIA: onnxruntime 1.27+
+supports TensorRT 11), so when it is asked for but not active and the CUDA provider is, the engine runs
+on CUDA with a warning that says so (``self.fallback``).
 Its settings come from the artifact: engine and timing caches under the engines folder, and
 min/opt/max profile shapes from the sidecar's spec, so it does not rebuild on every new shape.
 
@@ -47,9 +48,10 @@ PROVIDERS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
 }
 TRT_EP_FALLBACK = (
-    "the onnxruntime TensorRT provider is not active: onnxruntime-gpu's TensorRT provider is built "
-    "against TensorRT 10 (libnvinfer.so.10) and does not load beside TensorRT 11 or without TensorRT; "
-    "running on {got} instead. For TensorRT, build a plan: zsplg-fast build {path} (backend trt)"
+    "the onnxruntime TensorRT provider is not active: it loads only beside the TensorRT major its "
+    "onnxruntime-gpu was built against (TensorRT 10 up to onnxruntime 1.26, TensorRT 11 from 1.27) and "
+    "not without TensorRT; running on {got} instead. For TensorRT, match the versions or build a plan: "
+    "zsplg-fast build {path} (backend trt)"
 )
 GPU_INSTALL = (
     "pip uninstall -y onnxruntime && pip install onnxruntime-gpu (never both in one environment; "
@@ -237,7 +239,7 @@ class OrtEngine:
                 self.path,
                 full,
                 got,
-                "check the CUDA driver, CUDA/cuDNN libraries (and libnvinfer.so.10 for TensorRT)",
+                "check the CUDA driver, CUDA/cuDNN libraries (and libnvinfer for TensorRT)",
             )
         self.providers = got
         # shapes the TensorRT provider was built for (callers cap their batches there); others: any

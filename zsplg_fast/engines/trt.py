@@ -223,8 +223,9 @@ class TrtEngine:
                 raise EngineIncompatibleError(
                     self.path, "this plan", "execute_async_v3 failed", "see the TRT log"
                 )
-            torch.cuda.current_stream(self.device).wait_stream(self.stream)
-            self.stream.synchronize()
+            for t in (*keep, *out.values()):  # the allocator holds them until TensorRT's work is done
+                t.record_stream(self.stream)
+            torch.cuda.current_stream(self.device).wait_stream(self.stream)  # no host sync per call
         return {k: (v.float() if v.dtype in (torch.float16, torch.bfloat16) else v) for k, v in out.items()}
 
 

@@ -49,6 +49,7 @@ from zsplg_fast.labeling.amg_output import (
     postprocess_small_regions,
     to_records,
 )
+from zsplg_fast.labeling.amg_overlap import Streams, pipelined
 from zsplg_fast.labeling.amg_prepare import PreparedImage, prepare_image, resize_longest
 from zsplg_fast.labeling.masks import MaskSet
 from zsplg_fast.labeling.proposers import SamProposer
@@ -157,7 +158,9 @@ class MaskGenerator:
         )
         self.sync_free = self.device.type != "cpu" if sync_free is None else bool(sync_free)
         self.sync_timings = bool(sync_timings)
-        self._flags = torch.compile(filter_flags, dynamic=True) if compile_filter else filter_flags
+        self._flags = torch.compile(filter_flags) if compile_filter else filter_flags  # automatic dynamic
+        self.streams = Streams(self.device)
+        """Where the encoder runs: a second CUDA stream (overlaps the decoder), or inline on CPUs."""
         self.proposer = proposer if proposer is not None else SamProposer()
         self.timings: dict[str, float] = {}
         """Seconds per stage of the last call (preprocess, encoder, decoder, filter, nms, upsample, ...)."""
@@ -195,14 +198,29 @@ class MaskGenerator:
 
     @torch.inference_mode()
     def generate_prepared(self, prepared: Sequence[PreparedImage]) -> list[AmgMasks]:
-        """Images already cut and resized on the CPU (``amg_prepare.prepare_image``) → their masks."""
+        """Images already cut and resized on the CPU (``amg_prepare.prepare_image``) → their masks.
+
+        Crops go to the encoder in batches of ``encoder_batch``, one batch ahead: on CUDA the next
+        batch is encoded on a second stream while the current image is decoded and filtered
+        (``amg_overlap``); on CPUs the same order runs sequentially.
+        """
         self.timings = {}
         jobs = [(i, c) for i, p in enumerate(prepared) for c in p.crops]
-        embeddings = self._encode([c.resized for _, c in jobs])
-        per_image: list[list[tuple[list[int], int, Any]]] = [[] for _ in prepared]
-        for (i, c), emb in zip(jobs, embeddings, strict=True):
-            per_image[i].append((c.box, c.layer, emb))
-        return [self._generate_one(p.hw, crops) for p, crops in zip(prepared, per_image, strict=True)]
+
+        def finish(i: int, embs: list[Any]) -> AmgMasks:
+            crops = [
+                (c.box, c.layer, e) for (_, c), e in zip([j for j in jobs if j[0] == i], embs, strict=True)
+            ]
+            return self._generate_one(prepared[i].hw, crops)
+
+        return pipelined(
+            len(jobs),
+            self.encoder_batch,
+            [i for i, _ in jobs],
+            lambda rng: self._encode([jobs[j][1].resized for j in rng]),
+            finish,
+            self.streams,
+        )
 
     # ---- stages ------------------------------------------------------------------------------------
 

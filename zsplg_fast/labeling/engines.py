@@ -225,7 +225,22 @@ def _ort(cfg: Config, weights: dict[str, str], device: torch.device) -> Artifact
     hint = "zsplg-fast export sam && zsplg-fast export clip" + (
         " --format onnx-int8" if suffix("x") != "x.onnx" else ""
     )
-    return _artifacts("ort", Path("export"), suffix, hint, {"providers": providers})(cfg, weights)
+    options = {"providers": providers, **ort_memory_options(cfg)}
+    return _artifacts("ort", Path("export"), suffix, hint, options)(cfg, weights)
+
+
+def ort_memory_options(cfg: Config) -> dict[str, Any]:
+    """OrtEngine keyword arguments for onnxruntime's arenas from the config: the CUDA provider's
+    ``gpu_mem_limit`` (bytes, per session; from ``label.ort_gpu_mem_limit_mb``, 0 = none) and
+    ``arena_extend_strategy`` (kSameAsRequested: no power-of-two slack), and the CPU arena on/off
+    (``label.ort_cpu_arena``)."""
+    cuda: dict[str, Any] = {"arena_extend_strategy": "kSameAsRequested"}
+    if cfg.label.ort_gpu_mem_limit_mb:
+        cuda["gpu_mem_limit"] = int(cfg.label.ort_gpu_mem_limit_mb) << 20
+    return {
+        "provider_options": {"cuda": cuda},
+        "session_options": {"enable_cpu_mem_arena": bool(cfg.label.ort_cpu_arena)},
+    }
 
 
 def _trt(cfg: Config, weights: dict[str, str], device: torch.device) -> Artifacts:

@@ -89,3 +89,33 @@ def encode(masks: torch.Tensor) -> list[dict[str, Any]]:
         out.append({"size": [h, w], "counts": text[i : i + s]})
         i += s
     return out
+
+
+def decode(rle: dict[str, Any]) -> torch.Tensor:
+    """One COCO RLE (``counts`` as str/bytes, compressed, or a list of ints) → (H, W) bool tensor (CPU),
+    as ``pycocotools.mask.decode``. The string is parsed vectorised (we followed ``rleFrString``: 5-bit
+    groups, continuation bit 0x20, sign bit 0x10 of a group's last character, then each count from the
+    fourth on plus the count two before it)."""
+    import numpy as np
+
+    h, w = (int(v) for v in rle["size"])
+    counts = rle["counts"]
+    if isinstance(counts, list):
+        runs = np.asarray(counts, dtype=np.int64)
+    else:
+        raw = counts.encode("ascii") if isinstance(counts, str) else bytes(counts)
+        c = np.frombuffer(raw, dtype=np.uint8).astype(np.int64) - 48
+        last = (c & 0x20) == 0  # a count's last character
+        group = np.concatenate([[0], np.cumsum(last)[:-1]])
+        start = np.flatnonzero(np.concatenate([[True], last[:-1]]))
+        k = np.arange(len(c)) - start[group]
+        x = np.zeros(int(last.sum()), dtype=np.int64)
+        np.add.at(x, group, (c & 0x1F) << (5 * k))
+        neg = (c[last] & 0x10) != 0
+        x[neg] |= -1 << (5 * (k[last][neg] + 1))
+        runs = x.copy()  # runs[i] = x[i] + runs[i - 2] from i = 3: running sums of each parity
+        runs[3::2] = np.cumsum(x[1::2])[1:] if len(x) > 3 else runs[3::2]
+        runs[4::2] = np.cumsum(x[2::2])[1:] if len(x) > 4 else runs[4::2]
+    values = np.arange(len(runs)) % 2 == 1  # runs alternate 0, 1, 0, ...
+    flat = np.repeat(values, runs)
+    return torch.from_numpy(flat.reshape(w, h).T.copy())  # column-major
