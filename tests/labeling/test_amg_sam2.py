@@ -116,3 +116,29 @@ def test_sam2_settings_are_refused_for_sam() -> None:
         make_proposer("sam", AmgConfig(use_m2m=True))
     with pytest.raises(ConfigError, match="unknown mask-proposer family"):
         make_proposer("sam3", AmgConfig())
+
+
+def test_cpu_half_of_preprocessing_is_sam2transforms_and_ray_uses_it(tmp_path: Path) -> None:
+    """The CPU stage (local and Ray) gives the encoder exactly SAM2Transforms' input; the Ray prepare
+    stage picks the resize of the labeler's proposer family."""
+    from sam2.utils.transforms import SAM2Transforms
+
+    from zsplg_fast.labeling.amg_prepare import prepare_image
+    from zsplg_fast.labeling.proposers import RESIZERS, resize_square_sam2
+    from zsplg_fast.labeling.ray_exec import PrepareSpec, prepare_batch
+
+    image = _image(150, 230, seed=1)
+    ref = SAM2Transforms(resolution=256, mask_threshold=0.0)(image)
+    assert torch.equal(torch.from_numpy(resize_square_sam2(image, 256)), ref)
+    prepared = prepare_image(image, 256, AmgConfig(crop_n_layers=1), RESIZERS["sam2"])
+    assert len(prepared.crops) == 5 and all(c.resized.shape == (3, 256, 256) for c in prepared.crops)
+    x0, y0, x1, y1 = prepared.crops[3].box
+    crop_ref = SAM2Transforms(resolution=256, mask_threshold=0.0)(image[y0:y1, x0:x1])
+    assert torch.equal(torch.from_numpy(prepared.crops[3].resized), crop_ref)
+    from PIL import Image
+
+    Image.fromarray(image).save(tmp_path / "a.png")
+    spec = PrepareSpec(256, AmgConfig(), 64, (0.5,) * 3, (0.5,) * 3, {}, 0, "sam2")
+    out = prepare_batch({"id": np.array(["a"]), "path": np.array([str(tmp_path / "a.png")])}, spec)
+    assert out["status"][0] == "ok"
+    assert torch.equal(torch.from_numpy(out["prepared"][0].crops[0].resized), ref)
