@@ -20,6 +20,8 @@ $(BIN)/zsplg-fast: pyproject.toml runtime/pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ./runtime -e ".[dev,dist,review,precision]"
+	@# extra [sam2]: its sdist built against the torch above, without the CUDA extension (~10 s)
+	SAM2_BUILD_CUDA=0 $(BIN)/pip install -q --no-build-isolation "sam2==1.1.0"
 	touch $@
 
 venv: $(BIN)/zsplg-fast

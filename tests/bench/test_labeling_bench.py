@@ -51,6 +51,35 @@ def test_bench_config_errors_and_images() -> None:
     assert a.shape == (40, 60, 3) and a.dtype.name == "uint8" and (a == b).all()
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+def test_bench_labeling_sam2_upstream_and_ours(tmp_path: Path) -> None:
+    """SAM 2 variants: sam2's SAM2AutomaticMaskGenerator + dense CLIP (A) and ours on torch (B); the colour
+    SAM 2 gives upstream's masks exactly. (C, ORT, runs the same code on exported artifacts: its CLIP
+    export alone takes ~40 s here; SAM 2 on ORT is tested in test_amg_sam2 and test_label_sam2.)"""
+    pytest.importorskip("sam2", reason="the [sam2] extra is not installed")
+    cfg = LabelBenchConfig(
+        grids=(4,),
+        images=1,
+        image_hw=(96, 128),
+        sam_variant="sam2_tiny",
+        clip_model="ViT-S-32",
+        clip_size=64,
+        variants=("A", "B"),
+        threads=1,
+        out=str(tmp_path / "labeling_sam2"),
+        toy_images=0,
+        isolate=False,
+    )
+    report = bench_labeling(cfg, log=lambda _m: None)
+    for v in ("B",):
+        fid = report["results"]["4x4"][v]["fidelity"]
+        assert fid["mean_best_iou"] >= 0.98 and fid["count_ratio"] == 1.0, (v, fid)
+    colour = report["colour_sam_fidelity"]
+    assert all(r["identical_masks"] for r in colour), colour
+    assert sum(r["masks_upstream"] for r in colour if r["pred_iou_thresh"] > 0) >= 20
+    assert "SAM2AutomaticMaskGenerator" in report["variants"]["A"]
+
+
 def test_bench_ort_engines_keep_the_arena_for_decoders_only(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Variant C's sessions: encoder / CLIP without the CPU arena (memory), decoders with it (speed)."""
     from zsplg_fast.bench import labeling_pipelines as lp

@@ -48,7 +48,7 @@ from zsplg_fast.errors import ConfigError
 from zsplg_fast.utils.io import atomic_write_json, atomic_write_text
 
 VARIANTS = {
-    "A": "upstream SamAutomaticMaskGenerator + eager DenseClip (PyTorch)",
+    "A": "upstream SamAutomaticMaskGenerator (SAM 2: SAM2AutomaticMaskGenerator) + eager DenseClip (PyTorch)",
     "B": "ours: MaskGenerator on TorchEngines (spec modules, eager fp32)",
     "C": "ours: MaskGenerator on OrtEngines (CPU, fp32)",
     "D": "ours: MaskGenerator on OrtEngines with quantize_dynamic INT8 artifacts",
@@ -86,6 +86,7 @@ class LabelBenchConfig:
     out: str | None = "bench/results/labeling_cpu"
     note: str = ""
     variants: tuple[str, ...] = field(default=("A", "B", "C"))
+    exporter: str | None = None  # the SAM artifacts' exporter; None: each spec's preferred one
     isolate: bool = True  # one process per variant
 
 
@@ -181,6 +182,64 @@ def _colour_fidelity(cfg: LabelBenchConfig, log: Callable[[str], None]) -> list[
     return rows
 
 
+def _family(cfg: LabelBenchConfig) -> str:
+    from zsplg_fast.models.sam import sam_family
+
+    return sam_family(cfg.sam_variant)
+
+
+def _colour2_fidelity(cfg: LabelBenchConfig, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """SAM 2: sam2's SAM2AutomaticMaskGenerator vs ours (the ``sam2_*`` spec modules) on the colour SAM 2,
+    at sam2's defaults (pred_iou 0.8, stability 0.95) and at thresholds 0: exact mask equality expected."""
+    from zsplg_fast.bench.labeling_pipelines import BENCH_SPECS, best_iou
+    from zsplg_fast.bench.synthetic_sam2 import build_colour_sam2
+    from zsplg_fast.engines.torch_engine import TorchEngine
+    from zsplg_fast.export.specs import get_spec
+    from zsplg_fast.labeling.amg import MaskGenerator
+    from zsplg_fast.labeling.masks import MaskSet, upstream_sam2_generator
+    from zsplg_fast.labeling.proposers import make_proposer
+
+    model = build_colour_sam2(1024)
+    spec = BENCH_SPECS["sam2"]
+    engines = []
+    for name in (spec.encoder, spec.decoder):
+        p = get_spec(name).bind(model)
+        engines.append(TorchEngine(p.module, p.inputs, p.outputs, device="cpu", name=name))
+    image = bench_image(*cfg.image_hw, seed=cfg.seed + 100)
+    rows = []
+    for grid in cfg.grids:
+        for iou_t, stab_t, m2m in ((0.8, 0.95, False), (0.8, 0.95, True), (0.0, 0.0, False)):
+            amg = AmgConfig(
+                points_per_side=grid, pred_iou_thresh=iou_t, stability_score_thresh=stab_t, use_m2m=m2m
+            )
+            t0 = time.perf_counter()
+            ref = upstream_sam2_generator(model, amg).generate(image)
+            t_ref = time.perf_counter() - t0
+            gen = MaskGenerator(
+                *engines, amg, proposer=make_proposer("sam2", amg), prompt_batch=cfg.prompt_batch
+            )
+            t0 = time.perf_counter()
+            ours = gen.generate_tensors(image)
+            t_ours = time.perf_counter() - t0
+            ref_m = MaskSet.from_records(ref, cfg.image_hw).masks
+            same = len(ref_m) == len(ours) and bool(torch.equal(ref_m, ours.masks.cpu()))
+            row = {
+                "points_per_side": grid,
+                "pred_iou_thresh": iou_t,
+                "stability_score_thresh": stab_t,
+                "use_m2m": m2m,
+                "masks_upstream": len(ref),
+                "masks_ours": len(ours),
+                "identical_masks": same,
+                "mean_best_iou": round(best_iou(ref_m, ours.masks.cpu()), 5),
+                "upstream_s": round(t_ref, 2),
+                "ours_s": round(t_ours, 2),
+            }
+            log(f"colour SAM 2 {row}")
+            rows.append(row)
+    return rows
+
+
 def _ref_path(ref_dir: Path, grid: int, i: int) -> Path:
     return ref_dir / f"A_{grid}_{i}.pt"
 
@@ -197,13 +256,13 @@ def run_variant(
     out: dict[str, Any] = {"settings": runtime_settings(ort_threads=threads), "runs": {}}
     if variant == "export":
         t0 = time.perf_counter()
-        export_engines(models, export_dir or ref_dir, int8=cfg.precision == "int8")
+        export_engines(models, export_dir or ref_dir, int8=cfg.precision == "int8", exporter=cfg.exporter)
         out["export_s"] = round(time.perf_counter() - t0, 1)
         return out
     engines: Any = None
     if variant != "A":
         engines = ENGINES[variant](models, export_dir or ref_dir, threads)
-    if variant == "B":
+    if variant == "B" and models.family == "sam":
         out["decoder_parity_vs_upstream"] = decoder_parity(models.sam)
     images = [bench_image(*cfg.image_hw, seed=cfg.seed + i) for i in range(cfg.images)]
     for grid in cfg.grids:
@@ -254,10 +313,13 @@ def decoder_parity(sam: Any, prompts: int = 16, seed: int = 0) -> dict[str, Any]
 def _ort(suffix: str) -> Callable[[Any, Path, int], Any]:
     def build(models: Any, where: Path, threads: int) -> Any:
         # written (and checked against the models) by the "export" step
-        names = ("sam_encoder", "sam_decoder_image", "sam_decoder_shared", "clip_dense")
+        from zsplg_fast.bench.labeling_pipelines import BENCH_SPECS
+
+        spec = BENCH_SPECS[models.family]
+        names = [n for n in (spec.encoder, spec.decoder_image, spec.decoder, "clip_dense") if n]
         paths = {n: where / f"{n}.onnx" for n in names}
         paths |= {f"{n}.int8": where / f"{n}.int8.onnx" for n in names}
-        return ort_engines(paths, suffix, threads=threads)
+        return ort_engines(paths, suffix, threads=threads, family=models.family)
 
     return build
 
@@ -329,7 +391,8 @@ def bench_labeling(cfg: LabelBenchConfig | None = None, log: Callable[[str], Non
             if "decoder_parity_vs_upstream" in per_variant[v]:
                 report["decoder_parity_vs_upstream"] = per_variant[v]["decoder_parity_vs_upstream"]
             _write(cfg, report, log)  # partial results after each variant
-    report["colour_sam_fidelity"] = _colour_fidelity(cfg, log) if cfg.colour_fidelity else None
+    colour = _colour2_fidelity if _family(cfg) == "sam2" else _colour_fidelity
+    report["colour_sam_fidelity"] = colour(cfg, log) if cfg.colour_fidelity else None
     _write(cfg, report, log)
     if cfg.toy_images:
         report["toy_fidelity"] = _toy_fidelity(cfg, variants, log)

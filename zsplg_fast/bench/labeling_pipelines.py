@@ -42,12 +42,30 @@ class PipelineResult:
 
 @dataclass
 class Models:
-    """The weights every variant shares: a ``Sam``, an open_clip bundle and the GEM dense module."""
+    """The weights every variant shares: a ``Sam`` (or SAM 2's ``SAM2Base``), an open_clip bundle and the
+    GEM dense module; ``family`` is the mask proposer's (``sam`` | ``sam2``)."""
 
     sam: Any
     clip: Any
     dense: torch.nn.Module
     clip_size: int
+    family: str = "sam"
+
+
+@dataclass(frozen=True)
+class FamilySpecs:
+    """The spec names a proposer family's engine variants run (``decoder_image`` None: no shared pair)."""
+
+    encoder: str
+    decoder: str
+    decoder_image: str | None
+    one_piece: str
+
+
+BENCH_SPECS = {
+    "sam": FamilySpecs("sam_encoder", "sam_decoder_shared", "sam_decoder_image", "sam_decoder_batched"),
+    "sam2": FamilySpecs("sam2_encoder", "sam2_decoder_batched", None, "sam2_decoder_batched"),
+}
 
 
 def build_models(
@@ -58,13 +76,42 @@ def build_models(
 
     from zsplg_fast.config.models import ClipConfig
     from zsplg_fast.models import DenseClip, build_clip, build_sam
+    from zsplg_fast.models.sam import sam_family
 
     torch.manual_seed(seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sam = build_sam(sam_variant)
         clip = build_clip(clip_model)
-    return Models(sam, clip, DenseClip.from_bundle(clip, ClipConfig(model=clip_model)), clip_size)
+    dense = DenseClip.from_bundle(clip, ClipConfig(model=clip_model))
+    return Models(sam, clip, dense, clip_size, sam_family(sam_variant))
+
+
+def _upstream_generator(models: Models, amg: Mapping[str, Any]) -> Any:
+    """The family's own automatic mask generator (binary masks) with ``amg`` (AmgConfig fields)."""
+    from segment_anything import SamAutomaticMaskGenerator
+
+    from zsplg_fast.labeling.masks import upstream_sam2_generator
+
+    make = {
+        "sam": lambda: SamAutomaticMaskGenerator(models.sam, output_mode="binary_mask", **dict(amg)),
+        "sam2": lambda: upstream_sam2_generator(models.sam, AmgConfig(**dict(amg))),
+    }
+    return make[models.family]()
+
+
+def proposer_for(models: Models, cfg: AmgConfig) -> Any:
+    """Our generator's proposer for the models' family (SAM 2: dynamic multimask settings of the model)."""
+    from zsplg_fast.labeling.proposers import make_proposer
+
+    meta = None
+    if models.family == "sam2":
+        from dataclasses import asdict
+
+        from zsplg_fast.models.sam2 import sam2_info
+
+        meta = asdict(sam2_info(models.sam))
+    return make_proposer(models.family, cfg, meta)
 
 
 def _timed(stages: dict[str, float], name: str, sync: Callable[[], None]) -> Any:
@@ -96,13 +143,11 @@ class UpstreamPipeline:
     def __init__(
         self, models: Models, amg: Mapping[str, Any], device: str = "cpu", autocast: str = "fp32"
     ) -> None:
-        from segment_anything import SamAutomaticMaskGenerator
-
         self.device = torch.device(device)
         self.models = models
         models.sam.to(self.device)
         models.dense.to(self.device)
-        self.gen = SamAutomaticMaskGenerator(models.sam, output_mode="binary_mask", **dict(amg))
+        self.gen = _upstream_generator(models, amg)
         self.autocast = autocast
         self.stages: dict[str, float] = {}
         predictor = self.gen.predictor
@@ -154,8 +199,10 @@ class EnginePipeline:
         cfg: AmgConfig,
         **amg: Any,
     ) -> None:
-        amg = {"sync_timings": True, **amg}  # stage timings are device times
-        self.gen = MaskGenerator(encoder, decoder, cfg, decoder_image=decoder_image, **amg)
+        amg = {"sync_timings": True, "proposer": proposer_for(models, cfg), **amg}  # device stage times
+        self.gen = MaskGenerator(
+            encoder, decoder, cfg, decoder_image=decoder_image, mask_threshold=cfg.mask_threshold, **amg
+        )
         self.models = models
         self.device = self.gen.device
         self.dense = dense_from_engine(clip_dense, self.device)
@@ -183,13 +230,15 @@ def torch_engines(
     from zsplg_fast.engines.torch_engine import TorchEngine
     from zsplg_fast.export.specs import get_spec
 
+    names = BENCH_SPECS[models.family]
+    shared = shared and names.decoder_image is not None
     preps = [
-        get_spec("sam_encoder").bind(models.sam, validation_batches=(1,)),
-        get_spec("sam_decoder_shared" if shared else "sam_decoder_batched").bind(models.sam),
+        get_spec(names.encoder).bind(models.sam, validation_batches=(1,)),
+        get_spec(names.decoder if shared else names.one_piece).bind(models.sam),
         get_spec("clip_dense").bind(models.clip, **_clip_options(models)),
     ]
     if shared:
-        preps.append(get_spec("sam_decoder_image").bind(models.sam))
+        preps.append(get_spec(str(names.decoder_image)).bind(models.sam))
     engines = [
         TorchEngine(
             p.module, p.inputs, p.outputs, device=device, autocast=autocast, compile=compile, name=p.name
@@ -231,21 +280,23 @@ def _artifact_matches(path: Path, prepared: Any) -> bool:
 
 
 def export_engines(
-    models: Models, out_dir: str | Path, int8: bool = False, reuse: bool = True
+    models: Models, out_dir: str | Path, int8: bool = False, reuse: bool = True, exporter: str | None = None
 ) -> dict[str, Path]:
     """Export the four artifacts to ``out_dir`` (ONNX + sidecars, validated); with ``int8`` also their
     ``quantize_dynamic`` variants. With ``reuse``, an artifact already there that reproduces the
-    model's outputs on the spec's dummy feeds is kept. Returns name → path (``<name>.int8`` for INT8)."""
+    model's outputs on the spec's dummy feeds is kept; ``exporter`` overrides the SAM specs' preferred one.
+    Returns name → path (``<name>.int8`` for INT8)."""
     from zsplg_fast.export.onnx import export_onnx
     from zsplg_fast.export.quantize import int8_path, quantize_artifact
     from zsplg_fast.export.specs import get_spec
 
     out = Path(out_dir)
     paths: dict[str, Path] = {}
+    names = BENCH_SPECS[models.family]
     jobs = (
-        ("sam_encoder", models.sam, {"validation_batches": (1,)}),
-        ("sam_decoder_image", models.sam, {}),
-        ("sam_decoder_shared", models.sam, {}),
+        (names.encoder, models.sam, {"validation_batches": (1,)}),
+        *(((names.decoder_image, models.sam, {}),) if names.decoder_image else ()),
+        (names.decoder, models.sam, {}),
         ("clip_dense", models.clip, _clip_options(models)),
     )
     for name, model, opts in jobs:
@@ -253,7 +304,9 @@ def export_engines(
         path = out / f"{name}.onnx"
         fresh = not (reuse and _artifact_matches(path, p))
         if fresh:
-            path = Path(export_onnx(p, out, force=True, source={"weights": "random-init"}).path)
+            src = {"weights": "random-init"}
+            how = exporter if model is models.sam else None  # clip_dense needs dynamo (antialiased resize)
+            path = Path(export_onnx(p, out, force=True, source=src, exporter=how).path)
         paths[name] = path
         if int8:
             q = int8_path(path)
@@ -269,6 +322,7 @@ def ort_engines(
     threads: int | None = None,
     cpu_arena: bool = False,
     decoder_arena: bool = True,
+    family: str = "sam",
 ) -> tuple[Any, Any, Any, Any]:
     """(sam_encoder, sam_decoder_shared, clip_dense, sam_decoder_image) OrtEngines on the CPU provider.
 
@@ -281,10 +335,14 @@ def ort_engines(
     """
     from zsplg_fast.engines.ort import OrtEngine
 
-    names = ("sam_encoder", "sam_decoder_shared", "clip_dense", "sam_decoder_image")
-    engines = []
+    spec = BENCH_SPECS[family]
+    names = (spec.encoder, spec.decoder, "clip_dense", spec.decoder_image)
+    engines: list[Any] = []
     for n in names:
-        arena = decoder_arena if n.startswith("sam_decoder") else cpu_arena
+        if n is None:  # SAM 2: no separate per-image decoder engine
+            engines.append(None)
+            continue
+        arena = decoder_arena if n.startswith(("sam_decoder", "sam2_decoder")) else cpu_arena
         opts = {"enable_cpu_mem_arena": arena}
         engines.append(OrtEngine(paths[n + suffix], intra_op_threads=threads, session_options=opts))
     return tuple(engines)  # type: ignore[return-value]

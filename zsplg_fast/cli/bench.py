@@ -146,7 +146,9 @@ def labeling(
     images: int | None = typer.Option(None, "--images", help="images per grid"),
     image_size: str | None = typer.Option(None, "--image-size", help="HxW of the synthetic images"),
     precision: str | None = typer.Option(None, "--precision", help="fp32 | int8 (adds variant D)"),
-    sam: str | None = typer.Option(None, "--sam", help="SAM variant (random weights)"),
+    sam: str | None = typer.Option(
+        None, "--sam", help="SAM variant (random weights), e.g. vit_b or sam2.1_hiera_b+ (A = SAM2AMG)"
+    ),
     clip: str | None = typer.Option(None, "--clip", help="open_clip model name"),
     clip_size: int | None = typer.Option(None, "--clip-size", help="dense CLIP input size"),
     variants: list[str] | None = typer.Option(None, "--variants", help="A,B,C (A = upstream reference)"),

@@ -20,7 +20,9 @@ def _mb(n: int | float) -> str:
 
 def export_cmd(
     what: str = typer.Argument(..., help="sam | clip | segmenter | all"),
-    sam: str | None = typer.Option(None, "--sam", help="SAM variant: vit_h, vit_l, vit_b, tiny"),
+    sam: str | None = typer.Option(
+        None, "--sam", help="SAM variant: vit_h, vit_l, vit_b, tiny; SAM 2.1: sam2.1_hiera_t|s|b+|l"
+    ),
     sam_checkpoint: str | None = typer.Option(None, "--sam-checkpoint", help="official-style SAM .pth"),
     with_preprocess: bool = typer.Option(
         False, "--with-preprocess", help="also export sam_encoder_preprocess"

@@ -18,8 +18,10 @@ def label(
     classes: str = typer.Option(
         None, "--classes", help="voc | coco | auto (the dataset's classes.txt) | FILE (one class per line)"
     ),
-    sam: str = typer.Option(None, "--sam", help="vit_b | vit_l | vit_h | tiny | toy"),
-    sam_checkpoint: str = typer.Option(None, "--sam-checkpoint", help="official SAM .pth"),
+    sam: str = typer.Option(
+        None, "--sam", help="vit_b | vit_l | vit_h | tiny | toy | sam2.1_hiera_t|s|b+|l (extra [sam2])"
+    ),
+    sam_checkpoint: str = typer.Option(None, "--sam-checkpoint", help="official SAM .pth / SAM 2 .pt"),
     clip: str = typer.Option(None, "--clip", help="open_clip model name, e.g. ViT-B-16 (or toy)"),
     clip_pretrained: str = typer.Option(None, "--clip-pretrained", help="open_clip tag or local file"),
     out: str = typer.Option(None, "--out", help="output folder"),

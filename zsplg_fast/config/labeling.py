@@ -40,6 +40,12 @@ class AmgConfig:
     crop_overlap_ratio: float = opt(512 / 1500, ge=0.0, lt=1.0)
     crop_n_points_downscale_factor: int = opt(1, ge=1)
     min_mask_region_area: int = opt(0, ge=0)
+    # SAM2AutomaticMaskGenerator's parameters (SAM 2 variants only; SAM's AMG has none of them)
+    mask_threshold: float = opt(0.0, help="SAM 2: logit cut-off of a mask (SAM: always 0.0)")
+    multimask_output: bool = opt(
+        True, help="SAM 2: three masks per point (false: one, dynamic via stability)"
+    )
+    use_m2m: bool = opt(False, help="SAM 2: one refinement step with each mask as the mask prompt")
 
 
 @dataclass

@@ -6,15 +6,27 @@ from dataclasses import dataclass
 
 from zsplg_fast.config.fields import opt
 
-SAM_VARIANTS = ("vit_h", "vit_l", "vit_b", "tiny", "toy")
+SAM2_VARIANTS = (
+    *(f"sam2.1_hiera_{s}" for s in ("t", "s", "b+", "l")),
+    *(f"sam2_hiera_{s}" for s in ("t", "s", "b+", "l")),
+    "sam2_tiny",
+)
+"""SAM 2 / 2.1 (the ``[sam2]`` extra); ``sam2_tiny`` is a small Hiera for tests."""
+SAM_VARIANTS = ("vit_h", "vit_l", "vit_b", "tiny", "toy", *SAM2_VARIANTS)
 
 
 @dataclass
 class SamConfig:
     """Which SAM to build and which weights to load."""
 
-    variant: str = opt("vit_b", choices=SAM_VARIANTS, help="architecture; 'toy' = shipped toy-world weights")
-    checkpoint: str | None = opt(None, help="official-style state_dict .pth; null = random init (warned)")
+    variant: str = opt(
+        "vit_b",
+        choices=SAM_VARIANTS,
+        help="SAM vit_h|l|b; SAM 2.1 sam2.1_hiera_t|s|b+|l (extra [sam2]); 'toy' = toy-world weights",
+    )
+    checkpoint: str | None = opt(
+        None, help="official .pth (SAM) / .pt (SAM 2, {'model': state_dict}); null = random init (warned)"
+    )
 
 
 @dataclass

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from zsplg_fast.config.models import SAM2_VARIANTS
 from zsplg_fast.errors import ConfigError
 
 TOY_MANIFEST = Path(__file__).resolve().parents[1] / "toy" / "manifest.json"
@@ -45,6 +46,8 @@ PRESETS: dict[tuple[str, str], PresetFn] = {
     ("sam.variant", "toy"): _toy_recommended(("amg",)),
     # classify.classes in the manifest is a description of the toy world's classes.txt, not a value
     ("clip.model", "toy"): _toy_recommended(("clip", "classify"), skip=("classify.classes",)),
+    # SAM2AutomaticMaskGenerator's defaults differ from SAM's in pred_iou_thresh (0.8, not 0.88)
+    **{("sam.variant", v): (lambda: {"amg.pred_iou_thresh": 0.8}) for v in SAM2_VARIANTS},
     ("clip.model", "ViT-B-16"): lambda: {"clip.image_size": 448, "clip.gem_depth": 6},
     ("clip.model", "ViT-L-14"): lambda: {"clip.image_size": 448, "clip.gem_depth": 6},
 }

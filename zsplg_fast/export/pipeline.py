@@ -70,6 +70,10 @@ AFTER_EXPORT: dict[str, Callable[[Artifact, bool], ExportRow] | None] = {"onnx":
 
 
 def _sam_jobs(cfg: Config) -> list[tuple[str, dict[str, Any]]]:
+    from zsplg_fast.models.sam import sam_family
+
+    if sam_family(cfg.sam.variant) == "sam2":  # SAM 2: its own three artifacts
+        return [("sam2_encoder", {}), ("sam2_decoder", {}), ("sam2_decoder_batched", {})]
     jobs: list[tuple[str, dict[str, Any]]] = [("sam_encoder", {})]
     if cfg.export.with_preprocess:
         jobs.append(("sam_encoder_preprocess", {}))

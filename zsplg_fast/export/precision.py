@@ -97,6 +97,10 @@ INT8_TOOL = "onnxruntime.quantization.quantize_static (QDQ, QuantizeBias=False)"
 # sensitive ones); so MatMul only.
 INT8_OP_TYPES: dict[str, tuple[str, ...]] = {
     "sam_decoder_batched": ("Conv", "Gemm"),
+    # SAM 2's decoders: the same two-way transformer + MLP heads as SAM's, so SAM's choice (not measured
+    # on SAM 2: no trained SAM 2 toy model exists here)
+    "sam2_decoder": ("Conv", "Gemm"),
+    "sam2_decoder_batched": ("Conv", "Gemm"),
     "clip_dense": ("MatMul",),
 }
 ORT_CPU_OPTIMIZATION = {"fp32": "all", "int8": "all", "fp16": "extended", "bf16": "extended"}

@@ -31,13 +31,15 @@ def _abs(p: str | Path | None) -> str | None:
 
 
 def load_sam(variant: str = "vit_b", checkpoint: str | Path | None = None) -> Source:
-    """``Sam`` from ``zsplg_fast.models.build_sam`` (random init, warned, when no checkpoint)."""
+    """``Sam`` (or SAM 2's ``SAM2Base``) from ``zsplg_fast.models.build_sam`` (random init, warned, when no
+    checkpoint); the record's family is ``sam`` or ``sam2``."""
     from zsplg_fast.models import build_sam, resolve_sam_checkpoint
+    from zsplg_fast.models.sam import sam_family
 
     ckpt = resolve_sam_checkpoint(variant, checkpoint)
     model = build_sam(variant, ckpt)
     rec = {
-        "family": "sam",
+        "family": sam_family(variant),
         "variant": variant,
         "checkpoint": _abs(ckpt),
         "weights": weights_fingerprint(ckpt),
@@ -69,6 +71,7 @@ def load_segmenter(checkpoint: str | Path) -> Source:
 
 _REBUILD: dict[str, Callable[[Mapping[str, Any]], Source]] = {
     "sam": lambda r: load_sam(r["variant"], r.get("checkpoint")),
+    "sam2": lambda r: load_sam(r["variant"], r.get("checkpoint")),
     "clip": lambda r: load_clip(r["model"], r.get("pretrained")),
     "segmenter": lambda r: load_segmenter(r["checkpoint"]),
 }

@@ -52,6 +52,7 @@ from zsplg_fast.labeling.amg_output import (
 from zsplg_fast.labeling.amg_overlap import Streams, pipelined
 from zsplg_fast.labeling.amg_prepare import PreparedImage, prepare_image, resize_longest
 from zsplg_fast.labeling.masks import MaskSet
+from zsplg_fast.labeling.proposers import SamProposer
 
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
@@ -102,6 +103,9 @@ class MaskGenerator:
             on with ``compile``).
         sync_timings: synchronise CUDA at each stage so ``timings`` are device times (benchmarks);
             off, CUDA stage timings are launch times and the device runs ahead.
+        proposer: the mask-proposer family's conventions (``proposers.SamProposer`` by default;
+            ``Sam2Proposer`` for ``sam2_encoder`` / ``sam2_decoder_batched`` engines, whose inputs are
+            SAM 2's: pixel mean/std and padding do not apply).
     """
 
     def __init__(
@@ -123,6 +127,7 @@ class MaskGenerator:
         sync_free: bool | None = None,
         compile_filter: bool = False,
         sync_timings: bool = False,
+        proposer: Any | None = None,
     ) -> None:
         if output_mode not in OUTPUT_MODES:
             raise ConfigError(
@@ -156,6 +161,7 @@ class MaskGenerator:
         self._flags = torch.compile(filter_flags) if compile_filter else filter_flags  # automatic dynamic
         self.streams = Streams(self.device)
         """Where the encoder runs: a second CUDA stream (overlaps the decoder), or inline on CPUs."""
+        self.proposer = proposer if proposer is not None else SamProposer()
         self.timings: dict[str, float] = {}
         """Seconds per stage of the last call (preprocess, encoder, decoder, filter, nms, upsample, ...)."""
 
@@ -184,7 +190,7 @@ class MaskGenerator:
     def generate_batch(self, images: Sequence[np.ndarray]) -> list[AmgMasks]:
         """Several images: the encoder sees all their crops in batches of ``encoder_batch``."""
         t0 = time.perf_counter()
-        prepared = [prepare_image(im, self.image_size, self.cfg) for im in images]
+        prepared = [prepare_image(im, self.image_size, self.cfg, self.proposer.resize) for im in images]
         t_resize = time.perf_counter() - t0
         result = self.generate_prepared(prepared)
         self.timings["preprocess"] = self.timings.get("preprocess", 0.0) + t_resize
@@ -247,16 +253,18 @@ class MaskGenerator:
         x = (x - self.mean) / self.std
         return torch.nn.functional.pad(x, (0, s - resized.shape[1], 0, s - resized.shape[0]))
 
-    def _encode(self, resized: list[np.ndarray]) -> list[Any]:
-        """Embeddings (1, C, h, w) per resized crop, in the encoder's native array type."""
-        out: list[Any] = []
+    def _encode(self, resized: list[np.ndarray]) -> list[dict[str, Any]]:
+        """Per resized crop, the decoder's per-image feeds (SAM: ``image_embeddings`` (1, C, h, w); SAM 2:
+        ``image_embed`` + the two high-res maps), in the encoder's native array type."""
+        out: list[dict[str, Any]] = []
+        names = self.proposer.encoder_outputs
         for start in range(0, len(resized), self.encoder_batch):
             with self._stage("preprocess"):
                 chunk = resized[start : start + self.encoder_batch]
-                x = torch.cat([self._normalize_pad(c) for c in chunk])
+                x = torch.cat([self.proposer.to_input(c, self) for c in chunk])
             with self._stage("encoder"):
-                emb = self.encoder({"image": _feed(self.encoder, x)})["image_embeddings"]
-            out += [emb[j : j + 1] for j in range(x.shape[0])]
+                res = self.encoder({"image": _feed(self.encoder, x)})
+            out += [{n: res[n][j : j + 1] for n in names} for j in range(x.shape[0])]
         return out
 
     def _generate_one(self, hw: tuple[int, int], crops: list[tuple[list[int], int, Any]]) -> AmgMasks:
@@ -277,12 +285,15 @@ class MaskGenerator:
                 )
         return result
 
-    def _process_crop(self, emb: Any, crop_box: list[int], layer: int, orig_hw: tuple[int, int]) -> AmgMasks:
+    def _process_crop(
+        self, feeds: dict[str, Any], crop_box: list[int], layer: int, orig_hw: tuple[int, int]
+    ) -> AmgMasks:
         x0, y0, x1, y1 = crop_box
         crop_hw = (y1 - y0, x1 - x0)
         input_hw = ops.preprocess_shape(crop_hw[0], crop_hw[1], self.image_size)
         pts = self.grids[layer] * np.array([crop_hw[1], crop_hw[0]], dtype=np.float64)  # (P, 2) crop frame
-        s_frame = pts * np.array([input_hw[1] / crop_hw[1], input_hw[0] / crop_hw[0]])
+        coords, points = self.proposer.prompts(pts, crop_hw, input_hw, self.image_size)
+        emb = next(iter(feeds.values()))  # the (1, C, h, w) embedding sizes the prompt batch
         batch = self.prompt_batch or ops.default_prompt_batch(
             self.device, tuple(emb.shape[-2:]), emb.shape[1]
         )
@@ -291,28 +302,22 @@ class MaskGenerator:
         self.batch_used = batch
         pending: list[Pending] = []
         with self._stage("decoder"):
-            image_feeds = (
-                self.decoder_image({"image_embeddings": emb})
-                if self.decoder_image
-                else {"image_embeddings": emb}
-            )
+            image_feeds = self.decoder_image({"image_embeddings": emb}) if self.decoder_image else feeds
             # every prompt of the crop goes to the device once (no copy per batch)
-            coords_all = _feed(self.decoder, torch.from_numpy(s_frame.astype(np.float32))[:, None, :])
-            labels_all = _feed(self.decoder, torch.ones((len(s_frame), 1)))
-            points_all = torch.from_numpy(pts).to(self.device)
+            coords_all = _feed(self.decoder, coords)
+            labels_all = _feed(self.decoder, torch.ones((len(coords), 1)))
+            points_all = points.to(self.device)
         geom: CropGeometry | None = None
         for start in range(0, len(pts), batch):
             sl = slice(start, start + batch)
             with self._stage("decoder"):
-                out = self.decoder(
-                    {**image_feeds, "point_coords": coords_all[sl], "point_labels": labels_all[sl]}
+                low, iou = self.proposer.decode(
+                    self.decoder, image_feeds, coords_all[sl], labels_all[sl], _feed, batch
                 )
-                low = torch.as_tensor(out["low_res_masks"]).to(self.device)
-                iou = torch.as_tensor(out["iou_predictions"]).to(self.device)
+                low, iou = low.to(self.device), iou.to(self.device)
             with self._stage("filter"):
-                if geom is None:  # input pixels per low-res cell (4 for SAM)
-                    ratio = self.image_size // low.shape[-1]
-                    geom = CropGeometry(input_hw, crop_hw, ratio, (low.shape[-2], low.shape[-1]))
+                if geom is None:  # where the low-res logits land (SAM: 4 input pixels per cell)
+                    geom = self.proposer.geometry(input_hw, crop_hw, self.image_size, tuple(low.shape[-2:]))
                 points = points_all[sl].repeat_interleave(low.shape[1], dim=0)
                 pending.append(self._filter(low.flatten(0, 1), iou.flatten(), points, geom))
         assert geom is not None  # at least one prompt per crop (points_per_side >= 1)
@@ -329,7 +334,7 @@ class MaskGenerator:
             iou_preds=c.iou[keep].float(),
             stability=stab,
             boxes=boxes + off.repeat(2),
-            points=c.points[keep] + off.double(),
+            points=c.points[keep] + off.to(c.points.dtype),
             crop_boxes=torch.tensor([crop_box], device=self.device).expand(len(keep), 4),
         )
 

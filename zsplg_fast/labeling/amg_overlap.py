@@ -34,9 +34,10 @@ class Streams:
             return
         main = torch.cuda.current_stream(self.device)
         main.wait_stream(self.side)
-        for t in outputs:
-            if isinstance(t, torch.Tensor) and t.is_cuda:
-                t.record_stream(main)
+        for out in outputs:  # a crop's embedding, or its dict of feeds (SAM 2: embedding + high-res maps)
+            for t in out.values() if isinstance(out, dict) else (out,):
+                if isinstance(t, torch.Tensor) and t.is_cuda:
+                    t.record_stream(main)
 
 
 def pipelined(

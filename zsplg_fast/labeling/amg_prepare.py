@@ -8,6 +8,7 @@ goes through the same two halves, so both executors feed the encoder the same nu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +22,8 @@ from zsplg_fast.labeling import amg_ops as ops
 @dataclass
 class PreparedCrop:
     """One crop: ``box`` [x0, y0, x1, y1] in the image, crop ``layer`` (0 = whole image) and
-    ``resized``: (h', w', 3) uint8 RGB, the crop with its long side resized to S (not padded)."""
+    ``resized``: (h', w', 3) uint8 RGB, the crop with its long side resized to S (not padded) for SAM;
+    (3, S, S) float32 normalised for SAM 2 (the proposer's ``resize``)."""
 
     box: list[int]
     layer: int
@@ -44,8 +46,14 @@ def resize_longest(crop: np.ndarray, image_size: int) -> np.ndarray:
     return np.array(Image.fromarray(np.ascontiguousarray(crop)).resize((new_w, new_h), Image.BILINEAR))
 
 
-def prepare_image(image: np.ndarray, image_size: int, cfg: AmgConfig) -> PreparedImage:
-    """(H, W, 3) uint8 RGB → its AMG crops (``cfg.crop_n_layers``), each resized for an S×S encoder.
+def prepare_image(
+    image: np.ndarray,
+    image_size: int,
+    cfg: AmgConfig,
+    resize: Callable[[np.ndarray, int], np.ndarray] = resize_longest,
+) -> PreparedImage:
+    """(H, W, 3) uint8 RGB → its AMG crops (``cfg.crop_n_layers``), each resized for an S×S encoder
+    (``resize``: SAM's long side to S by default; a proposer's own, e.g. SAM 2's square float input).
 
     Raises:
         ConfigError: ``image`` is not (H, W, 3) uint8.
@@ -54,7 +62,7 @@ def prepare_image(image: np.ndarray, image_size: int, cfg: AmgConfig) -> Prepare
         raise ConfigError("image", f"{image.dtype}{list(image.shape)}", "must be (H, W, 3) uint8 RGB")
     boxes, layers = ops.crop_boxes(image.shape[:2], cfg.crop_n_layers, cfg.crop_overlap_ratio)
     crops = [
-        PreparedCrop(b, lay, resize_longest(image[b[1] : b[3], b[0] : b[2]], image_size))
+        PreparedCrop(b, lay, resize(image[b[1] : b[3], b[0] : b[2]], image_size))
         for b, lay in zip(boxes, layers, strict=True)
     ]
     return PreparedImage((int(image.shape[0]), int(image.shape[1])), crops)

@@ -55,7 +55,12 @@ MaskSourceBuilder = Callable[[Models], tuple[MaskSource, DenseFn, dict[str, Any]
 
 
 def _upstream(m: Models) -> tuple[MaskSource, DenseFn, dict[str, Any]]:
-    return UpstreamMaskSource(m.sam, m.cfg.amg), m.dense, {"masks": "upstream", "backend": "torch"}
+    from zsplg_fast.labeling.masks import UpstreamSam2MaskSource
+    from zsplg_fast.models.sam import sam_family
+
+    family = sam_family(m.cfg.sam.variant)
+    source = {"sam": UpstreamMaskSource, "sam2": UpstreamSam2MaskSource}[family](m.sam, m.cfg.amg)
+    return source, m.dense, {"masks": "upstream", "backend": "torch", "proposer": family}
 
 
 def _fast(m: Models) -> tuple[MaskSource, DenseFn, dict[str, Any]]:
@@ -67,6 +72,8 @@ def _fast(m: Models) -> tuple[MaskSource, DenseFn, dict[str, Any]]:
     eng = label_engines(
         cfg, m.sam if needs_torch else None, m.dense if needs_torch else None, m.weights, m.device
     )
+    from zsplg_fast.labeling.proposers import make_proposer
+
     gen = MaskGenerator(
         eng.encoder,
         eng.decoder,
@@ -74,6 +81,8 @@ def _fast(m: Models) -> tuple[MaskSource, DenseFn, dict[str, Any]]:
         decoder_image=eng.decoder_image,
         prompt_batch=cfg.label.prompt_batch,
         compile_filter=cfg.label.compile == "on",
+        proposer=make_proposer(eng.family, cfg.amg, eng.decoder_meta),
+        mask_threshold=cfg.amg.mask_threshold,
     )
     return gen, eng.dense, {"masks": "fast", **eng.describe}
 
@@ -108,13 +117,22 @@ class BuiltLabeler:
     manifest: dict[str, Any]
 
 
+# AMG keys added with SAM 2: in the fingerprint only when changed (folders labelled before keep theirs)
+_SAM2_AMG_DEFAULTS = {"mask_threshold": 0.0, "multimask_output": True, "use_m2m": False}
+
+
+def _amg_fingerprinted(cfg: Config) -> dict[str, Any]:
+    amg = to_dict(cfg.amg)
+    return {k: v for k, v in amg.items() if k not in _SAM2_AMG_DEFAULTS or _SAM2_AMG_DEFAULTS[k] != v}
+
+
 def labeling_fingerprint(cfg: Config, weights: dict[str, str], class_names: list[list[str]]) -> str:
     """Fingerprint of everything that changes the labels (not paths, workers, executor or backend)."""
     return fingerprint(
         {
             "sam": to_dict(cfg.sam),
             "clip": to_dict(cfg.clip),
-            "amg": to_dict(cfg.amg),
+            "amg": _amg_fingerprinted(cfg),
             "classify": to_dict(cfg.classify),
             "masks": cfg.label.masks,
             "precision": cfg.label.precision,
@@ -124,6 +142,19 @@ def labeling_fingerprint(cfg: Config, weights: dict[str, str], class_names: list
             **({"work_long_side": cfg.label.work_long_side} if cfg.label.work_long_side != 2048 else {}),
         }
     )
+
+
+def proposer_record(cfg: Config, sha256: str) -> dict[str, Any]:
+    """The manifest's mask-proposer entry: family (``sam`` | ``sam2``), variant, checkpoint path and its
+    sha256 (``random-init`` without one)."""
+    from zsplg_fast.models.sam import sam_family
+
+    return {
+        "family": sam_family(cfg.sam.variant),
+        "variant": cfg.sam.variant,
+        "checkpoint": cfg.sam.checkpoint,
+        "sha256": sha256,
+    }
 
 
 def build_labeler(
@@ -167,6 +198,7 @@ def build_labeler(
         "classes": [names[0] for names in class_names],
         "class_synonyms": class_names,
         "engines": described,
+        "proposer": proposer_record(cfg, models.weights["sam"]),
         "config": to_dict(cfg),
         "device": str(device),
         "run_mode": mode.describe(),

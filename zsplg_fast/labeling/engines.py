@@ -26,13 +26,40 @@ from zsplg_fast.errors import CheckpointError, ConfigError
 @dataclass
 class LabelEngines:
     """Encoder and batched decoder for the AMG, and the dense CLIP callable for the classifier.
-    ``decoder_image`` (``sam_decoder_image``) is set when ``decoder`` is ``sam_decoder_shared``."""
+    ``decoder_image`` (``sam_decoder_image``) is set when ``decoder`` is ``sam_decoder_shared``.
+    ``family`` is the proposer family (``sam`` | ``sam2``); ``decoder_meta`` the decoder's sidecar facts
+    (SAM 2: the dynamic multimask settings)."""
 
     encoder: Engine
     decoder: Engine
     dense: Callable[[torch.Tensor], torch.Tensor]
     describe: dict[str, Any]
     decoder_image: Engine | None = None
+    family: str = "sam"
+    decoder_meta: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ProposerArtifacts:
+    """A proposer family's artifacts: its encoder, and decoder sets in order of preference (the first
+    set whose files all exist is used; the torch backend uses the first); the first name decodes."""
+
+    encoder: str
+    decoders: tuple[tuple[str, ...], ...]
+
+
+SHARED_DECODER = ("sam_decoder_shared", "sam_decoder_image")
+FAMILY_ARTIFACTS: dict[str, ProposerArtifacts] = {
+    "sam": ProposerArtifacts("sam_encoder", (SHARED_DECODER, ("sam_decoder_batched",))),
+    "sam2": ProposerArtifacts("sam2_encoder", (("sam2_decoder_batched",),)),
+}
+"""Proposer family (``models.sam.sam_family`` of ``sam.variant``) → the artifacts labeling runs."""
+
+
+def _family(cfg: Config) -> str:
+    from zsplg_fast.models.sam import sam_family
+
+    return sam_family(cfg.sam.variant)
 
 
 def dense_from_engine(engine: Engine, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -78,9 +105,14 @@ def _torch(cfg: Config, sam: torch.nn.Module, dense: torch.nn.Module, device: to
     from zsplg_fast.export.specs import get_spec
 
     autocast = torch_autocast(cfg.label.precision, device)
-    engines = []
-    for name in ("sam_encoder", "sam_decoder_shared", "sam_decoder_image"):
-        p = get_spec(name).bind(sam)
+    family = _family(cfg)
+    arts = FAMILY_ARTIFACTS[family]
+    engines, meta = [], {}
+    # SAM 2 under autocast (not exact anyway): the decoder shares its image-side work (1.45x on CPU fp32)
+    share = {"share_image": True} if family == "sam2" and autocast != "fp32" else {}
+    for name in (arts.encoder, *arts.decoders[0]):
+        p = get_spec(name).bind(sam, **(share if name == "sam2_decoder_batched" else {}))
+        meta[name] = p.metadata
         engines.append(
             TorchEngine(
                 p.module,
@@ -104,9 +136,18 @@ def _torch(cfg: Config, sam: torch.nn.Module, dense: torch.nn.Module, device: to
         "backend": "torch",
         "autocast": autocast,
         "compile": cfg.label.compile == "on",
-        "decoder": "sam_decoder_shared",
+        "decoder": arts.decoders[0][0],
+        "proposer": family,
     }
-    return LabelEngines(engines[0], engines[1], run_dense, describe, decoder_image=engines[2])
+    return LabelEngines(
+        engines[0],
+        engines[1],
+        run_dense,
+        describe,
+        decoder_image=engines[2] if len(engines) > 2 else None,
+        family=family,
+        decoder_meta=meta[arts.decoders[0][0]],
+    )
 
 
 def _check_source(path: Path, expected_weights: str, what: str) -> dict[str, Any]:
@@ -138,10 +179,8 @@ def _check_dense(side: dict[str, Any], cfg: Config, path: Path) -> None:
         )
 
 
-Artifacts = tuple[Engine, Engine, Engine, "Engine | None"]
-"""(encoder, decoder, clip_dense, decoder_image or None)."""
-
-SHARED_DECODER = ("sam_decoder_shared", "sam_decoder_image")
+Artifacts = tuple[Engine, Engine, Engine, "Engine | None", dict[str, Any]]
+"""(encoder, decoder, clip_dense, decoder_image or None, the decoder's sidecar)."""
 
 
 def _artifacts(
@@ -149,11 +188,14 @@ def _artifacts(
 ) -> Callable[[Config, dict[str, str]], Artifacts]:
     def load(cfg: Config, weights: dict[str, str]) -> Artifacts:
         root = Path(cfg.label.engines) if cfg.label.engines else folder
-        shared = all((root / suffix(n)).exists() for n in SHARED_DECODER)  # else the one-piece decoder
-        decoders = SHARED_DECODER if shared else ("sam_decoder_batched",)
-        names = [("sam_encoder", "sam"), (decoders[0], "sam"), ("clip_dense", "clip")]
+        arts = FAMILY_ARTIFACTS[_family(cfg)]
+        # the first decoder set whose files all exist (SAM: the shared pair, else the one-piece decoder)
+        decoders = next(
+            (d for d in arts.decoders if all((root / suffix(n)).exists() for n in d)), arts.decoders[-1]
+        )
+        names = [(arts.encoder, "sam"), (decoders[0], "sam"), ("clip_dense", "clip")]
         names += [(n, "sam") for n in decoders[1:]]
-        out = []
+        out, sides = [], {}
         for name, family in names:
             path = root / suffix(name)
             if not path.exists():
@@ -164,10 +206,11 @@ def _artifacts(
                     valid="a folder",
                 )
             side = _check_source(path, weights[family], family)
+            sides[name] = side
             if name == "clip_dense":
                 _check_dense(side, cfg, path)
             out.append(load_engine(path, backend=backend, **options))
-        return out[0], out[1], out[2], (out[3] if shared else None)
+        return out[0], out[1], out[2], (out[3] if len(out) > 3 else None), sides[decoders[0]]
 
     return load
 
@@ -220,9 +263,14 @@ def label_engines(
         return _torch(cfg, sam, dense, device)
     if cfg.label.backend not in ARTIFACT_BACKENDS:
         raise ConfigError("label.backend", cfg.label.backend, "unknown backend", valid="torch, ort, trt")
-    enc, dec, clip, dec_image = ARTIFACT_BACKENDS[cfg.label.backend](cfg, weights, device)
-    describe = {
-        "backend": cfg.label.backend,
-        "decoder": SHARED_DECODER[0] if dec_image else "sam_decoder_batched",
-    }
-    return LabelEngines(enc, dec, dense_from_engine(clip, device), describe, decoder_image=dec_image)
+    enc, dec, clip, dec_image, dec_side = ARTIFACT_BACKENDS[cfg.label.backend](cfg, weights, device)
+    describe = {"backend": cfg.label.backend, "decoder": dec_side.get("spec"), "proposer": _family(cfg)}
+    return LabelEngines(
+        enc,
+        dec,
+        dense_from_engine(clip, device),
+        describe,
+        decoder_image=dec_image,
+        family=_family(cfg),
+        decoder_meta=dec_side,
+    )

@@ -55,13 +55,43 @@ class MaskSource(Protocol):
         ...
 
 
+SAM2_ONLY_KEYS = ("mask_threshold", "multimask_output", "use_m2m")
+"""AmgConfig keys of ``SAM2AutomaticMaskGenerator`` that segment-anything's generator does not take."""
+
+
 class UpstreamMaskSource:
     """The reference: segment-anything's own ``SamAutomaticMaskGenerator`` with every AmgConfig knob."""
 
     def __init__(self, sam: torch.nn.Module, cfg: AmgConfig) -> None:
         from segment_anything import SamAutomaticMaskGenerator
 
-        self.generator = SamAutomaticMaskGenerator(sam, output_mode="binary_mask", **asdict(cfg))
+        kw = {k: v for k, v in asdict(cfg).items() if k not in SAM2_ONLY_KEYS}
+        self.generator = SamAutomaticMaskGenerator(sam, output_mode="binary_mask", **kw)
+
+    def __call__(self, image: np.ndarray) -> MaskSet:
+        records = self.generator.generate(image)
+        return MaskSet.from_records(records, image.shape[:2])
+
+
+def upstream_sam2_generator(model: torch.nn.Module, cfg: AmgConfig, output_mode: str = "binary_mask") -> Any:
+    """sam2's own ``SAM2AutomaticMaskGenerator`` with every AmgConfig knob (the SAM 2 reference).
+
+    ``SAM2ImagePredictor`` hard-codes the 1024-px models' feature sizes; they are set from ``model``
+    (its ``sam_image_embedding_size`` g: 4g, 2g, g) so other input sizes (tests' tiny Hiera) run too.
+    """
+    from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+
+    gen = SAM2AutomaticMaskGenerator(model, output_mode=output_mode, **asdict(cfg))
+    g = int(model.sam_image_embedding_size)
+    gen.predictor._bb_feat_sizes = [(4 * g, 4 * g), (2 * g, 2 * g), (g, g)]
+    return gen
+
+
+class UpstreamSam2MaskSource:
+    """The SAM 2 reference mask source: :func:`upstream_sam2_generator` on a ``SAM2Base``."""
+
+    def __init__(self, model: torch.nn.Module, cfg: AmgConfig) -> None:
+        self.generator = upstream_sam2_generator(model, cfg)
 
     def __call__(self, image: np.ndarray) -> MaskSet:
         records = self.generator.generate(image)

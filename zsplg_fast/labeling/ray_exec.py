@@ -83,6 +83,7 @@ class PrepareSpec:
     clip_std: tuple[float, ...]
     load_kwargs: dict[str, Any]
     work_long_side: int = 0
+    family: str = "sam"  # mask-proposer family: how the CPU stage resizes (proposers.RESIZERS)
 
     @classmethod
     def of(cls, labeler: ZeroShotLabeler, load_kwargs: dict[str, Any] | None = None) -> PrepareSpec:
@@ -100,6 +101,7 @@ class PrepareSpec:
             tuple(clf.std),
             dict(load_kwargs or {}),
             int(labeler.work_long_side),
+            str(getattr(getattr(masks, "proposer", None), "family", "sam")),
         )
 
 
@@ -132,6 +134,7 @@ def prepare_batch(batch: dict[str, np.ndarray], spec: PrepareSpec) -> dict[str, 
     from zsplg_fast.labeling.amg_prepare import PreparedImage, prepare_image
     from zsplg_fast.labeling.classify import clip_preprocess
     from zsplg_fast.labeling.labeler import to_working
+    from zsplg_fast.labeling.proposers import RESIZERS
 
     torch.set_num_threads(1)
     rows = []
@@ -144,7 +147,7 @@ def prepare_batch(batch: dict[str, np.ndarray], spec: PrepareSpec) -> dict[str, 
         try:
             image = load_image(Path(str(path)), stats=LoadStats(), **spec.load_kwargs)
             work = to_working(image, spec.work_long_side)  # as the local labeler: masks at working size
-            row["prepared"] = prepare_image(work, spec.sam_size, spec.amg)
+            row["prepared"] = prepare_image(work, spec.sam_size, spec.amg, RESIZERS[spec.family])
             row["prepared"].display_hw = (int(image.shape[0]), int(image.shape[1]))
             x = clip_preprocess(work, spec.clip_size, spec.clip_mean, spec.clip_std)
             row["clip"] = x[0].numpy()

@@ -24,6 +24,14 @@ from zsplg_fast.errors import CheckpointError, ConfigError
 from zsplg_fast.models.init import deterministic_init
 from zsplg_fast.models.plugins import load_plugins
 from zsplg_fast.models.safe_load import refusal
+from zsplg_fast.models.sam2 import (
+    SAM2_CONFIGS,
+    build_sam2_random,
+    checkpoint_facts,
+    config_facts,
+    identify_sam2_variant,
+    is_sam2_variant,
+)
 from zsplg_fast.utils.io import atomic_write_with, refuse_overwrite, sha256_file
 
 log = logging.getLogger(__name__)
@@ -75,8 +83,16 @@ SAM_BUILDERS: dict[str, SamBuilder] = {
     "vit_l": build_sam_vit_l,
     "vit_b": build_sam_vit_b,
     "tiny": build_sam_tiny,
+    # SAM 2 / 2.1 (zsplg_fast.models.sam2): a ``SAM2Base`` through the official ``sam2`` package
+    **{name: partial(build_sam2_random, name) for name in SAM2_CONFIGS},
 }
-"""Variant name → zero-argument builder returning a randomly initialised ``Sam``."""
+"""Variant name → zero-argument builder returning a randomly initialised ``Sam`` (or ``SAM2Base``)."""
+
+
+def sam_family(variant: str) -> str:
+    """``"sam2"`` for SAM 2 / 2.1 variants, else ``"sam"`` (segment-anything)."""
+    return "sam2" if is_sam2_variant(variant) else "sam"
+
 
 SAM_DEFAULT_CHECKPOINTS: dict[str, DefaultCheckpoint] = {}
 """Variant name → callable giving its shipped weights (used when no checkpoint is passed)."""
@@ -92,6 +108,12 @@ def register_sam_variant(
         SAM_DEFAULT_CHECKPOINTS[name] = default_checkpoint
     else:
         SAM_DEFAULT_CHECKPOINTS.pop(name, None)
+
+
+def register_sam2_variant(name: str, config: str | Mapping[str, object]) -> None:
+    """Add a SAM 2 variant: a ``sam2`` package config name or a config mapping (with a ``model`` key)."""
+    SAM2_CONFIGS[name] = config
+    register_sam_variant(name, partial(build_sam2_random, name))
 
 
 @dataclass(frozen=True)
@@ -148,12 +170,24 @@ def _describe(sd: Mapping[str, torch.Tensor]) -> str:
 
 
 def identify_sam_variant(sd: Mapping[str, torch.Tensor]) -> str | None:
-    """The registered variant whose keys and shapes match ``sd`` exactly, else ``None``."""
+    """The registered variant whose keys and shapes match ``sd`` exactly (SAM 2: the official variant of
+    the same trunk width, depth and generation), else ``None``."""
+    if checkpoint_facts(sd) is not None:
+        return identify_sam2_variant(sd)
     shapes = {k: tuple(v.shape) for k, v in sd.items()}
     for name in SAM_BUILDERS:
-        if _signature(name) == shapes:
+        if not is_sam2_variant(name) and _signature(name) == shapes:
             return name
     return None
+
+
+def _looks_like(sd: Mapping[str, torch.Tensor]) -> tuple[str, str | None]:
+    """(what ``sd`` looks like, in words; the variant to suggest or None)."""
+    guess = identify_sam_variant(sd)
+    facts = checkpoint_facts(sd)
+    if facts is not None:
+        return (f"{facts.describe()} = '{guess}'" if guess else facts.describe()), guess
+    return (f"SAM '{guess}' (segment-anything)" if guess else _describe(sd)), guess
 
 
 def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
@@ -186,16 +220,27 @@ def read_sam_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return _unwrap(obj, p)
 
 
-def _check_variant(sd: Mapping[str, torch.Tensor], variant: str, path: Path) -> None:
-    want = _signature(variant)
+def _check_variant(
+    sd: Mapping[str, torch.Tensor], variant: str, path: Path, want: dict[str, tuple[int, ...]] | None = None
+) -> None:
+    """Refuse ``sd`` unless its keys and shapes are ``want`` (default: the variant's signature)."""
+    want = _signature(variant) if want is None else want
     got = {k: tuple(v.shape) for k, v in sd.items()}
     if got == want:
         return
-    guess = identify_sam_variant(sd)
-    looks = f"SAM '{guess}'" if guess else _describe(sd)
+    looks, guess = _looks_like(sd)
+    if guess == variant:
+        guess = None  # same architecture, different keys: say which are missing
     missing = sorted(set(want) - set(got))
+    extra = sorted(set(got) - set(want))
+    shaped = sorted(k for k in set(want) & set(got) if want[k] != got[k])
     hint = f"; pass --sam {guess}" if guess else ""
-    detail = f" ({len(missing)} missing keys, e.g. {missing[0]})" if missing and not guess else ""
+    detail = ""
+    if not guess and want:
+        parts = [f"{len(missing)} missing keys, e.g. {missing[0]}"] if missing else []
+        parts += [f"{len(extra)} unexpected keys, e.g. {extra[0]}"] if extra else []
+        parts += [f"{len(shaped)} keys of another shape, e.g. {shaped[0]}"] if shaped else []
+        detail = f" ({'; '.join(parts)})" if parts else ""
     raise CheckpointError(
         path, f"checkpoint looks like {looks}, but variant '{variant}' was asked{detail}{hint}"
     )
@@ -227,24 +272,34 @@ def build_sam(variant: str, checkpoint: str | Path | None = None, device: str | 
     """Build a SAM in eval mode.
 
     Args:
-        variant: a key of ``SAM_BUILDERS`` (vit_h, vit_l, vit_b, tiny, or a registered one).
-        checkpoint: official-style state_dict ``.pth`` (also ``{"model": sd}`` / ``{"state_dict": sd}``).
+        variant: a key of ``SAM_BUILDERS`` (vit_h, vit_l, vit_b, tiny, sam2.1_hiera_t|s|b+|l,
+            sam2_hiera_t|s|b+|l, sam2_tiny, or a registered one).
+        checkpoint: official-style state_dict ``.pth`` (also ``{"model": sd}`` / ``{"state_dict": sd}``;
+            SAM 2's official ``.pt`` files are ``{"model": sd}``).
             ``None`` uses the variant's shipped weights if registered, else random init with a loud warning.
         device: where to put the model.
 
     Raises:
         ConfigError: unknown variant.
-        CheckpointError: missing or corrupt file, or weights of another variant (named in the message).
+        CheckpointError: missing or corrupt file, or weights of another variant or family (named in the
+            message), or missing keys.
+        MissingDependencyError: a SAM 2 variant without the ``sam2`` package.
     """
     checkpoint = resolve_sam_checkpoint(variant, checkpoint)
     sd = None
+    sam2 = is_sam2_variant(variant)
     if checkpoint is not None:
         path = Path(checkpoint)
         sd = read_sam_state_dict(path)
-        _check_variant(sd, variant, path)
+        if not sam2:
+            _check_variant(sd, variant, path)
+        elif checkpoint_facts(sd) != config_facts(variant):  # another family or size: refuse unbuilt
+            _check_variant(sd, variant, path, want={})
     with deterministic_init():  # "random-init" is the same model in every process
         model = SAM_BUILDERS[variant]()
     if sd is not None:
+        if sam2:  # SAM 2 cannot be built on the meta device (Hiera calls .item()): compare the built one
+            _check_variant(sd, variant, path, want={k: tuple(v.shape) for k, v in model.state_dict().items()})
         model.load_state_dict(sd, strict=True)
     else:
         msg = (
@@ -256,12 +311,14 @@ def build_sam(variant: str, checkpoint: str | Path | None = None, device: str | 
     return model.to(device).eval()
 
 
-def save_sam_checkpoint(model: Sam, path: str | Path, overwrite: bool = False) -> Path:
-    """Write ``model.state_dict()`` as an official-style ``.pth`` (plain dict of CPU tensors), atomically."""
+def save_sam_checkpoint(model: torch.nn.Module, path: str | Path, overwrite: bool = False) -> Path:
+    """Write ``model.state_dict()`` in its family's official layout, atomically: a plain dict of CPU
+    tensors for SAM (``sam_vit_*.pth``), ``{"model": state_dict}`` for SAM 2 (``sam2.1_hiera_*.pt``)."""
     p = Path(path)
     refuse_overwrite(p, force=overwrite)
     sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    atomic_write_with(p, lambda f: torch.save(sd, f))
+    obj = {"model": sd} if hasattr(model, "sam_mask_decoder") else sd
+    atomic_write_with(p, lambda f: torch.save(obj, f))
     return p
 
 

@@ -2,7 +2,7 @@
 
 ``SPECS[name].bind(model, **options)`` gives a :class:`Prepared` for
 :func:`zsplg_fast.export.onnx.export_onnx`.
-Families group specs by the model they consume (``sam``, ``clip``, ``segmenter``).
+Families group specs by the model they consume (``sam``, ``sam2``, ``clip``, ``segmenter``).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from zsplg_fast.errors import ConfigError
 from zsplg_fast.export.specs.base import ExportSpec, Prepared, check_validation_inputs
 from zsplg_fast.export.specs.clip_dense import CLIP_DENSE
 from zsplg_fast.export.specs.clip_text import CLIP_TEXT
+from zsplg_fast.export.specs.sam2_decoder import SAM2_DECODER, SAM2_DECODER_BATCHED
+from zsplg_fast.export.specs.sam2_encoder import SAM2_ENCODER
 from zsplg_fast.export.specs.sam_decoder import SAM_DECODER
 from zsplg_fast.export.specs.sam_decoder_batched import SAM_DECODER_BATCHED
 from zsplg_fast.export.specs.sam_decoder_shared import SAM_DECODER_IMAGE, SAM_DECODER_SHARED
@@ -34,6 +36,9 @@ for _s in (
     SAM_DECODER_BATCHED,
     SAM_DECODER_IMAGE,
     SAM_DECODER_SHARED,
+    SAM2_ENCODER,
+    SAM2_DECODER,
+    SAM2_DECODER_BATCHED,
     CLIP_DENSE,
     CLIP_TEXT,
     SEGMENTER,

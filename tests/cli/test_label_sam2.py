@@ -1,0 +1,105 @@
+"""`zsplg-fast label` with a SAM 2 proposer (sam2_tiny weights in the official .pt layout): torch and
+onnxruntime backends, the upstream SAM2AutomaticMaskGenerator source, resume, and the manifest's record of
+the proposer family and checkpoint hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+pytest.importorskip(
+    "sam2",
+    reason="the [sam2] extra is not installed (SAM2_BUILD_CUDA=0 pip install --no-build-isolation sam2)",
+)
+
+from zsplg_fast.cli.main import app
+from zsplg_fast.data.synthetic import make_toy_world
+
+CONFIG = Path(__file__).parents[2] / "zsplg_fast" / "configs" / "toy_ci.yaml"
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from zsplg_fast.models import build_sam, save_sam_checkpoint
+
+    root = tmp_path_factory.mktemp("sam2label")
+    data = root / "world"
+    make_toy_world(data, "ci")
+    split = root / "one.txt"
+    split.write_text("".join((data / "splits" / "unlabeled.txt").read_text().splitlines(True)[:1]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(5)
+        ckpt = save_sam_checkpoint(build_sam("sam2_tiny"), root / "sam2_tiny.pt")
+    return {"root": root, "data": data, "split": split, "ckpt": ckpt}
+
+
+def _args(s: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    args = ["label", "--data", f"synthetic:{s['data']}", "--split", str(s["split"]), "--classes", "auto"]
+    args += ["--sam", "sam2_tiny", "--sam-checkpoint", str(s["ckpt"]), "--clip", "toy", "--out", str(out)]
+    args += ["--config", str(CONFIG), "--set", "amg.points_per_side=4", "--set", "amg.pred_iou_thresh=0"]
+    args += ["--set", "amg.stability_score_thresh=0", "--device", "cpu"]
+    return [*args, *extra]
+
+
+def _labels(out: Path) -> dict[str, np.ndarray]:
+    return {p.name: np.array(Image.open(p)) for p in sorted((out / "labels").glob("*.png"))}
+
+
+def test_label_with_sam2_on_torch_ort_and_upstream(setup: dict[str, Path]) -> None:
+    s, run = setup, CliRunner()
+    torch_out = s["root"] / "torch"
+    res = run.invoke(app, _args(s, torch_out))
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((torch_out / "manifest.json").read_text())
+    sha = hashlib.sha256(s["ckpt"].read_bytes()).hexdigest()
+    assert manifest["proposer"] == {
+        "family": "sam2",
+        "variant": "sam2_tiny",
+        "checkpoint": str(s["ckpt"]),
+        "sha256": sha,
+    }
+    assert (
+        manifest["engines"]["decoder"] == "sam2_decoder_batched" and manifest["engines"]["proposer"] == "sam2"
+    )
+    labels = _labels(torch_out)
+    assert len(labels) == 1
+    metas = [json.loads(p.read_text()) for p in sorted((torch_out / "meta").glob("*.json"))]
+    assert all(m["num_masks"] >= 1 for m in metas), metas[0]
+    # resume: a rerun relabels nothing
+    mtimes = [p.stat().st_mtime_ns for p in sorted((torch_out / "labels").glob("*.png"))]
+    again = run.invoke(app, _args(s, torch_out))
+    assert again.exit_code == 0, again.output
+    assert [p.stat().st_mtime_ns for p in sorted((torch_out / "labels").glob("*.png"))] == mtimes
+
+    # onnxruntime: export the SAM 2 artifacts and the toy CLIP, label from them
+    engines = s["root"] / "export"
+    sam = ["--sam", "sam2_tiny", "--sam-checkpoint", str(s["ckpt"]), "--set", "export.exporter=legacy"]
+    sam += ["--only", "sam2_encoder", "--only", "sam2_decoder_batched"]  # what label runs
+    for what, extra in (("sam", sam), ("clip", [])):  # legacy: the encoder in 6 s, not 28 (same parity)
+        res = run.invoke(app, ["export", what, "--config", str(CONFIG), *extra, "--out", str(engines)])
+        assert res.exit_code == 0, res.output
+    assert {p.name for p in engines.glob("sam2_*.onnx")} == {"sam2_encoder.onnx", "sam2_decoder_batched.onnx"}
+    ort_out = s["root"] / "ort"
+    res = run.invoke(app, _args(s, ort_out, "--backend", "ort", "--engines", str(engines)))
+    assert res.exit_code == 0, res.output
+    ort = _labels(ort_out)
+    agree = np.mean([np.mean(ort[k] == v) for k, v in labels.items()])
+    assert agree >= 0.99, agree  # same masks up to onnxruntime's last-bit differences
+
+    # the reference: sam2's SAM2AutomaticMaskGenerator + eager dense CLIP
+    up_out = s["root"] / "upstream"
+    res = run.invoke(app, _args(s, up_out, "--masks", "upstream"))
+    assert res.exit_code == 0, res.output
+    up = _labels(up_out)
+    assert json.loads((up_out / "manifest.json").read_text())["engines"]["proposer"] == "sam2"
+    assert np.mean([np.mean(up[k] == v) for k, v in labels.items()]) >= 0.99
