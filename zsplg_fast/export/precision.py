@@ -63,6 +63,7 @@ from zsplg_fast.export.int8 import (
     FeedsReader,
     QuantizeReport,
     count_qdq,
+    _publish,
     quantize_int8,
 )
 from zsplg_fast.export.mixed_precision import FP32_OPS, convert_mixed
@@ -71,12 +72,14 @@ from zsplg_fast.export.qdq_lint import lint_qdq, qdq_problems
 __all__ = [
     "CALIBRATE_METHODS",
     "FP32_OPS",
+    "INT8_OP_TYPES",
     "PRECISIONS",
     "QUANT_OP_TYPES",
     "FeedsReader",
     "QuantizeReport",
     "convert_fp16",
     "count_qdq",
+    "int8_op_types",
     "lint_qdq",
     "precision_artifact",
     "precision_of",
@@ -88,17 +91,41 @@ __all__ = [
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 INT8_TOOL = "onnxruntime.quantization.quantize_static (QDQ, QuantizeBias=False)"
-# int8 op types per spec where the default (Conv/MatMul/Gemm) costs too much. SAM's batched decoder:
-# quantizing its two-way transformer's MatMuls cost 2.4 label-mIoU points on 24 toy-world images (toy
-# SAM+CLIP, int8 decoder alone, mask fidelity 0.94); with Conv/Gemm only (its MLP heads) +0.06 points,
-# fidelity 0.990. The transformer stays fp32 (TensorRT runs each layer in its graph type).
+# int8 op types of every spec (a test fails when a registered spec has no entry). Attention's
+# activation x activation MatMuls are never quantized (int8.py); these lists narrow the rest where the
+# default cost label accuracy (measured):
+# SAM's batched decoder: quantizing its two-way transformer's MatMuls cost 2.4 label-mIoU points on 24
+# toy-world images (toy SAM+CLIP, int8 decoder alone, mask fidelity 0.94); with Conv/Gemm only (its MLP
+# heads) +0.06 points, fidelity 0.990. The transformer stays fp32 (TensorRT runs each layer in its
+# graph type). sam_decoder, sam_decoder_image and sam_decoder_shared hold the same transformer, so the
+# same rule: sam_decoder_image is the first block's k/v/q projections only, so nothing in it is
+# quantized (its int8 ONNX is its fp32 graph, recorded with qdq_nodes 0).
 # GEM dense CLIP (toy CLIP, int8 clip_dense alone, same images): Conv/MatMul/Gemm -0.63 points,
 # Conv/Gemm only -7.3, MatMul only 0.00 (the patch-embedding Conv and the Gemm projections are the
-# sensitive ones); so MatMul only.
+# sensitive ones); so MatMul only, and the text tower (the same blocks) likewise.
+# segmenter (a CNN): the Conv inputs and the ReLU / residual Add / MaxPool / Concat between them, so
+# onnxruntime runs the backbone in int8 end to end (Conv alone leaves float ReLUs and Adds between
+# int8 Convs: slower than fp32 on the CPU, bench/results/deploy_cpu_real).
+SEGMENTER_INT8_OPS = ("Conv", "Relu", "Add", "MaxPool", "Concat")
 INT8_OP_TYPES: dict[str, tuple[str, ...]] = {
+    "sam_encoder": QUANT_OP_TYPES,
+    "sam_encoder_preprocess": (),  # resize + normalise: no weights, nothing to quantize
+    "sam_decoder": ("Conv", "Gemm"),
     "sam_decoder_batched": ("Conv", "Gemm"),
+    "sam_decoder_image": ("Conv", "Gemm"),
+    "sam_decoder_shared": ("Conv", "Gemm"),
     "clip_dense": ("MatMul",),
+    "clip_text": ("MatMul",),
+    "segmenter": SEGMENTER_INT8_OPS,
 }
+
+
+def int8_op_types(spec: str | None) -> tuple[str, ...]:
+    """The int8 op types of an artifact's spec (:data:`INT8_OP_TYPES`); a sidecar without a registered
+    spec (a hand-made ONNX) gets the default Conv/MatMul/Gemm."""
+    return INT8_OP_TYPES.get(str(spec or ""), QUANT_OP_TYPES)
+
+
 ORT_CPU_OPTIMIZATION = {"fp32": "all", "int8": "all", "fp16": "extended", "bf16": "extended"}
 Feeds = Mapping[str, np.ndarray]
 
@@ -135,17 +162,18 @@ def write_derived_sidecar(
     The ``validation`` figures of the fp32 export are kept under ``derived_from`` (they describe the
     fp32 graph, not this one). Returns the record.
     """
-    from zsplg_fast.export.artifact import now_iso
+    from zsplg_fast.export.artifact import data_path, now_iso
     from zsplg_fast.utils.io import atomic_write_json
 
     src, dst = Path(src_onnx), Path(dst_onnx)
     side = read_sidecar(src)
+    files = [dst, *([data_path(dst)] if data_path(dst).is_file() else [])]
     record: dict[str, Any] = {
         **{k: v for k, v in side.items() if k not in ("validation", "sha256", "size_bytes", "file")},
         "kind": f"onnx-{precision}",
         "name": f"{side.get('name', src.stem)}.{precision}",
         "file": dst.name,
-        "external_data": None,
+        "external_data": files[1].name if len(files) > 1 else None,
         "precision": precision,
         **dict(extra),
         "derived_from": {
@@ -153,8 +181,8 @@ def write_derived_sidecar(
             "sha256": side.get("sha256"),
             "validation": side.get("validation"),
         },
-        "sha256": files_sha256([dst]),
-        "size_bytes": dst.stat().st_size,
+        "sha256": files_sha256(files),
+        "size_bytes": sum(f.stat().st_size for f in files),
         "created": now_iso(),
     }
     atomic_write_json(sidecar_path(dst), record)
@@ -231,6 +259,17 @@ def _reuse(dst: Path, src_sha: str, tool: str, settings: dict[str, Any], force: 
     return None
 
 
+def _copy_unquantized(src: Path, dst: Path, batches: int) -> dict[str, Any]:
+    """The int8 artifact of a spec with no op to quantize: the fp32 graph as is (+ its data file)."""
+    from zsplg_fast.export.artifact import data_path
+
+    shutil.copyfile(src, dst)
+    if data_path(src).is_file():
+        shutil.copyfile(data_path(src), data_path(dst))
+    return {"method": "none (no quantizable op in this spec)", "op_types": [], "qdq_nodes": 0,
+            "calibration_batches": batches}
+
+
 def precision_artifact(
     onnx_path: str | Path,
     precision: str,
@@ -275,7 +314,7 @@ def precision_artifact(
         from zsplg_fast.export.mixed_precision import modelopt_version
 
         tool, tool_version = "nvidia-modelopt onnx.autocast", modelopt_version()
-    ops = INT8_OP_TYPES.get(str(src.sidecar.get("spec", "")), QUANT_OP_TYPES)
+    ops = int8_op_types(src.sidecar.get("spec"))
     wanted = {"op_types": list(ops)} if precision == "int8" else {"keep_fp32_ops": list(FP32_OPS)}
     reused = _reuse(dst, src_sha, tool, wanted, force)
     if reused is not None:
@@ -288,13 +327,15 @@ def precision_artifact(
     tmpdir = Path(tempfile.mkdtemp(prefix=f".{dst.stem}.", suffix=".partial", dir=src.path.parent))
     try:
         tmp = tmpdir / dst.name
-        if precision == "int8":
-            settings: dict[str, Any] = quantize_int8(src.path, tmp, calib, op_types=ops).to_dict()
+        if precision == "int8" and not ops:  # nothing to quantize (e.g. preprocessing): the fp32 graph
+            settings: dict[str, Any] = _copy_unquantized(src.path, tmp, len(calib))
+        elif precision == "int8":
+            settings = quantize_int8(src.path, tmp, calib, op_types=ops).to_dict()
         else:
             settings = convert_mixed(src.path, tmp, precision)
         seconds = round(time.perf_counter() - t0, 2)
         validation = _validate(src.path, tmp, precision, feeds)
-        os.replace(tmp, dst)
+        _publish(tmp, dst)  # with its external data (vit_h)
         record = write_derived_sidecar(
             src.path,
             dst,

@@ -167,7 +167,8 @@ def check_precision(onnx_path: Path, side: Mapping[str, Any], precision: str) ->
             "zsplg_fast.export.precision), then build that file",
             valid=have,
         )
-    if precision == "int8" and not has_qdq(onnx_path):
+    nothing_to_quantize = side.get("precision_settings", {}).get("qdq_nodes") == 0  # e.g. preprocessing
+    if precision == "int8" and not nothing_to_quantize and not has_qdq(onnx_path):
         raise ConfigError(
             "export.precision",
             "int8",
