@@ -69,14 +69,10 @@ def calibration_images(work: Path, n: int, size: int) -> list[dict[str, np.ndarr
     from zsplg_fast.data.synthetic import render_sample
 
     rng = np.random.default_rng(7)
-    return [
-        {"image": to_input(render_sample(rng, (size, size)).image).numpy()} for _ in range(max(1, n))
-    ]
+    return [{"image": to_input(render_sample(rng, (size, size)).image).numpy()} for _ in range(max(1, n))]
 
 
-def make_variants(
-    backbone: str, cfg: DeployBenchConfig, log: Log
-) -> tuple[dict[str, Path], dict[str, Any]]:
+def make_variants(backbone: str, cfg: DeployBenchConfig, log: Log) -> tuple[dict[str, Path], dict[str, Any]]:
     """Export the random-weight DeepLabV3+ and write each requested variant; returns (variant → ONNX,
     what was made: parameters, export parity, conversion and quantization records, seconds)."""
     import torch

@@ -322,7 +322,7 @@ def quantize_int8(
         "static QDQ (onnxruntime.quantization)",
         list(op_types),
         per_channel,
-        f"{rule['activation'].lower().removeprefix('q')} ({'symmetric' if rule['symmetric'] else 'asymmetric'})",
+        f"{rule['activation'].lower().removeprefix('q')} ({'' if rule['symmetric'] else 'a'}symmetric)",
         "int8 (symmetric)",
         bool(rule["symmetric"]),
         calibrate_method,

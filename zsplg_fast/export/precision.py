@@ -45,7 +45,6 @@ their validation is recorded as skipped with that reason.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -62,8 +61,8 @@ from zsplg_fast.export.int8 import (
     QUANT_OP_TYPES,
     FeedsReader,
     QuantizeReport,
-    count_qdq,
     _publish,
+    count_qdq,
     quantize_int8,
 )
 from zsplg_fast.export.mixed_precision import FP32_OPS, convert_mixed
@@ -98,8 +97,9 @@ INT8_TOOL = "onnxruntime.quantization.quantize_static (QDQ, QuantizeBias=False)"
 # toy-world images (toy SAM+CLIP, int8 decoder alone, mask fidelity 0.94); with Conv/Gemm only (its MLP
 # heads) +0.06 points, fidelity 0.990. The transformer stays fp32 (TensorRT runs each layer in its
 # graph type). sam_decoder, sam_decoder_image and sam_decoder_shared hold the same transformer, so the
-# same rule: sam_decoder_image is the first block's k/v/q projections only, so nothing in it is
-# quantized (its int8 ONNX is its fp32 graph, recorded with qdq_nodes 0).
+# same rule: sam_decoder_image is the first block's k/v/q projections only (exported as Gemm on its
+# batch-1 tokens: "Conv, Gemm" quantized 15 Q/DQ into them), so nothing in it is quantized (its int8
+# ONNX is its fp32 graph, recorded with qdq_nodes 0).
 # GEM dense CLIP (toy CLIP, int8 clip_dense alone, same images): Conv/MatMul/Gemm -0.63 points,
 # Conv/Gemm only -7.3, MatMul only 0.00 (the patch-embedding Conv and the Gemm projections are the
 # sensitive ones); so MatMul only, and the text tower (the same blocks) likewise.
@@ -112,7 +112,7 @@ INT8_OP_TYPES: dict[str, tuple[str, ...]] = {
     "sam_encoder_preprocess": (),  # resize + normalise: no weights, nothing to quantize
     "sam_decoder": ("Conv", "Gemm"),
     "sam_decoder_batched": ("Conv", "Gemm"),
-    "sam_decoder_image": ("Conv", "Gemm"),
+    "sam_decoder_image": (),  # transformer projections only
     "sam_decoder_shared": ("Conv", "Gemm"),
     "clip_dense": ("MatMul",),
     "clip_text": ("MatMul",),
@@ -266,8 +266,12 @@ def _copy_unquantized(src: Path, dst: Path, batches: int) -> dict[str, Any]:
     shutil.copyfile(src, dst)
     if data_path(src).is_file():
         shutil.copyfile(data_path(src), data_path(dst))
-    return {"method": "none (no quantizable op in this spec)", "op_types": [], "qdq_nodes": 0,
-            "calibration_batches": batches}
+    return {
+        "method": "none (no quantizable op in this spec)",
+        "op_types": [],
+        "qdq_nodes": 0,
+        "calibration_batches": batches,
+    }
 
 
 def precision_artifact(
@@ -275,6 +279,7 @@ def precision_artifact(
     precision: str,
     *,
     calibration: Iterable[dict[str, np.ndarray]] | None = None,
+    calibration_record: Mapping[str, Any] | None = None,
     force: bool = False,
 ) -> Artifact:
     """The ``precision`` ONNX of an exported fp32 artifact, written beside it once and reused after.
@@ -284,6 +289,8 @@ def precision_artifact(
         precision: ``fp32`` (the artifact unchanged) | ``fp16`` | ``bf16`` | ``int8``.
         calibration: int8 only: feeds dicts (input name → float32 array, preprocessed exactly as at
             inference time), e.g. ``{"image": (1, 3, 1024, 1024) float32}`` per image.
+        calibration_record: what the feeds were made from (source, split, images), written to the
+            sidecar's ``calibration`` with the number of feeds used.
         force: replace an existing ``<name>.<precision>.onnx`` made from another source or tool.
     Returns:
         The :class:`Artifact` ``<name>.<precision>.onnx`` whose sidecar has ``precision``,
@@ -320,7 +327,7 @@ def precision_artifact(
     if reused is not None:
         return reused
     calib = list(calibration) if calibration is not None else []
-    if precision == "int8" and not calib:
+    if precision == "int8" and not calib and ops:
         raise ConfigError("calibration", None, "int8 needs calibration feeds (preprocessed images)")
     feeds = [probe_feeds(src, seed) for seed in (0, 1)] + calib[:1]
     t0 = time.perf_counter()
@@ -348,6 +355,11 @@ def precision_artifact(
                 "precision_time_s": seconds,
                 "validation": validation,
                 "onnxruntime_cpu_optimization": ORT_CPU_OPTIMIZATION[precision],
+                **(
+                    {"calibration": {**dict(calibration_record or {}), "feeds_used": len(calib)}}
+                    if precision == "int8"
+                    else {}
+                ),
             },
         )
     finally:

@@ -215,11 +215,13 @@ def precision_onnx(
     precision: str,
     *,
     calibration: Iterable[dict[str, Any]] | None = None,
+    calibration_record: Mapping[str, Any] | None = None,
     force: bool = False,
 ) -> Path:
     """The ONNX a ``precision`` build reads: ``onnx_path`` itself when its sidecar already has that
     precision, else the precision ONNX made from this fp32 artifact beside it (``<stem>.<precision>.onnx``
-    by :func:`zsplg_fast.export.precision.precision_artifact`; int8 needs ``calibration`` feeds).
+    by :func:`zsplg_fast.export.precision.precision_artifact`; int8 needs ``calibration`` feeds, and
+    ``calibration_record`` (source, images) goes into its sidecar).
 
     Raises:
         ConfigError: unknown precision, or a reduced-precision ONNX asked for another precision.
@@ -233,7 +235,10 @@ def precision_onnx(
         check_precision(path, side, precision)  # raises, naming what to do
     from zsplg_fast.export.precision import precision_artifact
 
-    return Path(precision_artifact(path, precision, calibration=calibration, force=force).path)
+    made = precision_artifact(
+        path, precision, calibration=calibration, calibration_record=calibration_record, force=force
+    )
+    return Path(made.path)
 
 
 def _parse(trt: Any, logger: Any, onnx_path: Path, name: str) -> tuple[Any, Any, Any]:
