@@ -80,7 +80,8 @@ def _torch(cfg: Config, sam: torch.nn.Module, dense: torch.nn.Module, device: to
     autocast = torch_autocast(cfg.label.precision, device)
     engines = []
     for name in ("sam_encoder", "sam_decoder_shared", "sam_decoder_image"):
-        p = get_spec(name).bind(sam)
+        # the decoder in upstream's attention order (exports scale Q first, for TensorRT's fusion)
+        p = get_spec(name).bind(sam, **({"scale_first": False} if name == "sam_decoder_shared" else {}))
         engines.append(
             TorchEngine(p.module, p.inputs, p.outputs, device=str(device), autocast=autocast, name=name)
         )
