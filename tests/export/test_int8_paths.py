@@ -236,3 +236,25 @@ def test_cli_build_int8_without_calibration_says_how(
     code, output = _main(args, capsys)
     assert code == 2 and "--calib" in output, output
     assert not (tmp_path / "export" / "segmenter.int8.onnx").exists()
+
+
+def test_int8_cpu_target_has_uint8_activations_and_is_not_for_tensorrt(tmp_path: Path) -> None:
+    """The onnxruntime-CPU form: uint8 asymmetric activations (U8S8), int8 symmetric weights; the QDQ lint
+    (TensorRT's rules) refuses it, which is why it is a separate target and never the `build` input."""
+    from zsplg_fast.errors import ConfigError, QdqLintError
+
+    src = _external_model(tmp_path)
+    out = tmp_path / "cpu.int8.onnx"
+    report = quantize_int8(src, out, _calib(), op_types=("Conv", "Relu", "Add"), target="cpu")
+    assert report.target == "cpu" and report.activation_type == "uint8 (asymmetric)" and not report.symmetric
+    model = onnx.load(str(out))
+    inits = {i.name: i for i in model.graph.initializer}
+    q = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert q and all(inits[n.input[2]].data_type == onnx.TensorProto.UINT8 for n in q)
+    x = _calib(1)[0]["image"]
+    ref, got = _run(src, x), _run(out, x)
+    assert float((ref * got).sum() / np.linalg.norm(ref) / np.linalg.norm(got)) > 0.97  # random net
+    with pytest.raises(QdqLintError):
+        lint_qdq(out)
+    with pytest.raises(ConfigError, match="int8 target"):
+        quantize_int8(src, tmp_path / "x.onnx", _calib(), target="gpu")

@@ -9,11 +9,12 @@ Random weights (speed does not depend on them; fidelity is measured on the train
    ``int8`` by static QDQ (per-channel int8 weights, calibrated on ``calib_images`` synthetic
    toy-world images preprocessed as inference does) for TensorRT (symmetric int8 activations) and
    ``int8-cpu`` for onnxruntime CPU (uint8 activations, see export/int8.py);
-3. time every variant in onnxruntime CPU, each in a fresh child process that imports neither torch nor
-   the package's model code (what an edge box runs), in ``rounds`` interleaved rounds (fp32, fp16, int8,
-   … then again), so a noisy neighbour hits every variant alike; report the median latency over all
-   timed runs, throughput (images/s at that median, batch 1) and the child's peak RSS (``VmHWM``: model,
-   session and one inference).
+3. time the variants in onnxruntime CPU in fresh child processes that import neither torch nor the
+   package's model code (what an edge box runs): peak RSS (``VmHWM``: model, session, inference) with
+   each variant alone in a process; latency with all variants in one process, run round-robin
+   (fp32, fp16, int8, …, fp32, …) for ``rounds`` processes, so a noisy neighbour on a shared machine
+   hits every variant alike; report the median latency over all timed runs and throughput (images/s at
+   that median, batch 1).
 
 Results: ``<out>/bench_deploy.json`` and ``bench_deploy.md`` with the machine's description.
 """
@@ -83,6 +84,13 @@ def make_variants(backbone: str, cfg: DeployBenchConfig, log: Log) -> tuple[dict
     from zsplg_fast.models.segmenter import build_segmenter
 
     work = Path(cfg.work) / backbone
+    record = work / "made.json"
+    if record.is_file():  # the same work folder: reuse what an earlier run made (same seed and settings)
+        made = json.loads(record.read_text())
+        paths = {v: work / ("segmenter.onnx" if v == "fp32" else f"segmenter.{v}.onnx") for v in cfg.variants}
+        if made.get("settings") == _settings(cfg) and all(p.is_file() for p in paths.values()):
+            log(f"[{backbone}] reusing the variants in {work}")
+            return paths, made
     torch.manual_seed(0)
     model = build_segmenter(backbone, cfg.num_classes).eval()
     made: dict[str, Any] = {"parameters": sum(p.numel() for p in model.parameters())}
@@ -115,20 +123,16 @@ def make_variants(backbone: str, cfg: DeployBenchConfig, log: Log) -> tuple[dict
             ).to_dict()
         made[v] = {**rec, "seconds": round(time.perf_counter() - t1, 1)}
         paths[v] = dst
+    made["settings"] = _settings(cfg)
+    record.write_text(json.dumps(made, default=str))
     return paths, made
 
 
-def time_in_child(path: Path, level: str, cfg: DeployBenchConfig) -> dict[str, Any]:
-    """Time one ONNX in a fresh ``python -m zsplg_fast.bench.deploy_speed`` process (no torch there)."""
-    job = {
-        "path": str(path),
-        "level": level,
-        "size": cfg.size,
-        "threads": cfg.threads,
-        "budget_s": cfg.budget_s,
-        "warmup": cfg.warmup,
-        "max_iters": cfg.max_iters,
-    }
+def _settings(cfg: DeployBenchConfig) -> dict[str, Any]:
+    return {"size": cfg.size, "num_classes": cfg.num_classes, "calib_images": cfg.calib_images}
+
+
+def _run_child(job: dict[str, Any]) -> dict[str, Any]:
     res = subprocess.run(
         [sys.executable, "-m", "zsplg_fast.bench.deploy_speed", json.dumps(job)],
         capture_output=True,
@@ -141,24 +145,65 @@ def time_in_child(path: Path, level: str, cfg: DeployBenchConfig) -> dict[str, A
     return dict(json.loads(res.stdout.strip().splitlines()[-1]))
 
 
-def _child(job: dict[str, Any]) -> dict[str, Any]:
-    """The child's work: session, warm-up, timed runs; torch is never imported here."""
+def time_in_child(path: Path, level: str, cfg: DeployBenchConfig | dict[str, Any]) -> dict[str, Any]:
+    """One ONNX in a fresh ``python -m zsplg_fast.bench.deploy_speed`` process (no torch there): session,
+    warm-up and timed runs; gives the process's peak RSS (model + session + inference)."""
+    job = {"mode": "one", "path": str(path), "level": level, **_job(cfg)}  # type: ignore[arg-type]
+    return _run_child(job)
+
+
+def time_interleaved(paths: dict[str, Path], cfg: DeployBenchConfig) -> dict[str, Any]:
+    """All variants in ONE fresh process, run round-robin (fp32, fp16, int8, …, fp32, …) until each has
+    ``max_iters`` runs or ``budget_s`` × variants is spent: a noisy neighbour hits every variant alike."""
+    job = {
+        "mode": "interleaved",
+        "paths": {v: str(p) for v, p in paths.items()},
+        "levels": {v: VARIANTS[v][2] for v in paths},
+        **_job(cfg),
+    }
+    return _run_child(job)
+
+
+def _job(cfg: DeployBenchConfig | dict[str, Any]) -> dict[str, Any]:
+    c = asdict(cfg) if isinstance(cfg, DeployBenchConfig) else cfg
+    return {k: c[k] for k in ("size", "threads", "budget_s", "warmup", "max_iters")}
+
+
+def _session(path: str, level: str, threads: int | None) -> Any:
     import onnxruntime as ort
 
-    from zsplg_fast.bench.timing import peak_rss_mib, time_callable
-
-    t0 = time.perf_counter()
     opts = ort.SessionOptions()
     opts.graph_optimization_level = {
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }[job["level"]]
-    if job.get("threads"):
-        opts.intra_op_num_threads = int(job["threads"])
-    sess = ort.InferenceSession(job["path"], opts, providers=["CPUExecutionProvider"])
-    load_s = time.perf_counter() - t0
+    }[level]
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
+def _child(job: dict[str, Any]) -> dict[str, Any]:
+    """The child's work; torch is never imported here."""
+    from zsplg_fast.bench.timing import peak_rss_mib, time_callable
+
     x = np.random.default_rng(0).standard_normal((1, 3, job["size"], job["size"])).astype(np.float32)
+    if job.get("mode") == "interleaved":
+        sessions = {v: _session(p, job["levels"][v], job["threads"]) for v, p in job["paths"].items()}
+        for _ in range(job["warmup"]):
+            for s in sessions.values():
+                s.run(None, {"image": x})
+        times: dict[str, list[float]] = {v: [] for v in sessions}
+        t_end = time.perf_counter() + job["budget_s"] * len(sessions)
+        while time.perf_counter() < t_end and min(map(len, times.values())) < job["max_iters"]:
+            for v, s in sessions.items():
+                t0 = time.perf_counter()
+                s.run(None, {"image": x})
+                times[v].append(1000.0 * (time.perf_counter() - t0))
+        return {"times_ms": times, "torch_imported": "torch" in sys.modules}
+    t0 = time.perf_counter()
+    sess = _session(job["path"], job["level"], job["threads"])
+    load_s = time.perf_counter() - t0
     timing = time_callable(
         lambda: sess.run(None, {"image": x}),
         warmup=job["warmup"],
@@ -205,17 +250,24 @@ def bench_deploy(cfg: DeployBenchConfig, log: Log = print) -> dict[str, Any]:
     for backbone in cfg.backbones:
         paths, made = make_variants(backbone, cfg, log)
         results = {v: VariantResult(v, model_mb=_model_mb(paths[v])) for v in paths}
+        for v, path in paths.items():  # peak RSS (and load time): each variant alone in a process
+            log(f"[{backbone}] {v}: load and peak RSS in a fresh process")
+            got = time_in_child(path, VARIANTS[v][2], {**asdict(cfg), "budget_s": 0.1, "max_iters": 2})
+            if "error" in got:
+                results[v].error = got["error"]
+                continue
+            results[v].load_s.append(got["load_s"])
+            results[v].peak_rss_mib = got["peak_rss_mib"]
+        ok = {v: p for v, p in paths.items() if results[v].error is None}
         for r in range(cfg.rounds):
-            for v, path in paths.items():
-                log(f"[{backbone}] round {r + 1}/{cfg.rounds}: time {v}")
-                got = time_in_child(path, VARIANTS[v][2], cfg)
-                res = results[v]
-                if "error" in got:
-                    res.error = got["error"]
-                    continue
-                res.times_ms += got["times_ms"]
-                res.load_s.append(got["load_s"])
-                res.peak_rss_mib = max(res.peak_rss_mib, got["peak_rss_mib"])
+            log(f"[{backbone}] round {r + 1}/{cfg.rounds}: {', '.join(ok)} round-robin in one process")
+            got = time_interleaved(ok, cfg)
+            if "error" in got:
+                for v in ok:
+                    results[v].error = got["error"]
+                break
+            for v, times in got["times_ms"].items():
+                results[v].times_ms += times
         rows = {v: res.summary() for v, res in results.items()}
         base = rows["fp32"]["median_ms"]
         for row in rows.values():
@@ -254,10 +306,11 @@ def markdown(report: dict[str, Any]) -> str:
         f"allocator {rt['malloc']}; 1-min load average at the end {report['load_avg_1m_end']} "
         "(the machine is shared: ratios within this run are what to read).",
         "",
-        f"Random weights, batch 1, {cfg['rounds']} interleaved rounds of ≤ {cfg['budget_s']} s per variant, "
-        "each in a fresh process without torch; latency = median of all timed runs; throughput = "
-        "images/s at that median; peak RSS = the process's high-water mark (model + session + "
-        f"inference). int8: static QDQ, per-channel int8 weights, {cfg['calib_images']} calibration "
+        f"Random weights, batch 1, processes without torch. Latency: {cfg['rounds']} processes that each "
+        f"hold every variant and run them round-robin (≤ {cfg['budget_s']} s per variant), median of all "
+        "timed runs; throughput = images/s at that median; peak RSS = high-water mark of a process holding "
+        "that variant alone (model + session + inference). int8: static QDQ, per-channel int8 weights, "
+        f"{cfg['calib_images']} calibration "
         "images; `int8` is the TensorRT form (symmetric int8 activations), `int8-cpu` the onnxruntime "
         "CPU form (uint8 activations).",
     ]
