@@ -258,3 +258,28 @@ def test_int8_cpu_target_has_uint8_activations_and_is_not_for_tensorrt(tmp_path:
         lint_qdq(out)
     with pytest.raises(ConfigError, match="int8 target"):
         quantize_int8(src, tmp_path / "x.onnx", _calib(), target="gpu")
+
+
+def test_int8_on_the_fp16_graph(exported: dict[str, Any], tmp_path: Path) -> None:
+    """Issue 20 (14): int8_base fp16 puts the QDQ on the AutoCast-style fp16 graph (ModelOpt): the
+    quantized Convs read int8, the rest computes in fp16, I/O fp32; TensorRT's lint passes, onnxruntime
+    CPU runs it close to fp32; an int8 made on the other base is refused, not silently reused."""
+    pytest.importorskip("modelopt.onnx.quantization")
+    from zsplg_fast.errors import OutputExistsError
+
+    paths = _copy_artifacts(exported, ("segmenter",), tmp_path / "export")
+    g = np.random.default_rng(0)
+    calib = [{"image": g.standard_normal((1, 3, 64, 80)).astype(np.float32)} for _ in range(2)]
+    art = precision_artifact(paths["segmenter"], "int8", calibration=calib, int8_base="fp16")
+    side = art.sidecar
+    assert side["precision"] == "int8" and side["precision_settings"]["base"] == "fp16"
+    assert "modelopt" in side["precision_tool"] and side["onnxruntime_cpu_optimization"] == "basic"
+    assert side["validation"]["worst_cosine"] > 0.99
+    model = onnx.load(str(art.path))
+    types = {i.name: i.data_type for i in model.graph.initializer}
+    dq_scales = [types.get(n.input[1]) for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    assert dq_scales and set(dq_scales) == {onnx.TensorProto.FLOAT16}  # QDQ in the fp16 graph
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    lint_qdq(art.path)
+    with pytest.raises(OutputExistsError, match="made by nvidia-modelopt"):
+        precision_artifact(paths["segmenter"], "int8", calibration=calib)  # fp32 base asked now

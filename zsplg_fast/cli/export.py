@@ -124,6 +124,9 @@ def build_cmd(
     ),
     calib_images: int = typer.Option(16, "--calib-images", min=1, help="int8: calibration images used"),
     calib_split: str | None = typer.Option(None, "--calib-split", help="int8: split of --calib"),
+    int8_base: str = typer.Option(
+        "fp32", "--int8-base", help="int8: QDQ on the fp32 graph (default) or on the fp16 graph (fp16)"
+    ),
     config: Path | None = ConfigOpt,
     set_: list[str] | None = SetOpt,
 ) -> None:
@@ -158,7 +161,14 @@ def build_cmd(
             if e.precision == "int8"
             else (None, None)
         )
-        made = precision_onnx(path, e.precision, calibration=feeds, calibration_record=record, force=e.force)
+        made = precision_onnx(
+            path,
+            e.precision,
+            calibration=feeds,
+            calibration_record=record,
+            int8_base=int8_base,
+            force=e.force,
+        )
         art, reused = build_engine(
             made,
             e.engines_dir,

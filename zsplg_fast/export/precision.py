@@ -90,6 +90,8 @@ __all__ = [
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 INT8_TOOL = "onnxruntime.quantization.quantize_static (QDQ, QuantizeBias=False)"
+INT8_FP16_TOOL = "nvidia-modelopt onnx.quantization (int8 QDQ, fp16 base)"
+INT8_BASES = ("fp32", "fp16")
 # int8 op types of every spec (a test fails when a registered spec has no entry). Attention's
 # activation x activation MatMuls are never quantized (int8.py); these lists narrow the rest where the
 # default cost label accuracy (measured):
@@ -189,7 +191,9 @@ def write_derived_sidecar(
     return record
 
 
-def _validate(src: Path, dst: Path, precision: str, feeds: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+def _validate(
+    src: Path, dst: Path, precision: str, feeds: list[dict[str, np.ndarray]], level: str | None = None
+) -> dict[str, Any]:
     """Cosine / max abs of every output of ``dst`` against the fp32 ``src``, onnxruntime CPU, worst
     over ``feeds``; bf16 is recorded as skipped where onnxruntime's CPU provider lacks its kernels."""
     import onnxruntime as ort
@@ -202,7 +206,7 @@ def _validate(src: Path, dst: Path, precision: str, feeds: list[dict[str, np.nda
     opts = {"enable_cpu_mem_arena": False}
     ref = OrtEngine(src, optimization="all", session_options=opts)
     try:
-        got = OrtEngine(dst, optimization=ORT_CPU_OPTIMIZATION[precision], session_options=opts)
+        got = OrtEngine(dst, optimization=level or ORT_CPU_OPTIMIZATION[precision], session_options=opts)
     except (ort.capi.onnxruntime_pybind11_state.NotImplemented, RuntimeError) as e:
         return {"skipped": f"onnxruntime CPU cannot run {precision}: {str(e).strip()[:200]}"}
     worst: dict[str, dict[str, Any]] = {}
@@ -280,6 +284,7 @@ def precision_artifact(
     *,
     calibration: Iterable[dict[str, np.ndarray]] | None = None,
     calibration_record: Mapping[str, Any] | None = None,
+    int8_base: str = "fp32",
     force: bool = False,
 ) -> Artifact:
     """The ``precision`` ONNX of an exported fp32 artifact, written beside it once and reused after.
@@ -291,6 +296,8 @@ def precision_artifact(
             inference time), e.g. ``{"image": (1, 3, 1024, 1024) float32}`` per image.
         calibration_record: what the feeds were made from (source, split, images), written to the
             sidecar's ``calibration`` with the number of feeds used.
+        int8_base: ``fp32`` (onnxruntime QDQ on the fp32 graph: what onnxruntime CPU runs best) |
+            ``fp16`` (QDQ on the fp16 graph by ModelOpt, for TensorRT: :mod:`.int8_fp16`).
         force: replace an existing ``<name>.<precision>.onnx`` made from another source or tool.
     Returns:
         The :class:`Artifact` ``<name>.<precision>.onnx`` whose sidecar has ``precision``,
@@ -313,7 +320,14 @@ def precision_artifact(
         return src
     src_sha = files_sha256(src.files[:-1])
     dst = precision_path(src.path, precision)
-    if precision == "int8":
+    if precision == "int8" and int8_base not in INT8_BASES:
+        raise ConfigError("export.int8_base", int8_base, "unknown int8 base", valid=", ".join(INT8_BASES))
+    fp16_base = precision == "int8" and int8_base == "fp16"
+    if fp16_base:
+        from zsplg_fast.export.mixed_precision import modelopt_version
+
+        tool, tool_version = INT8_FP16_TOOL, modelopt_version()
+    elif precision == "int8":
         from onnxruntime import __version__ as tool_version
 
         tool = INT8_TOOL
@@ -323,6 +337,8 @@ def precision_artifact(
         tool, tool_version = "nvidia-modelopt onnx.autocast", modelopt_version()
     ops = int8_op_types(src.sidecar.get("spec"))
     wanted = {"op_types": list(ops)} if precision == "int8" else {"keep_fp32_ops": list(FP32_OPS)}
+    if fp16_base:
+        wanted["base"] = "fp16"
     reused = _reuse(dst, src_sha, tool, wanted, force)
     if reused is not None:
         return reused
@@ -334,14 +350,27 @@ def precision_artifact(
     tmpdir = Path(tempfile.mkdtemp(prefix=f".{dst.stem}.", suffix=".partial", dir=src.path.parent))
     try:
         tmp = tmpdir / dst.name
-        if precision == "int8" and not ops:  # nothing to quantize (e.g. preprocessing): the fp32 graph
-            settings: dict[str, Any] = _copy_unquantized(src.path, tmp, len(calib))
+        if fp16_base and not ops:  # nothing to quantize: the fp16 graph
+            settings: dict[str, Any] = {
+                **convert_mixed(src.path, tmp, "fp16"),
+                "base": "fp16",
+                "qdq_nodes": 0,
+            }
+        elif fp16_base:
+            from zsplg_fast.export.int8_fp16 import quantize_int8_fp16
+
+            settings = quantize_int8_fp16(src.path, tmp, calib, op_types=ops)
+        elif precision == "int8" and not ops:  # nothing to quantize (e.g. preprocessing): the fp32 graph
+            settings = _copy_unquantized(src.path, tmp, len(calib))
         elif precision == "int8":
             settings = quantize_int8(src.path, tmp, calib, op_types=ops).to_dict()
         else:
             settings = convert_mixed(src.path, tmp, precision)
         seconds = round(time.perf_counter() - t0, 2)
-        validation = _validate(src.path, tmp, precision, feeds)
+        # fp16-base int8: onnxruntime's QDQ fusions (extended, all) refuse fp16 scales ("Type
+        # 'tensor(float16)' of input parameter ... of operator (QLinearConcat)"): basic level on the CPU
+        level = "basic" if fp16_base else ORT_CPU_OPTIMIZATION[precision]
+        validation = _validate(src.path, tmp, precision, feeds, level)
         _publish(tmp, dst)  # with its external data (vit_h)
         record = write_derived_sidecar(
             src.path,
@@ -354,7 +383,7 @@ def precision_artifact(
                 "precision_settings": settings,
                 "precision_time_s": seconds,
                 "validation": validation,
-                "onnxruntime_cpu_optimization": ORT_CPU_OPTIMIZATION[precision],
+                "onnxruntime_cpu_optimization": level,
                 **(
                     {"calibration": {**dict(calibration_record or {}), "feeds_used": len(calib)}}
                     if precision == "int8"

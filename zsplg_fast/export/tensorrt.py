@@ -216,6 +216,7 @@ def precision_onnx(
     *,
     calibration: Iterable[dict[str, Any]] | None = None,
     calibration_record: Mapping[str, Any] | None = None,
+    int8_base: str = "fp32",
     force: bool = False,
 ) -> Path:
     """The ONNX a ``precision`` build reads: ``onnx_path`` itself when its sidecar already has that
@@ -235,8 +236,9 @@ def precision_onnx(
         check_precision(path, side, precision)  # raises, naming what to do
     from zsplg_fast.export.precision import precision_artifact
 
+    extra = {"int8_base": int8_base} if int8_base != "fp32" else {}
     made = precision_artifact(
-        path, precision, calibration=calibration, calibration_record=calibration_record, force=force
+        path, precision, calibration=calibration, calibration_record=calibration_record, force=force, **extra
     )
     return Path(made.path)
 
