@@ -171,24 +171,12 @@ class ResNet(nn.Module):
         return c1, c2, c3, c4
 
 
-class MobileNetV3(nn.Module):
-    """torchvision ``mobilenet_v3_large(dilated=True)`` features (ImageNet-style init, no weights here;
-    load them with ``pretrained``). ``base_forward`` returns (c1 (B, 24, H/4, W/4), c4 (B, 960, H/16,
-    W/16)); parameter names are torchvision's ``features.*``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        from torchvision.models import mobilenet_v3_large
-
-        self.features = mobilenet_v3_large(weights=None, dilated=True).features
-
-    def base_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        c1 = self.features[:4](x)
-        return c1, self.features[4:](c1)
-
-
 def _backbone(spec: BackboneSpec, replace_stride_with_dilation: Sequence[bool]) -> nn.Module:
-    return MobileNetV3() if spec.kind == "mobilenet_v3" else ResNet(spec, replace_stride_with_dilation)
+    if spec.kind == "mobilenet_v3":
+        from zsplg_fast.models.mobilenet import MobileNetV3
+
+        return MobileNetV3()
+    return ResNet(spec, replace_stride_with_dilation)
 
 
 class ASPPPooling(nn.Module):
