@@ -104,8 +104,8 @@ def markdown(summary: dict[str, Any]) -> str:
         "",
         "`int8`: static QDQ for TensorRT (symmetric int8 activations, the QDQ lint's form); `int8-cpu`: "
         "uint8 activations, onnxruntime CPU's fast form (TensorRT refuses it). Both: per-channel int8 "
-        "weights, the segmenter's op list (Conv, Relu, Add, MaxPool, Concat), calibrated on 64 "
-        "labeled-split images.",
+        "weights, calibrated on 64 labeled-split images; op lists: `int8_op_types('segmenter', target)` "
+        "in export/precision.py (recorded per row in model.<variant>.json).",
     ]
     return "\n".join(lines) + "\n"
 

@@ -140,6 +140,10 @@ def test_every_spec_kind_has_an_int8_op_list() -> None:
     assert not missing, f"specs without an int8 op list: {missing}"
     for name in ("sam_decoder", "sam_decoder_batched", "sam_decoder_image", "sam_decoder_shared"):
         assert "MatMul" not in INT8_OP_TYPES[name]
+    from zsplg_fast.export.precision import int8_op_types
+
+    assert int8_op_types("segmenter", "cpu") == ("Conv", "Relu", "Add", "MaxPool", "Concat")
+    assert int8_op_types("segmenter") == ("Conv", "MatMul", "Gemm")  # TensorRT form (toy: 0.92 vs 0.21)
 
 
 def _copy_artifacts(exported: dict[str, Any], names: tuple[str, ...], dst: Path) -> dict[str, Path]:

@@ -119,7 +119,7 @@ def make_variants(backbone: str, cfg: DeployBenchConfig, log: Log) -> tuple[dict
             if calib is None:
                 calib = calibration_images(work, cfg.calib_images, cfg.size)
             rec = quantize_int8(
-                art.path, dst, calib, op_types=int8_op_types("segmenter"), target=str(target)
+                art.path, dst, calib, op_types=int8_op_types("segmenter", str(target)), target=str(target)
             ).to_dict()
         made[v] = {**rec, "seconds": round(time.perf_counter() - t1, 1)}
         paths[v] = dst

@@ -99,7 +99,7 @@ def _reduce(cfg: DeployConfig, fp32: Path, dst: Path, notify: Progress) -> dict[
         fp32,
         dst,
         calibration_feeds(samples, n),
-        op_types=int8_op_types("segmenter"),
+        op_types=int8_op_types("segmenter", cfg.int8_target),
         calibrate_method=cfg.calibrate_method,
         target=cfg.int8_target,
     )

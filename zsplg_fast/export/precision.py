@@ -105,10 +105,14 @@ INT8_BASES = ("fp32", "fp16")
 # GEM dense CLIP (toy CLIP, int8 clip_dense alone, same images): Conv/MatMul/Gemm -0.63 points,
 # Conv/Gemm only -7.3, MatMul only 0.00 (the patch-embedding Conv and the Gemm projections are the
 # sensitive ones); so MatMul only, and the text tower (the same blocks) likewise.
-# segmenter (a CNN): the Conv inputs and the ReLU / residual Add / MaxPool / Concat between them, so
-# onnxruntime runs the backbone in int8 end to end (Conv alone leaves float ReLUs and Adds between
-# int8 Convs: slower than fp32 on the CPU, bench/results/deploy_cpu_real).
+# segmenter (a CNN), TensorRT form (symmetric int8 activations): Conv (the default list); quantizing the
+# ReLU / residual Add / MaxPool / Concat between them too cost 0.92 mIoU points on the toy segmenter
+# (bench/results/deploy_cpu, row int8), against 0.21 for Conv only (the earlier committed run).
+# onnxruntime CPU form (uint8 activations, INT8_CPU_OP_TYPES): the CNN end to end, so onnxruntime fuses
+# the whole backbone into QLinearConv / QLinearAdd (Conv alone leaves float ReLUs and Adds between
+# int8 Convs, slower than fp32 there); toy drop -0.02 points.
 SEGMENTER_INT8_OPS = ("Conv", "Relu", "Add", "MaxPool", "Concat")
+INT8_CPU_OP_TYPES: dict[str, tuple[str, ...]] = {"segmenter": SEGMENTER_INT8_OPS}
 INT8_OP_TYPES: dict[str, tuple[str, ...]] = {
     "sam_encoder": QUANT_OP_TYPES,
     "sam_encoder_preprocess": (),  # resize + normalise: no weights, nothing to quantize
@@ -118,14 +122,18 @@ INT8_OP_TYPES: dict[str, tuple[str, ...]] = {
     "sam_decoder_shared": ("Conv", "Gemm"),
     "clip_dense": ("MatMul",),
     "clip_text": ("MatMul",),
-    "segmenter": SEGMENTER_INT8_OPS,
+    "segmenter": QUANT_OP_TYPES,
 }
 
 
-def int8_op_types(spec: str | None) -> tuple[str, ...]:
-    """The int8 op types of an artifact's spec (:data:`INT8_OP_TYPES`); a sidecar without a registered
-    spec (a hand-made ONNX) gets the default Conv/MatMul/Gemm."""
-    return INT8_OP_TYPES.get(str(spec or ""), QUANT_OP_TYPES)
+def int8_op_types(spec: str | None, target: str = "tensorrt") -> tuple[str, ...]:
+    """The int8 op types of an artifact's spec for an int8 target (:data:`INT8_OP_TYPES`, for ``cpu``
+    :data:`INT8_CPU_OP_TYPES` first); a sidecar without a registered spec (a hand-made ONNX) gets the
+    default Conv/MatMul/Gemm."""
+    key = str(spec or "")
+    if target == "cpu" and key in INT8_CPU_OP_TYPES:
+        return INT8_CPU_OP_TYPES[key]
+    return INT8_OP_TYPES.get(key, QUANT_OP_TYPES)
 
 
 ORT_CPU_OPTIMIZATION = {"fp32": "all", "int8": "all", "fp16": "extended", "bf16": "extended"}
