@@ -23,12 +23,17 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
+import subprocess
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from zsplg_fast.errors import ExportFailedError, MissingDependencyError
 from zsplg_fast.export.int8 import (
@@ -82,43 +87,43 @@ def quantize_int8_fp16(
         ExportFailedError: ModelOpt failed or the calibration data were empty.
         QdqLintError: the result holds nodes TensorRT cannot consume.
     """
-    quantize = _modelopt_quantize()
+    import importlib.util
+
+    if importlib.util.find_spec("modelopt") is None:  # checked without importing it here (see below)
+        raise MissingDependencyError("nvidia-modelopt", "int8 on an fp16 graph", PRECISION_EXTRA_INSTALL)
     src, dst = Path(onnx_in), Path(onnx_out)
     external = uses_external_data(src) if external_data is None else bool(external_data)
-    reader = _as_reader(calibration)
     excluded = activation_matmuls(src) if weight_matmuls_only else []
     dst.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent) as part:
         out = Path(part) / dst.name
-        names = ("modelopt", None)
-        levels = [logging.getLogger(n).level for n in names]
-        try:
-            for n in names:
-                logging.getLogger(n).setLevel(logging.CRITICAL)  # "no GPU" and per-node notes
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-                warnings.simplefilter("ignore")
-                quantize(
-                    str(src),
-                    quantize_mode="int8",
-                    calibration_data_reader=reader,
-                    calibration_method="max",
-                    calibration_eps=["cpu"],
-                    op_types_to_quantize=list(op_types),
-                    nodes_to_exclude=excluded,
-                    op_types_to_exclude_fp16=list(keep_fp32_ops),
-                    high_precision_dtype="fp16",
-                    use_external_data_format=external,
-                    output_path=str(out),
-                    log_level="ERROR",
-                )
-        except Exception as e:  # ModelOpt raises plain exceptions
-            raise ExportFailedError(
-                src.name, "ModelOpt int8 (fp16 base)", f"{type(e).__name__}: {str(e)[:300]}"
-            ) from e
-        finally:
-            for n, lv in zip(names, levels, strict=True):
-                logging.getLogger(n).setLevel(lv)
-        batches = reader.inner.count
+        feeds = list(calibration)
+        np.savez(
+            Path(part) / "calib.npz", **{f"{i}/{k}": v for i, f in enumerate(feeds) for k, v in f.items()}
+        )
+        job = {
+            "src": str(src),
+            "out": str(out),
+            "calib": str(Path(part) / "calib.npz"),
+            "count": len(feeds),
+            "op_types": list(op_types),
+            "nodes_to_exclude": excluded,
+            "keep_fp32_ops": list(keep_fp32_ops),
+            "external": external,
+        }
+        # a child process: ModelOpt patches onnxruntime.quantization's classes when it runs, which
+        # breaks later quantize_static calls in the same process (measured: "Quantization parameters
+        # are not specified for param image")
+        res = subprocess.run(
+            [sys.executable, "-m", "zsplg_fast.export.int8_fp16", json.dumps(job)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if res.returncode != 0 or not out.is_file():
+            tail = (res.stderr.strip().splitlines() or ["no output"])[-1][:300]
+            raise ExportFailedError(src.name, "ModelOpt int8 (fp16 base)", tail)
+        batches = int(json.loads(res.stdout.strip().splitlines()[-1])["batches"])
         if batches == 0:
             raise ExportFailedError(src.name, "INT8 calibration", "the calibration data was empty")
         qdq = count_qdq(out)
@@ -139,3 +144,37 @@ def quantize_int8_fp16(
         "external_data": external,
         "tool_version": modelopt_version(),
     }
+
+
+def _child(job: dict[str, Any]) -> dict[str, Any]:
+    """Run ModelOpt's int8 quantization (in a child process; see :func:`quantize_int8_fp16`)."""
+    quantize = _modelopt_quantize()
+    data = np.load(job["calib"])
+    feeds: list[dict[str, np.ndarray]] = [{} for _ in range(job["count"])]
+    for key in data.files:
+        i, name = key.split("/", 1)
+        feeds[int(i)][name] = data[key]
+    reader = _as_reader(feeds)
+    logging.getLogger("modelopt").setLevel(logging.CRITICAL)  # "no GPU" and per-node notes
+    logging.getLogger().setLevel(logging.CRITICAL)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        quantize(
+            job["src"],
+            quantize_mode="int8",
+            calibration_data_reader=reader,
+            calibration_method="max",
+            calibration_eps=["cpu"],
+            op_types_to_quantize=job["op_types"],
+            nodes_to_exclude=job["nodes_to_exclude"],
+            op_types_to_exclude_fp16=job["keep_fp32_ops"],
+            high_precision_dtype="fp16",
+            use_external_data_format=job["external"],
+            output_path=job["out"],
+            log_level="ERROR",
+        )
+    return {"batches": reader.inner.count}
+
+
+if __name__ == "__main__":
+    print(json.dumps(_child(json.loads(sys.argv[1]))))
