@@ -23,10 +23,14 @@ from typing import Any
 
 import torch
 
-PRECISIONS = ("fp32", "fp16", "int8")
+# variant → (deploy precision, int8 target): int8 = TensorRT's QDQ form, int8-cpu = onnxruntime CPU's
+VARIANTS = {"fp32": ("fp32", "tensorrt"), "fp16": ("fp16", "tensorrt"), "int8": ("int8", "tensorrt")}
+VARIANTS["int8-cpu"] = ("int8", "cpu")
 
 
-def train(ds: Path, run: Path, backbone: str, iters: int, threads: int) -> Path:
+def train(
+    ds: Path, run: Path, backbone: str, iters: int, threads: int, pretrained: str | None = None
+) -> Path:
     """Supervised training on the labeled split; returns the final checkpoint."""
     from zsplg_fast.config import load_config
     from zsplg_fast.train.supervised import train_supervised
@@ -37,6 +41,7 @@ def train(ds: Path, run: Path, backbone: str, iters: int, threads: int) -> Path:
         "data.workers": 0,
         "data.preflight_cache": str(run.parent / "preflight"),
         "model.backbone": backbone,
+        "model.pretrained": pretrained,
         "optim.lr": 0.02,
         "optim.lr_scaling": "none",
         "supervised.batch_size": 8,
@@ -77,7 +82,8 @@ def markdown(summary: dict[str, Any]) -> str:
         f"# Deployed segmenter: fp32 vs fp16 vs int8 ({summary['backbone']} DeepLabV3+, "
         f"{summary['machine']['cpu']}, {summary['machine']['usable_cores']} cores)",
         "",
-        f"Trained {tr['iters']} iterations ({tr['seconds']:.0f} s) on {tr['images']} synthetic shapes images "
+        f"Trained {tr['iters']} iterations ({tr['seconds']:.0f} s, backbone weights "
+        f"{tr.get('pretrained') or 'none'}) on {tr['images']} synthetic shapes images "
         "(5 classes + background), then `zsplg_fast.deploy.deploy` per precision: mIoU on the val split "
         "(UniMatch protocol, full images) of the PyTorch fp32 reference and of the deployed ONNX; latency of "
         f"one {first['input']} input in onnxruntime CPU (median), fp32 ONNX and deployed ONNX side by side. "
@@ -94,6 +100,13 @@ def markdown(summary: dict[str, Any]) -> str:
             f"{r['drop_points']:.2f} | {r['fp32_ort_ms']:.1f} | {r['deployed_ort_ms']:.1f} | "
             f"{r['speedup_vs_fp32_ort']:.2f}× | {r['model_bytes'] / 1e6:.2f} |"
         )
+    lines += [
+        "",
+        "`int8`: static QDQ for TensorRT (symmetric int8 activations, the QDQ lint's form); `int8-cpu`: "
+        "uint8 activations, onnxruntime CPU's fast form (TensorRT refuses it). Both: per-channel int8 "
+        "weights, calibrated on 64 labeled-split images; op lists: `int8_op_types('segmenter', target)` "
+        "in export/precision.py (recorded per row in model.<variant>.json).",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -106,6 +119,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=240)
     ap.add_argument("--latency-size", default="512")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--pretrained", default=None, help="backbone weights, e.g. toy (the toy world's)")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     import os
@@ -132,17 +147,20 @@ def main() -> None:
         labeled_fraction=1.0,
     )
     t0 = time.perf_counter()
-    run = work / f"run-{args.backbone}-{args.iters}"
-    ckpt = train(ds, run, args.backbone, args.iters, torch.get_num_threads())
+    run = work / f"run-{args.backbone}-{args.iters}-{args.pretrained or 'scratch'}"
+    ckpt = train(ds, run, args.backbone, args.iters, torch.get_num_threads(), args.pretrained)
     train_s = time.perf_counter() - t0
     rows: dict[str, Any] = {}
-    for p in PRECISIONS:
-        folder = Path("deploy") / f"bench-{p}"
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    for v in variants:
+        p, target = VARIANTS[v]
+        folder = Path("deploy") / f"bench-{v}"
         cfg = from_dict(
             DeployConfig,
             {
                 "checkpoint": str(ckpt),
                 "precision": p,
+                "int8_target": target,
                 "calib": f"synthetic:{ds}",
                 "calib_split": "labeled",
                 "calib_images": 64,
@@ -157,12 +175,17 @@ def main() -> None:
             },
         )
         t1 = time.perf_counter()
-        result = deploy(cfg, progress=lambda stage, p=p: print(f"[{p}] {stage}", flush=True))
-        rows[p] = _row({**result, "deploy_s": round(time.perf_counter() - t1, 1)}, folder)
+        result = deploy(cfg, progress=lambda stage, v=v: print(f"[{v}] {stage}", flush=True))
+        rows[v] = _row({**result, "deploy_s": round(time.perf_counter() - t1, 1)}, folder)
     summary = {
         "benchmark": "deploy_precision",
         "backbone": args.backbone,
-        "train": {"iters": args.iters, "seconds": round(train_s, 1), "images": args.images},
+        "train": {
+            "iters": args.iters,
+            "seconds": round(train_s, 1),
+            "images": args.images,
+            "pretrained": args.pretrained,
+        },
         "machine": machine_info(),
         "versions": library_versions(),
         "runtime": runtime_settings(args.threads),
@@ -170,8 +193,8 @@ def main() -> None:
         "results": rows,
     }
     atomic_write_json(out_dir / "summary.json", summary)
-    for p in PRECISIONS:
-        shutil.copyfile(Path("deploy") / f"bench-{p}" / "model.json", out_dir / f"model.{p}.json")
+    for v in variants:
+        shutil.copyfile(Path("deploy") / f"bench-{v}" / "model.json", out_dir / f"model.{v}.json")
     atomic_write_text(out_dir / "summary.md", markdown(summary))
     print(markdown(summary))
     print(json.dumps(rows, indent=1))

@@ -69,7 +69,9 @@ def test_precision_onnx_reuses_or_makes_the_precision_artifact(
     fp16 = _as_precision(src, tmp_path, "fp16")
     calls: list[tuple[Path, str, Any]] = []
 
-    def fake(onnx_path: Path, precision: str, *, calibration: Any = None, force: bool = False) -> Artifact:
+    def fake(
+        onnx_path: Path, precision: str, *, calibration: Any = None, force: bool = False, **_: Any
+    ) -> Artifact:
         calls.append((Path(onnx_path), precision, calibration))
         return Artifact.open(fp16)
 
@@ -340,7 +342,7 @@ def test_cli_build_makes_the_precision_onnx_first(
     src = Path(exported["segmenter"].path)
     made: list[str] = []
 
-    def fake(onnx_path: Path, precision: str, *, calibration: Any = None, force: bool = False) -> Artifact:
+    def fake(onnx_path: Path, precision: str, *, force: bool = False, **_: Any) -> Artifact:
         made.append(precision)
         return Artifact.open(_as_precision(Path(onnx_path), tmp_path, precision))
 

@@ -30,14 +30,15 @@ def _prompts(sam: Any, b: int, n: int, seed: int) -> tuple[torch.Tensor, torch.T
     return torch.rand(b, n, 2, generator=gen) * s, torch.randint(0, 2, (b, n), generator=gen).float()
 
 
+@pytest.mark.parametrize("scale_first", [False, True])
 @torch.inference_mode()
-def test_shared_decoder_equals_upstream_mask_decoder(tiny_sam: Any) -> None:
+def test_shared_decoder_equals_upstream_mask_decoder(tiny_sam: Any, scale_first: bool) -> None:
     torch.manual_seed(1)
     g, c = tiny_sam.prompt_encoder.image_embedding_size[0], tiny_sam.prompt_encoder.embed_dim
     emb = torch.randn(1, c, g, g)
     shared = dict(zip(SHARED_NAMES, SamDecoderImage(tiny_sam)(emb), strict=True))
     assert shared["image_tokens"].shape == (1, g * g, c) and shared["t2i_keys"].shape == (1, g * g, c // 2)
-    dec = SamDecoderShared(tiny_sam)
+    dec = SamDecoderShared(tiny_sam, scale_first=scale_first)
     for b, n, seed in ((1, 1, 0), (9, 1, 1), (5, 3, 2)):
         coords, labels = _prompts(tiny_sam, b, n, seed)
         masks, iou = dec(**shared, point_coords=coords, point_labels=labels)
@@ -65,3 +66,32 @@ def test_shared_pair_exports_validates_and_chains_in_onnxruntime(tiny_sam: Any, 
         ref_masks, ref_iou = _upstream(tiny_sam, emb, coords, labels)
     np.testing.assert_allclose(out["low_res_masks"], ref_masks.numpy(), atol=1e-4)
     np.testing.assert_allclose(out["iou_predictions"], ref_iou.numpy(), atol=1e-4)
+
+
+def _softmax_inputs(path: Path) -> list[tuple[str, str]]:
+    """(producer of each Softmax's input, producer of that MatMul's first input) in an ONNX graph."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    made = {o: n for n in model.graph.node for o in n.output}
+    out = []
+    for n in model.graph.node:
+        if n.op_type == "Softmax":
+            mm = made[n.input[0]]
+            out.append((mm.op_type, made[mm.input[0]].op_type if mm.input[0] in made else "input"))
+    return out
+
+
+@pytest.mark.parametrize("name", ["sam_decoder_shared", "sam_decoder_batched"])
+def test_exported_decoder_scales_q_before_qk(tiny_sam: Any, tmp_path: Path, name: str) -> None:
+    """Issue 20 (14): every attention of the exported decoder is MatMul(Q·s, Kᵀ) → Softmax (TensorRT's
+    MHA fusion pattern), not MatMul → Div → Softmax; the export still validates against the module, and
+    the module equals upstream (test above; the chain test compares the ONNX with upstream)."""
+    art = export_onnx(get_spec(name).bind(tiny_sam), tmp_path)
+    assert art.sidecar["validation"]["passed"] and art.sidecar["spec_options"]["scale_first"] is True
+    pairs = _softmax_inputs(Path(art.path))
+    depth = len(tiny_sam.mask_decoder.transformer.layers)
+    assert len(pairs) == 3 * depth + 1  # self, token→image, image→token per block + the final attention
+    assert all(p == ("MatMul", "Mul") for p in pairs), pairs
+    upstream = export_onnx(get_spec(name).bind(tiny_sam, scale_first=False), tmp_path / "upstream")
+    assert all(p[0] == "Div" for p in _softmax_inputs(Path(upstream.path))), "upstream's order differs"

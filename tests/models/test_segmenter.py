@@ -127,3 +127,17 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
 def test_unknown_backbone_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="unknown backbone"):
         build_segmenter("resnet18", 3)
+
+
+def test_mobilenet_v3_large_backbone_is_deeplabv3plus_at_output_stride_16() -> None:
+    torch.manual_seed(0)
+    m = build_segmenter("mobilenet_v3_large", 5).eval()
+    x = torch.randn(1, 3, 97, 129)
+    with torch.no_grad():
+        c1, c4 = m.backbone.base_forward(x)
+        out = m(x)
+    assert c1.shape == (1, 24, 25, 33) and c4.shape == (1, 960, 7, 9)  # strides 4 and 16 (dilated C5)
+    assert out.shape == (1, 5, 97, 129)
+    assert m.head.b0[0].in_channels == 960 and m.reduce[0].in_channels == 24
+    n = sum(p.numel() for p in m.backbone.parameters())
+    assert 2.9e6 < n < 3.0e6  # torchvision MobileNetV3-Large features (2.97 M)

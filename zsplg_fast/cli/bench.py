@@ -180,6 +180,56 @@ def labeling(
     bench_labeling(cfg, log=lambda line: console.print(line, highlight=False))
 
 
+@bench_app.command("deploy")
+def deploy_bench(
+    backbones: list[str] | None = typer.Option(
+        None, "--backbones", help="segmenter backbones, e.g. resnet101,mobilenet_v3_large (random weights)"
+    ),
+    variants: list[str] | None = typer.Option(
+        None, "--variants", help="fp32,fp16,int8,int8-cpu (default all; fp32 always runs)"
+    ),
+    size: int | None = typer.Option(None, "--size", help="square input side (default 513)"),
+    calib_images: int | None = typer.Option(None, "--calib-images", help="int8 calibration images"),
+    rounds: int | None = typer.Option(None, "--rounds", help="interleaved timing rounds (default 2)"),
+    budget_s: float | None = typer.Option(None, "--budget-s", help="timed seconds per variant and round"),
+    threads: int | None = typer.Option(None, "--threads", help="onnxruntime intra-op threads"),
+    work: str | None = typer.Option(None, "--work", help="folder for the ONNX files"),
+    out: str | None = typer.Option(None, "--out", help="results folder (bench_deploy.json / .md)"),
+    note: str | None = typer.Option(None, "--note", help="free text recorded in the report"),
+) -> None:
+    """Real-size DeepLabV3+ (random weights) at fp32 / fp16 / int8 side by side on onnxruntime CPU:
+    latency, throughput and peak RSS, each variant in a fresh process without torch."""
+    from zsplg_fast.bench.deploy_speed import VARIANTS, DeployBenchConfig, bench_deploy
+    from zsplg_fast.models.segmenter import BACKBONES
+
+    names = _split(backbones)
+    for b in names or []:
+        if b not in BACKBONES:
+            raise typer.BadParameter(f"unknown backbone {b!r}; valid: {', '.join(BACKBONES)}")
+    chosen = _split(variants)
+    for v in chosen or []:
+        if v not in VARIANTS:
+            raise typer.BadParameter(f"unknown variant {v!r}; valid: {', '.join(VARIANTS)}")
+    given: dict[str, Any] = {
+        "backbones": tuple(names) if names else None,
+        "variants": tuple(dict.fromkeys(["fp32", *chosen])) if chosen else None,
+        "size": size,
+        "calib_images": calib_images,
+        "rounds": rounds,
+        "budget_s": budget_s,
+        "threads": threads,
+        "work": work,
+        "out": out,
+        "note": note,
+    }
+    cfg = DeployBenchConfig(**{k: v for k, v in given.items() if v is not None})
+    report = bench_deploy(cfg, log=lambda line: console.print(line, highlight=False))
+    from zsplg_fast.bench.deploy_speed import markdown
+
+    console.print(markdown(report), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"wrote {cfg.out}/bench_deploy.json and bench_deploy.md")
+
+
 def register(app: typer.Typer) -> None:
     """Attach `bench` (and `bench labeling`) to the root app."""
     app.add_typer(bench_app, name="bench")

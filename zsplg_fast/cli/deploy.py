@@ -20,6 +20,9 @@ def deploy(
     val: str | None = typer.Option(None, "--val", help="labeled validation dataset KIND:DIR"),
     val_split: str | None = typer.Option(None, "--val-split", help="split of --val (default val)"),
     val_images: int | None = typer.Option(None, "--val-images", help="evaluate on the first N images"),
+    int8_target: str | None = typer.Option(
+        None, "--int8-target", help="tensorrt (default) | cpu: uint8 activations, fast on onnxruntime CPU"
+    ),
     max_miou_drop: float | None = typer.Option(None, "--max-miou-drop", help="points allowed (default 1.0)"),
     latency_size: str | None = typer.Option(None, "--latency-size", help="S or HxW timed (default 512)"),
     threads: int | None = typer.Option(None, "--threads", help="onnxruntime / torch threads"),
@@ -49,6 +52,7 @@ def deploy(
             "deploy.val": val,
             "deploy.val_split": val_split,
             "deploy.val_images": val_images,
+            "deploy.int8_target": int8_target,
             "deploy.max_miou_drop": max_miou_drop,
             "deploy.latency_size": latency_size,
             "deploy.threads": threads,

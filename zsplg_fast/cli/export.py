@@ -119,6 +119,16 @@ def build_cmd(
     version_compatible: bool = typer.Option(False, "--version-compatible", help="VERSION_COMPATIBLE plan"),
     optimization_level: int | None = typer.Option(None, "--optimization-level", help="builder level 0-5"),
     force: bool = typer.Option(False, "--force", help="replace a different plan zsplg-fast wrote"),
+    calib: str | None = typer.Option(
+        None,
+        "--calib",
+        help="int8: calibration images, a folder or KIND:DIR (default: the config's data.source)",
+    ),
+    calib_images: int = typer.Option(16, "--calib-images", min=1, help="int8: calibration images used"),
+    calib_split: str | None = typer.Option(None, "--calib-split", help="int8: split of --calib"),
+    int8_base: str = typer.Option(
+        "fp32", "--int8-base", help="int8: QDQ on the fp32 graph (default) or on the fp16 graph (fp16)"
+    ),
     config: Path | None = ConfigOpt,
     set_: list[str] | None = SetOpt,
 ) -> None:
@@ -148,8 +158,21 @@ def build_cmd(
     ranges = parse_axis_ranges(e.profiles)
     for path in onnx:
         check_plan_destination(path, e.engines_dir, e.precision)  # before the precision ONNX is made
+        feeds, record = (
+            _calibration(path, cfg, calib, calib_split, calib_images)
+            if e.precision == "int8"
+            else (None, None)
+        )
+        made = precision_onnx(
+            path,
+            e.precision,
+            calibration=feeds,
+            calibration_record=record,
+            int8_base=int8_base,
+            force=e.force,
+        )
         art, reused = build_engine(
-            precision_onnx(path, e.precision, force=e.force),
+            made,
             e.engines_dir,
             precision=e.precision,
             profiles=ranges,
@@ -162,6 +185,33 @@ def build_cmd(
         )
         state = "reused (same cache key)" if reused else f"built in {art.sidecar.get('build_time_s')} s"
         console.print(f"{art.path}: {state}, {_mb(art.path.stat().st_size)}", highlight=False)
+
+
+def _calibration(
+    path: Path, cfg: Any, source: str | None, split: str | None, count: int
+) -> tuple[list[dict[str, Any]] | None, dict[str, Any] | None]:
+    """(int8 calibration feeds for ``path`` from ``count`` images of ``source`` or the config's
+    ``data.source``, what was used); (None, None) when the int8 ONNX exists already or the input is
+    not an fp32 export."""
+    from zsplg_fast.export.artifact import read_sidecar
+    from zsplg_fast.export.precision import precision_path
+    from zsplg_fast.labeling.calibration import calibration_feeds, calibration_images
+
+    if read_sidecar(path).get("precision", "fp32") != "fp32" or (
+        precision_path(path, "int8").is_file() and not cfg.export.force
+    ):
+        return None, None  # an int8 ONNX already (reused or checked by precision_onnx)
+    spec = source or cfg.data.source
+    if not spec:
+        raise typer.BadParameter(
+            "int8 needs calibration images: --calib FOLDER (or KIND:DIR), or data.source in the config",
+            param_hint="--calib",
+        )
+    split = split or (cfg.data.split if not source else None)
+    images = calibration_images(spec, split, count)
+    console.print(f"int8 calibration of {path.name}: {len(images)} images of {spec}", highlight=False)
+    feeds = calibration_feeds(path, images, cfg)
+    return feeds, {"source": spec, "split": split, "images": len(images), "feeds": len(feeds)}
 
 
 def _graph_io(path: Path) -> list[tuple[str, str, str, str]]:

@@ -130,6 +130,12 @@ class DeployConfig:
     window: int = opt(321, ge=16, help="sliding-window / center-crop size")
     max_miou_drop: float = opt(1.0, help="largest mIoU drop allowed, in points (fp32 → deployed)")
     calibrate_method: str = opt("minmax", choices=("minmax", "entropy", "percentile"))
+    int8_target: str = opt(
+        "tensorrt",
+        choices=("tensorrt", "cpu"),
+        help="int8 QDQ for TensorRT (symmetric int8 activations) or for onnxruntime CPU (uint8 "
+        "activations: the fast CPU form, which TensorRT refuses)",
+    )
     latency_size: str = opt("512", help="S or HxW input used to time fp32 and deployed models")
     latency_budget_s: float = opt(5.0, gt=0.0, help="timed seconds per model")
     exporter: str | None = opt(None, choices=("dynamo", "legacy"), help="null = the segmenter spec's")

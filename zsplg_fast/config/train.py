@@ -13,7 +13,7 @@ from zsplg_fast.config.fields import opt
 from zsplg_fast.errors import ConfigError
 
 # Names registered in zsplg_fast.models.segmenter.BACKBONES (config sits below models, so listed here).
-SEGMENTER_BACKBONES = ("resnet50", "resnet101", "tiny")
+SEGMENTER_BACKBONES = ("resnet50", "resnet101", "mobilenet_v3_large", "tiny")
 EVAL_MODES = ("original", "sliding_window", "center_crop")
 # Where enhance may replace a zero-shot label (train.losses.enhanced_label applies them).
 ENHANCE_SCOPES = ("all", "background")

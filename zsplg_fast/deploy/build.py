@@ -85,7 +85,7 @@ def _latency(path: Path, size: tuple[int, int], cfg: DeployConfig) -> float:
 
 def _reduce(cfg: DeployConfig, fp32: Path, dst: Path, notify: Progress) -> dict[str, Any]:
     """Write the deployed model to ``dst``; returns what was done (for the sidecar)."""
-    from zsplg_fast.export.precision import convert_fp16, quantize_int8
+    from zsplg_fast.export.precision import convert_fp16, int8_op_types, quantize_int8
 
     if cfg.precision == "fp32":
         shutil.copyfile(fp32, dst)
@@ -96,7 +96,14 @@ def _reduce(cfg: DeployConfig, fp32: Path, dst: Path, notify: Progress) -> dict[
     samples = _samples(cfg.calib, cfg.calib_split, "deploy.calib", None)
     n = min(cfg.calib_images, len(samples))
     notify(f"int8 calibration on {n} images")
-    report = quantize_int8(fp32, dst, calibration_feeds(samples, n), calibrate_method=cfg.calibrate_method)
+    report = quantize_int8(
+        fp32,
+        dst,
+        calibration_feeds(samples, n),
+        op_types=int8_op_types("segmenter", cfg.int8_target),
+        calibrate_method=cfg.calibrate_method,
+        target=cfg.int8_target,
+    )
     calib = {"source": cfg.calib, "split": cfg.calib_split, "images": n}
     return {"quantization": {**report.to_dict(), "calibration": calib}}
 

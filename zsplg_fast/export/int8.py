@@ -21,7 +21,28 @@ Follows the onnxruntime quantization guide (``quant_pre_process`` → ``quantize
   the fp32 masks (mean best IoU 0.85); without them 95 % (0.94);
 - ``quant_pre_process`` fails symbolic shape inference on legacy exports (and on some dynamo graphs
   with dynamic Resize sizes); it is retried with ``skip_symbolic_shape=True``, and the report records
-  which way it went.
+  which way it went;
+- external data: a source whose weights live in ``<name>.onnx.data`` (vit_h: over protobuf's 2 GB) gives
+  external-data intermediate and output models too (``quant_pre_process(save_as_external_data=True)``,
+  ``quantize_static(use_external_data_format=True)``); the output is ``<out>.onnx`` + ``<out>.onnx.data``.
+
+**Targets** (:data:`INT8_TARGETS`). ``tensorrt`` (the default, what ``build`` and the QDQ lint need):
+symmetric int8 activations, zero point 0. ``cpu``: asymmetric *uint8* activations (onnxruntime's U8S8,
+the layout its x86 VNNI kernels are made for) with the same per-channel symmetric int8 weights. On the
+CPU the symmetric form is slower than fp32 on a ResNet-101 DeepLabV3+ (the zero-centred range cannot
+absorb the ReLU after a Conv, so onnxruntime keeps float ReLUs between its NHWC ``QLinearConv`` and
+inserts layout Transposes around each), while U8S8 folds ReLU into the quantization range and runs the
+CNN in int8 end to end (bench/results/deploy_cpu_real: see the README's "Edge" figures). TensorRT
+rejects uint8 / non-zero zero points, so a ``cpu`` artifact is not linted and is not for ``build``.
+
+**7-bit weights** (``reduce_range``, both targets). onnxruntime's x86 integer kernels without VNNI (AVX2,
+as on this project's CI machine) multiply u8 × s8 pairs with ``vpmaddubsw``, whose int16 pair sums
+saturate for full-range int8 weights; the onnxruntime quantization docs' remedy is ``reduce_range``
+(weights in [-64, 63]). Measured on an AVX2-only EPYC, onnxruntime graph level ``all`` (where it fuses
+QDQ into integer kernels), the test block of tests/export/test_precision_mixed.py: worst cosine against
+fp32 0.9646 with 8-bit weights, 0.9992 with 7-bit (the toy label floor: 16.9 mIoU points lost, see
+bench/results/precision_fidelity). VNNI / AMX CPUs and TensorRT compute exactly either way, so the
+cost there is one bit of per-channel weight resolution.
 """
 
 from __future__ import annotations
@@ -41,10 +62,15 @@ import numpy as np
 
 from zsplg_fast.errors import ConfigError, ExportFailedError, MissingDependencyError
 from zsplg_fast.export.qdq_lint import lint_qdq
-from zsplg_fast.utils.io import atomic_path
 
 QUANT_OP_TYPES: tuple[str, ...] = ("Conv", "MatMul", "Gemm")
 CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
+INT8_TARGETS: dict[str, dict[str, Any]] = {
+    # activation type name, symmetric activations, QDQ lint (TensorRT's rules)
+    "tensorrt": {"activation": "QInt8", "symmetric": True, "lint": True, "reduce_range": True},
+    "cpu": {"activation": "QUInt8", "symmetric": False, "lint": False, "reduce_range": True},
+}
+EXTERNAL_DATA_BYTES = 1_800_000_000  # a model file this large goes to external data (protobuf: 2 GB)
 Feeds = Mapping[str, np.ndarray]
 
 
@@ -64,6 +90,9 @@ class QuantizeReport:
     qdq_nodes: int
     quantize_bias: bool = False
     weight_matmuls_only: bool = True
+    target: str = "tensorrt"
+    external_data: bool = False
+    reduce_range: bool = True  # 7-bit weights: no int16 saturation on AVX2 without VNNI (module docstring)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,15 +151,35 @@ def _cwd(path: Path) -> Iterator[None]:
         os.chdir(old)
 
 
-def _pre_process(src: Path, dst: Path) -> str:
-    """``quant_pre_process`` (optimisation + shape inference); retried without symbolic shapes."""
+def uses_external_data(path: str | Path) -> bool:
+    """True when an ONNX file keeps any initializer in external data (or is too large for one file)."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data as external
+
+    p = Path(path)
+    if p.stat().st_size > EXTERNAL_DATA_BYTES:
+        return True
+    model = onnx.load(str(p), load_external_data=False)
+    return any(external(t) for t in model.graph.initializer)
+
+
+def _pre_process(src: Path, dst: Path, external: bool = False) -> str:
+    """``quant_pre_process`` (optimisation + shape inference); retried without symbolic shapes.
+    ``external``: write ``dst`` with its weights in ``<dst>.data`` (sources over 2 GB)."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    ext: dict[str, Any] = {}
+    if external:
+        ext = {
+            "save_as_external_data": True,
+            "all_tensors_to_one_file": True,
+            "external_data_location": dst.name + ".data",
+        }
     first = ""
     for skip in (False, True):
         try:  # symbolic shape inference drops temp files into the cwd: run it in dst's folder
             with contextlib.redirect_stdout(io.StringIO()), _cwd(dst.parent):
-                quant_pre_process(str(src.resolve()), str(dst.resolve()), skip_symbolic_shape=skip)
+                quant_pre_process(str(src.resolve()), str(dst.resolve()), skip_symbolic_shape=skip, **ext)
             return "skip_symbolic_shape" if skip else "symbolic"
         except Exception as e:  # onnxruntime raises bare Exception / AssertionError here
             first = first or f"{type(e).__name__}: {str(e).strip()[:200]}"
@@ -163,6 +212,17 @@ def activation_matmuls(path: str | Path) -> list[str]:
     ]
 
 
+def _publish(tmp: Path, dst: Path) -> None:
+    """Move a model written in a temp folder (``tmp`` + its ``.data``, named as ``dst``) into place:
+    the data file first, so ``dst`` never points at missing weights; a stale ``dst.data`` is removed."""
+    data, dst_data = tmp.with_name(tmp.name + ".data"), dst.with_name(dst.name + ".data")
+    if data.exists():
+        os.replace(data, dst_data)
+    elif dst_data.exists():
+        dst_data.unlink()
+    os.replace(tmp, dst)
+
+
 def quantize_int8(
     onnx_in: str | Path,
     onnx_out: str | Path,
@@ -173,15 +233,17 @@ def quantize_int8(
     calibrate_method: str = "minmax",
     pre_process: bool = True,
     quantize_bias: bool = False,
-    lint: bool = True,
+    lint: bool | None = None,
     nodes_to_exclude: Sequence[str] = (),
     weight_matmuls_only: bool = True,
+    target: str = "tensorrt",
+    external_data: bool | None = None,
 ) -> QuantizeReport:
     """Static INT8 with explicit Q/DQ nodes: ``onnx_in`` (fp32) → ``onnx_out`` (written atomically).
 
     Args:
-        onnx_in: an fp32 model (single file).
-        onnx_out: destination ``.onnx``.
+        onnx_in: an fp32 model (its external data, if any, beside it).
+        onnx_out: destination ``.onnx`` (+ ``.onnx.data`` with external data).
         calibration: feeds dicts (input name → float32 array, preprocessed exactly like inference).
         op_types: node types whose inputs are quantized (default Conv/MatMul/Gemm).
         per_channel: per-output-channel weight scales.
@@ -189,12 +251,17 @@ def quantize_int8(
         pre_process: run ``quant_pre_process`` first (recommended by onnxruntime).
         quantize_bias: store biases as INT32 behind a DequantizeLinear (onnxruntime's default; TensorRT
             rejects it, so off here; on only to reproduce what the lint refuses).
-        lint: refuse a graph TensorRT cannot consume (:func:`~.qdq_lint.lint_qdq`) before it is written.
+        lint: refuse a graph TensorRT cannot consume (:func:`~.qdq_lint.lint_qdq`) before it is
+            written; None = the target's rule (on for ``tensorrt``, off for ``cpu``).
         nodes_to_exclude: node names left in float.
         weight_matmuls_only: quantize only MatMuls whose B is a constant (the Linear layers); the
             activation × activation MatMuls of attention stay float (see the module docstring).
+        target: ``tensorrt`` (symmetric int8 activations) | ``cpu`` (asymmetric uint8 activations,
+            onnxruntime's fast CPU form), see :data:`INT8_TARGETS`.
+        external_data: write the pre-processed and the output model with external data; None = when
+            the source uses external data or is over ~1.8 GB (vit_h).
     Raises:
-        ConfigError: unknown calibration method.
+        ConfigError: unknown calibration method or target.
         ExportFailedError: no calibration data, or quantization failed.
         QdqLintError: the quantized graph holds nodes TensorRT cannot consume (nothing is written).
     """
@@ -202,6 +269,10 @@ def quantize_int8(
         raise ConfigError(
             "deploy.calibrate_method", calibrate_method, "unknown method", valid=", ".join(CALIBRATE_METHODS)
         )
+    if target not in INT8_TARGETS:
+        raise ConfigError("int8_target", target, "unknown int8 target", valid=", ".join(INT8_TARGETS))
+    rule = INT8_TARGETS[target]
+    lint = rule["lint"] if lint is None else lint
     q = _quantization()
     method = {
         "minmax": q.CalibrationMethod.MinMax,
@@ -209,13 +280,19 @@ def quantize_int8(
         "percentile": q.CalibrationMethod.Percentile,
     }[calibrate_method]
     reader = _as_reader(calibration)
-    src = Path(onnx_in)
-    with tempfile.TemporaryDirectory(prefix=".quantize.") as tmp:
+    src, dst = Path(onnx_in), Path(onnx_out)
+    external = uses_external_data(src) if external_data is None else bool(external_data)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        tempfile.TemporaryDirectory(prefix=".quantize.") as tmp,
+        tempfile.TemporaryDirectory(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent) as part,
+    ):
         pre = Path(tmp) / "pre.onnx"
-        how = _pre_process(src, pre) if pre_process else "off"
+        how = _pre_process(src, pre, external) if pre_process else "off"
         model_in = pre if how in ("symbolic", "skip_symbolic_shape") else src
         excluded = list(nodes_to_exclude) + (activation_matmuls(model_in) if weight_matmuls_only else [])
-        with atomic_path(onnx_out) as out, warnings.catch_warnings():
+        out = Path(part) / dst.name  # named as the destination: external data keeps its location name
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             level = logging.getLogger().level
             logging.getLogger().setLevel(logging.ERROR)  # onnxruntime logs a line per skipped node
@@ -228,11 +305,13 @@ def quantize_int8(
                     op_types_to_quantize=list(op_types),
                     nodes_to_exclude=excluded,
                     per_channel=per_channel,
-                    activation_type=q.QuantType.QInt8,
+                    activation_type=getattr(q.QuantType, rule["activation"]),
                     weight_type=q.QuantType.QInt8,
+                    reduce_range=bool(rule["reduce_range"]),
                     calibrate_method=method,
+                    use_external_data_format=external,
                     extra_options={
-                        "ActivationSymmetric": True,
+                        "ActivationSymmetric": rule["symmetric"],
                         "WeightSymmetric": True,
                         "QuantizeBias": quantize_bias,
                     },
@@ -243,23 +322,27 @@ def quantize_int8(
                 ) from e
             finally:
                 logging.getLogger().setLevel(level)
-            batches = reader.inner.count
-            if batches == 0:
-                raise ExportFailedError(src.name, "INT8 calibration", "the calibration data was empty")
-            qdq = count_qdq(out)
-            if lint:
-                lint_qdq(out)
+        batches = reader.inner.count
+        if batches == 0:
+            raise ExportFailedError(src.name, "INT8 calibration", "the calibration data was empty")
+        qdq = count_qdq(out)
+        if lint:
+            lint_qdq(out)
+        _publish(out, dst)
     return QuantizeReport(
         "static QDQ (onnxruntime.quantization)",
         list(op_types),
         per_channel,
+        f"{rule['activation'].lower().removeprefix('q')} ({'' if rule['symmetric'] else 'a'}symmetric)",
         "int8 (symmetric)",
-        "int8 (symmetric)",
-        True,
+        bool(rule["symmetric"]),
         calibrate_method,
         batches,
         how,
         qdq,
         quantize_bias,
         weight_matmuls_only,
+        target,
+        external,
+        bool(rule["reduce_range"]),
     )

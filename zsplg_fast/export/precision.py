@@ -45,7 +45,6 @@ their validation is recorded as skipped with that reason.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -62,6 +61,7 @@ from zsplg_fast.export.int8 import (
     QUANT_OP_TYPES,
     FeedsReader,
     QuantizeReport,
+    _publish,
     count_qdq,
     quantize_int8,
 )
@@ -71,12 +71,14 @@ from zsplg_fast.export.qdq_lint import lint_qdq, qdq_problems
 __all__ = [
     "CALIBRATE_METHODS",
     "FP32_OPS",
+    "INT8_OP_TYPES",
     "PRECISIONS",
     "QUANT_OP_TYPES",
     "FeedsReader",
     "QuantizeReport",
     "convert_fp16",
     "count_qdq",
+    "int8_op_types",
     "lint_qdq",
     "precision_artifact",
     "precision_of",
@@ -88,21 +90,57 @@ __all__ = [
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 INT8_TOOL = "onnxruntime.quantization.quantize_static (QDQ, QuantizeBias=False)"
-# int8 op types per spec where the default (Conv/MatMul/Gemm) costs too much. SAM's batched decoder:
-# quantizing its two-way transformer's MatMuls cost 2.4 label-mIoU points on 24 toy-world images (toy
-# SAM+CLIP, int8 decoder alone, mask fidelity 0.94); with Conv/Gemm only (its MLP heads) +0.06 points,
-# fidelity 0.990. The transformer stays fp32 (TensorRT runs each layer in its graph type).
+INT8_FP16_TOOL = "nvidia-modelopt onnx.quantization (int8 QDQ, fp16 base)"
+INT8_BASES = ("fp32", "fp16")
+# int8 op types of every spec (a test fails when a registered spec has no entry). Attention's
+# activation x activation MatMuls are never quantized (int8.py); these lists narrow the rest where the
+# default cost label accuracy (measured):
+# SAM's batched decoder: quantizing its two-way transformer's MatMuls cost 2.4 label-mIoU points on 24
+# toy-world images (toy SAM+CLIP, int8 decoder alone, mask fidelity 0.94); with Conv/Gemm only (its MLP
+# heads) +0.06 points, fidelity 0.990. The transformer stays fp32 (TensorRT runs each layer in its
+# graph type). sam_decoder, sam_decoder_image and sam_decoder_shared hold the same transformer, so the
+# same rule: sam_decoder_image is the first block's k/v/q projections only (exported as Gemm on its
+# batch-1 tokens: "Conv, Gemm" quantized 15 Q/DQ into them), so nothing in it is quantized (its int8
+# ONNX is its fp32 graph, recorded with qdq_nodes 0).
 # GEM dense CLIP (toy CLIP, int8 clip_dense alone, same images): Conv/MatMul/Gemm -0.63 points,
 # Conv/Gemm only -7.3, MatMul only 0.00 (the patch-embedding Conv and the Gemm projections are the
-# sensitive ones); so MatMul only.
+# sensitive ones); so MatMul only, and the text tower (the same blocks) likewise.
+# segmenter (a CNN), TensorRT form (symmetric int8 activations): Conv (the default list); quantizing the
+# ReLU / residual Add / MaxPool / Concat between them too cost 0.92 mIoU points on the toy segmenter
+# (bench/results/deploy_cpu, row int8), against 0.21 for Conv only (the earlier committed run).
+# onnxruntime CPU form (uint8 activations, INT8_CPU_OP_TYPES): the CNN end to end, so onnxruntime fuses
+# the whole backbone into QLinearConv / QLinearAdd (Conv alone leaves float ReLUs and Adds between
+# int8 Convs, slower than fp32 there); toy drop -0.02 points.
+SEGMENTER_INT8_OPS = ("Conv", "Relu", "Add", "MaxPool", "Concat")
+INT8_CPU_OP_TYPES: dict[str, tuple[str, ...]] = {"segmenter": SEGMENTER_INT8_OPS}
 INT8_OP_TYPES: dict[str, tuple[str, ...]] = {
+    "sam_encoder": QUANT_OP_TYPES,
+    "sam_encoder_preprocess": (),  # resize + normalise: no weights, nothing to quantize
+    "sam_decoder": ("Conv", "Gemm"),
     "sam_decoder_batched": ("Conv", "Gemm"),
+    "sam_decoder_image": (),  # transformer projections only
+    "sam_decoder_shared": ("Conv", "Gemm"),
     # SAM 2's decoders: the same two-way transformer + MLP heads as SAM's, so SAM's choice (not measured
     # on SAM 2: no trained SAM 2 toy model exists here)
+    "sam2_encoder": QUANT_OP_TYPES,  # Hiera + FPN: the weight layers, as SAM's encoder (not measured)
     "sam2_decoder": ("Conv", "Gemm"),
     "sam2_decoder_batched": ("Conv", "Gemm"),
     "clip_dense": ("MatMul",),
+    "clip_text": ("MatMul",),
+    "segmenter": QUANT_OP_TYPES,
 }
+
+
+def int8_op_types(spec: str | None, target: str = "tensorrt") -> tuple[str, ...]:
+    """The int8 op types of an artifact's spec for an int8 target (:data:`INT8_OP_TYPES`, for ``cpu``
+    :data:`INT8_CPU_OP_TYPES` first); a sidecar without a registered spec (a hand-made ONNX) gets the
+    default Conv/MatMul/Gemm."""
+    key = str(spec or "")
+    if target == "cpu" and key in INT8_CPU_OP_TYPES:
+        return INT8_CPU_OP_TYPES[key]
+    return INT8_OP_TYPES.get(key, QUANT_OP_TYPES)
+
+
 ORT_CPU_OPTIMIZATION = {"fp32": "all", "int8": "all", "fp16": "extended", "bf16": "extended"}
 Feeds = Mapping[str, np.ndarray]
 
@@ -141,17 +179,18 @@ def write_derived_sidecar(
     """
     from zsplg_runtime.integrity import file_records
 
-    from zsplg_fast.export.artifact import now_iso
+    from zsplg_fast.export.artifact import data_path, now_iso
     from zsplg_fast.utils.io import atomic_write_json
 
     src, dst = Path(src_onnx), Path(dst_onnx)
     side = read_sidecar(src)
+    files = [dst, *([data_path(dst)] if data_path(dst).is_file() else [])]
     record: dict[str, Any] = {
         **{k: v for k, v in side.items() if k not in ("validation", "sha256", "size_bytes", "file")},
         "kind": f"onnx-{precision}",
         "name": f"{side.get('name', src.stem)}.{precision}",
         "file": dst.name,
-        "external_data": None,
+        "external_data": files[1].name if len(files) > 1 else None,
         "precision": precision,
         **dict(extra),
         "derived_from": {
@@ -159,16 +198,18 @@ def write_derived_sidecar(
             "sha256": side.get("sha256"),
             "validation": side.get("validation"),
         },
-        "sha256": files_sha256([dst]),
-        "files": file_records([dst]),  # checked at every load (utils/integrity)
-        "size_bytes": dst.stat().st_size,
+        "sha256": files_sha256(files),
+        "files": file_records(files),  # checked at every load (zsplg_runtime.integrity)
+        "size_bytes": sum(f.stat().st_size for f in files),
         "created": now_iso(),
     }
     atomic_write_json(sidecar_path(dst), record)
     return record
 
 
-def _validate(src: Path, dst: Path, precision: str, feeds: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+def _validate(
+    src: Path, dst: Path, precision: str, feeds: list[dict[str, np.ndarray]], level: str | None = None
+) -> dict[str, Any]:
     """Cosine / max abs of every output of ``dst`` against the fp32 ``src``, onnxruntime CPU, worst
     over ``feeds``; bf16 is recorded as skipped where onnxruntime's CPU provider lacks its kernels."""
     import onnxruntime as ort
@@ -181,7 +222,7 @@ def _validate(src: Path, dst: Path, precision: str, feeds: list[dict[str, np.nda
     opts = {"enable_cpu_mem_arena": False}
     ref = OrtSession(src, optimization="all", session_options=opts)
     try:
-        got = OrtSession(dst, optimization=ORT_CPU_OPTIMIZATION[precision], session_options=opts)
+        got = OrtSession(dst, optimization=level or ORT_CPU_OPTIMIZATION[precision], session_options=opts)
     except (ort.capi.onnxruntime_pybind11_state.NotImplemented, RuntimeError) as e:
         return {"skipped": f"onnxruntime CPU cannot run {precision}: {str(e).strip()[:200]}"}
     worst: dict[str, dict[str, Any]] = {}
@@ -238,11 +279,28 @@ def _reuse(dst: Path, src_sha: str, tool: str, settings: dict[str, Any], force: 
     return None
 
 
+def _copy_unquantized(src: Path, dst: Path, batches: int) -> dict[str, Any]:
+    """The int8 artifact of a spec with no op to quantize: the fp32 graph as is (+ its data file)."""
+    from zsplg_fast.export.artifact import data_path
+
+    shutil.copyfile(src, dst)
+    if data_path(src).is_file():
+        shutil.copyfile(data_path(src), data_path(dst))
+    return {
+        "method": "none (no quantizable op in this spec)",
+        "op_types": [],
+        "qdq_nodes": 0,
+        "calibration_batches": batches,
+    }
+
+
 def precision_artifact(
     onnx_path: str | Path,
     precision: str,
     *,
     calibration: Iterable[dict[str, np.ndarray]] | None = None,
+    calibration_record: Mapping[str, Any] | None = None,
+    int8_base: str = "fp32",
     force: bool = False,
 ) -> Artifact:
     """The ``precision`` ONNX of an exported fp32 artifact, written beside it once and reused after.
@@ -252,6 +310,10 @@ def precision_artifact(
         precision: ``fp32`` (the artifact unchanged) | ``fp16`` | ``bf16`` | ``int8``.
         calibration: int8 only: feeds dicts (input name → float32 array, preprocessed exactly as at
             inference time), e.g. ``{"image": (1, 3, 1024, 1024) float32}`` per image.
+        calibration_record: what the feeds were made from (source, split, images), written to the
+            sidecar's ``calibration`` with the number of feeds used.
+        int8_base: ``fp32`` (onnxruntime QDQ on the fp32 graph: what onnxruntime CPU runs best) |
+            ``fp16`` (QDQ on the fp16 graph by ModelOpt, for TensorRT: :mod:`.int8_fp16`).
         force: replace an existing ``<name>.<precision>.onnx`` made from another source or tool.
     Returns:
         The :class:`Artifact` ``<name>.<precision>.onnx`` whose sidecar has ``precision``,
@@ -274,7 +336,14 @@ def precision_artifact(
         return src
     src_sha = files_sha256(src.files[:-1])
     dst = precision_path(src.path, precision)
-    if precision == "int8":
+    if precision == "int8" and int8_base not in INT8_BASES:
+        raise ConfigError("export.int8_base", int8_base, "unknown int8 base", valid=", ".join(INT8_BASES))
+    fp16_base = precision == "int8" and int8_base == "fp16"
+    if fp16_base:
+        from zsplg_fast.export.mixed_precision import modelopt_version
+
+        tool, tool_version = INT8_FP16_TOOL, modelopt_version()
+    elif precision == "int8":
         from onnxruntime import __version__ as tool_version
 
         tool = INT8_TOOL
@@ -282,26 +351,43 @@ def precision_artifact(
         from zsplg_fast.export.mixed_precision import modelopt_version
 
         tool, tool_version = "nvidia-modelopt onnx.autocast", modelopt_version()
-    ops = INT8_OP_TYPES.get(str(src.sidecar.get("spec", "")), QUANT_OP_TYPES)
+    ops = int8_op_types(src.sidecar.get("spec"))
     wanted = {"op_types": list(ops)} if precision == "int8" else {"keep_fp32_ops": list(FP32_OPS)}
+    if fp16_base:
+        wanted["base"] = "fp16"
     reused = _reuse(dst, src_sha, tool, wanted, force)
     if reused is not None:
         return reused
     calib = list(calibration) if calibration is not None else []
-    if precision == "int8" and not calib:
+    if precision == "int8" and not calib and ops:
         raise ConfigError("calibration", None, "int8 needs calibration feeds (preprocessed images)")
     feeds = [probe_feeds(src, seed) for seed in (0, 1)] + calib[:1]
     t0 = time.perf_counter()
     tmpdir = Path(tempfile.mkdtemp(prefix=f".{dst.stem}.", suffix=".partial", dir=src.path.parent))
     try:
         tmp = tmpdir / dst.name
-        if precision == "int8":
-            settings: dict[str, Any] = quantize_int8(src.path, tmp, calib, op_types=ops).to_dict()
+        if fp16_base and not ops:  # nothing to quantize: the fp16 graph
+            settings: dict[str, Any] = {
+                **convert_mixed(src.path, tmp, "fp16"),
+                "base": "fp16",
+                "qdq_nodes": 0,
+            }
+        elif fp16_base:
+            from zsplg_fast.export.int8_fp16 import quantize_int8_fp16
+
+            settings = quantize_int8_fp16(src.path, tmp, calib, op_types=ops)
+        elif precision == "int8" and not ops:  # nothing to quantize (e.g. preprocessing): the fp32 graph
+            settings = _copy_unquantized(src.path, tmp, len(calib))
+        elif precision == "int8":
+            settings = quantize_int8(src.path, tmp, calib, op_types=ops).to_dict()
         else:
             settings = convert_mixed(src.path, tmp, precision)
         seconds = round(time.perf_counter() - t0, 2)
-        validation = _validate(src.path, tmp, precision, feeds)
-        os.replace(tmp, dst)
+        # fp16-base int8: onnxruntime's QDQ fusions (extended, all) refuse fp16 scales ("Type
+        # 'tensor(float16)' of input parameter ... of operator (QLinearConcat)"): basic level on the CPU
+        level = "basic" if fp16_base else ORT_CPU_OPTIMIZATION[precision]
+        validation = _validate(src.path, tmp, precision, feeds, level)
+        _publish(tmp, dst)  # with its external data (vit_h)
         record = write_derived_sidecar(
             src.path,
             dst,
@@ -313,7 +399,12 @@ def precision_artifact(
                 "precision_settings": settings,
                 "precision_time_s": seconds,
                 "validation": validation,
-                "onnxruntime_cpu_optimization": ORT_CPU_OPTIMIZATION[precision],
+                "onnxruntime_cpu_optimization": level,
+                **(
+                    {"calibration": {**dict(calibration_record or {}), "feeds_used": len(calib)}}
+                    if precision == "int8"
+                    else {}
+                ),
             },
         )
     finally:

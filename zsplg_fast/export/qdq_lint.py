@@ -41,13 +41,16 @@ def _type_name(t: int) -> str:
         return _ONNX_TYPE_NAMES.get(t, str(t))
 
 
-def _constants(graph: Any) -> dict[str, np.ndarray]:
-    """Initializers and ``Constant`` node outputs by name."""
+def _constants(graph: Any, base_dir: str = "") -> dict[str, np.ndarray]:
+    """The scales and zero points of the Q/DQ nodes that are initializers or ``Constant`` outputs, by
+    name. Only those are read, so a model in external data (over 2 GB) is never loaded whole; an
+    external tensor is read from ``base_dir`` (the model's folder)."""
     from onnx import numpy_helper
 
-    out = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    wanted = {i for n in graph.node if n.op_type in QDQ_OPS for i in n.input[1:3] if i}
+    out = {i.name: numpy_helper.to_array(i, base_dir) for i in graph.initializer if i.name in wanted}
     for n in graph.node:
-        if n.op_type == "Constant":
+        if n.op_type == "Constant" and n.output[0] in wanted:
             for a in n.attribute:
                 if a.name == "value":
                     out[n.output[0]] = numpy_helper.to_array(a.t)
@@ -78,11 +81,12 @@ def _quant_type(node: Any, types: dict[str, int]) -> int:
     return 2  # ONNX: no zero point and no output_dtype → uint8
 
 
-def qdq_problems(model: Any) -> list[tuple[str, str]]:
+def qdq_problems(model: Any, base_dir: str | Path = "") -> list[tuple[str, str]]:
     """``(node name, what is wrong)`` for every Q/DQ node of ``model`` (an ``onnx.ModelProto``) that
-    TensorRT cannot consume (rules in the module docstring); empty when the graph is fine."""
+    TensorRT cannot consume (rules in the module docstring); empty when the graph is fine.
+    ``base_dir``: where the model's external data lives (when it was loaded without it)."""
     g = model.graph
-    consts = _constants(g)
+    consts = _constants(g, str(base_dir))
     types = _elem_types(model)
     problems: list[tuple[str, str]] = []
     for i, n in enumerate(g.node):
@@ -122,7 +126,7 @@ def lint_qdq(onnx_path: str | Path) -> None:
     import onnx
 
     path = Path(onnx_path)
-    model = onnx.load(str(path))
-    problems = qdq_problems(model)
+    model = onnx.load(str(path), load_external_data=False)  # the graph; scales are read one by one
+    problems = qdq_problems(model, path.parent)
     if problems:
         raise QdqLintError(path, problems)

@@ -128,7 +128,8 @@ def check_precision(onnx_path: Path, side: Mapping[str, Any], precision: str) ->
             "zsplg_fast.export.precision), then build that file",
             valid=have,
         )
-    if precision == "int8" and not has_qdq(onnx_path):
+    nothing_to_quantize = side.get("precision_settings", {}).get("qdq_nodes") == 0  # e.g. preprocessing
+    if precision == "int8" and not nothing_to_quantize and not has_qdq(onnx_path):
         raise ConfigError(
             "export.precision",
             "int8",
@@ -175,11 +176,14 @@ def precision_onnx(
     precision: str,
     *,
     calibration: Iterable[dict[str, Any]] | None = None,
+    calibration_record: Mapping[str, Any] | None = None,
+    int8_base: str = "fp32",
     force: bool = False,
 ) -> Path:
     """The ONNX a ``precision`` build reads: ``onnx_path`` itself when its sidecar already has that
     precision, else the precision ONNX made from this fp32 artifact beside it (``<stem>.<precision>.onnx``
-    by :func:`zsplg_fast.export.precision.precision_artifact`; int8 needs ``calibration`` feeds).
+    by :func:`zsplg_fast.export.precision.precision_artifact`; int8 needs ``calibration`` feeds, and
+    ``calibration_record`` (source, images) goes into its sidecar).
 
     Raises:
         ConfigError: unknown precision, or a reduced-precision ONNX asked for another precision.
@@ -194,7 +198,11 @@ def precision_onnx(
         check_precision(path, side, precision)  # raises, naming what to do
     from zsplg_fast.export.precision import precision_artifact
 
-    return Path(precision_artifact(path, precision, calibration=calibration, force=force).path)
+    extra = {"int8_base": int8_base} if int8_base != "fp32" else {}
+    made = precision_artifact(
+        path, precision, calibration=calibration, calibration_record=calibration_record, force=force, **extra
+    )
+    return Path(made.path)
 
 
 def _parse(trt: Any, logger: Any, onnx_path: Path, name: str) -> tuple[Any, Any, Any]:

@@ -46,19 +46,24 @@ class BackboneSpec:
     aspp: int = 256
     reduce: int = 48
     fuse: int = 256
+    kind: str = "resnet"  # "resnet" (deep-stem ResNet) | "mobilenet_v3" (torchvision's, see MobileNetV3)
+    channels: tuple[int, int] | None = None  # (low, high) when not a ResNet
 
     @property
     def low_channels(self) -> int:
-        return self.planes[0] * self.expansion
+        return self.channels[0] if self.channels else self.planes[0] * self.expansion
 
     @property
     def high_channels(self) -> int:
-        return self.planes[3] * self.expansion
+        return self.channels[1] if self.channels else self.planes[3] * self.expansion
 
 
 BACKBONES: dict[str, BackboneSpec] = {
     "resnet50": BackboneSpec(layers=(3, 4, 6, 3)),
     "resnet101": BackboneSpec(layers=(3, 4, 23, 3)),
+    # Small devices: torchvision's MobileNetV3-Large (dilated last stage: output stride 16), low-level
+    # features after its first stride-4 block (24 ch), high-level 960 ch (as DeepLabV3+ mobile heads).
+    "mobilenet_v3_large": BackboneSpec(layers=(0, 0, 0, 0), kind="mobilenet_v3", channels=(24, 960)),
     # Tests and the CPU demo: deep stem and OS16 kept, widths 16–64, one block per stage.
     "tiny": BackboneSpec(
         layers=(1, 1, 1, 1),
@@ -166,6 +171,14 @@ class ResNet(nn.Module):
         return c1, c2, c3, c4
 
 
+def _backbone(spec: BackboneSpec, replace_stride_with_dilation: Sequence[bool]) -> nn.Module:
+    if spec.kind == "mobilenet_v3":
+        from zsplg_fast.models.mobilenet import MobileNetV3
+
+        return MobileNetV3()
+    return ResNet(spec, replace_stride_with_dilation)
+
+
 class ASPPPooling(nn.Module):
     """Image-level branch: global pool → 1×1 conv → BatchNorm → ReLU → upsample back to (h, w).
 
@@ -233,7 +246,7 @@ class DeepLabV3Plus(nn.Module):
             )
         spec = BACKBONES[config.backbone]
         self.config = config
-        self.backbone = ResNet(spec, config.replace_stride_with_dilation)
+        self.backbone = _backbone(spec, config.replace_stride_with_dilation)
         self.head = ASPPModule(spec.high_channels, spec.aspp, config.dilations)
         self.reduce = _bn_act(nn.Conv2d(spec.low_channels, spec.reduce, 1, bias=False), spec.reduce)
         self.fuse = nn.Sequential(

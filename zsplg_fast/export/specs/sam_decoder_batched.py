@@ -21,6 +21,7 @@ import torch
 from segment_anything.modeling import Sam
 from torch import nn
 
+from zsplg_fast.export.specs.attention import scale_before_qk
 from zsplg_fast.export.specs.base import ExportSpec, Prepared, rand, randn, seeded
 from zsplg_fast.export.tensors import AxisRange, TensorSpec, Tolerance
 from zsplg_fast.models import sam_info
@@ -29,11 +30,12 @@ from zsplg_fast.models import sam_info
 class SamDecoderBatched(nn.Module):
     """(1,C,g,g) embedding + B prompt sets → (B,3,4g,4g) low-res logits and (B,3) IoU predictions."""
 
-    def __init__(self, sam: Sam) -> None:
+    def __init__(self, sam: Sam, scale_first: bool = False) -> None:
         super().__init__()
         self.prompt_encoder = sam.prompt_encoder
         self.mask_decoder = sam.mask_decoder
         self.img_size = int(sam.image_encoder.img_size)
+        self.scale_first = scale_first  # exported: attention scale on Q before Q·Kᵀ (attention.py)
 
     def embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """(B, N, 2), (B, N) → (B, N+1, C) sparse embeddings, padding point appended.
@@ -59,7 +61,8 @@ class SamDecoderBatched(nn.Module):
         out_tokens = torch.cat([md.iou_token.weight, md.mask_tokens.weight], dim=0)
         tokens = torch.cat([out_tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
         src = image_embeddings + self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
-        hs, keys = md.transformer(src, self.prompt_encoder.get_dense_pe(), tokens)  # keys: (B, g*g, C)
+        with scale_before_qk(self.scale_first):
+            hs, keys = md.transformer(src, self.prompt_encoder.get_dense_pe(), tokens)  # keys: (B, g², C)
         return self.heads(hs, keys, src.shape[2], src.shape[3])
 
     def heads(
@@ -98,7 +101,7 @@ def _feeds(gen: torch.Generator, b: int, n: int, c: int, g: int, s: int, emb: to
     }
 
 
-def prepare_decoder_batched(sam: Sam) -> Prepared:
+def prepare_decoder_batched(sam: Sam, scale_first: bool = True) -> Prepared:
     """Bind ``sam_decoder_batched`` to ``sam``: dummy B=5, N=2; validation (1, 1) and (7, 3)."""
     info = sam_info(sam)
     s, g, c = info.img_size, info.embedding_size, info.prompt_embed_dim
@@ -107,7 +110,7 @@ def prepare_decoder_batched(sam: Sam) -> Prepared:
     emb = randn((1, c, g, g), gen)
     tol = Tolerance(atol=1e-4, rtol=1e-4, min_cosine=0.99999)
     return Prepared(
-        module=SamDecoderBatched(sam).eval(),
+        module=SamDecoderBatched(sam, scale_first).eval(),
         inputs=(
             TensorSpec("image_embeddings", "float32", (1, c, g, g)),
             TensorSpec("point_coords", "float32", ("batch", "num_points", 2), allow_float64=True),
@@ -121,6 +124,7 @@ def prepare_decoder_batched(sam: Sam) -> Prepared:
         validation=[_feeds(gen, 1, 1, c, g, s, randn((1, c, g, g), gen)), _feeds(gen, 7, 3, c, g, s, emb)],
         tolerances={"low_res_masks": tol, "iou_predictions": tol},
         profiles=PROMPT_PROFILES,
+        options={"scale_first": scale_first},
         metadata=decoder_metadata(sam, s, g),
     )
 

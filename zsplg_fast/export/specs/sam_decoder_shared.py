@@ -31,6 +31,7 @@ from segment_anything.modeling import Sam
 from segment_anything.modeling.transformer import Attention
 from torch import nn
 
+from zsplg_fast.export.specs.attention import scale_before_qk, scale_first_forward
 from zsplg_fast.export.specs.base import ExportSpec, Prepared, rand, randn, seeded
 from zsplg_fast.export.specs.sam_decoder_batched import PROMPT_PROFILES, SamDecoderBatched, decoder_metadata
 from zsplg_fast.export.tensors import TensorSpec, Tolerance
@@ -50,7 +51,10 @@ def attend_projected(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch
     broadcasts against B. Returns (max(bq, bk), tq, C) after ``out_proj``."""
     n = attn.num_heads
     qh, kh, vh = _heads(q, n), _heads(k, n), _heads(v, n)
-    w = torch.softmax((qh @ kh.permute(0, 1, 3, 2)) / math.sqrt(qh.shape[-1]), dim=-1)
+    if Attention.forward is scale_first_forward:  # inside scale_before_qk: the exported order
+        w = torch.softmax((qh * (1.0 / math.sqrt(qh.shape[-1]))) @ kh.permute(0, 1, 3, 2), dim=-1)
+    else:  # upstream's order
+        w = torch.softmax((qh @ kh.permute(0, 1, 3, 2)) / math.sqrt(qh.shape[-1]), dim=-1)
     out = w @ vh
     b, _, t, c = out.shape
     return attn.out_proj(out.transpose(1, 2).reshape(b, t, n * c))
@@ -77,9 +81,10 @@ class SamDecoderImage(nn.Module):
 class SamDecoderShared(nn.Module):
     """Shared per-image tensors (1, g², ·) + B prompt sets → (B,3,4g,4g) logits and (B,3) IoU."""
 
-    def __init__(self, sam: Sam) -> None:
+    def __init__(self, sam: Sam, scale_first: bool = False) -> None:
         super().__init__()
         self.points = SamDecoderBatched(sam)  # point embedding + heads (shares the modules)
+        self.scale_first = scale_first  # exported: attention scale on Q before Q·Kᵀ (attention.py)
         self.prompt_encoder = sam.prompt_encoder
         self.mask_decoder = sam.mask_decoder
 
@@ -119,10 +124,11 @@ class SamDecoderShared(nn.Module):
         pe_grid = self.prompt_encoder.get_dense_pe()
         g_h, g_w = pe_grid.shape[-2], pe_grid.shape[-1]
         pe = pe_grid.flatten(2).permute(0, 2, 1)
-        queries, keys = self._first_block(tokens, image_tokens, t2i_keys, t2i_values, i2t_queries)
-        for layer in tr.layers[1:]:
-            queries, keys = layer(queries=queries, keys=keys, query_pe=tokens, key_pe=pe)
-        attn = tr.final_attn_token_to_image(q=queries + tokens, k=keys + pe, v=keys)
+        with scale_before_qk(self.scale_first):
+            queries, keys = self._first_block(tokens, image_tokens, t2i_keys, t2i_values, i2t_queries)
+            for layer in tr.layers[1:]:
+                queries, keys = layer(queries=queries, keys=keys, query_pe=tokens, key_pe=pe)
+            attn = tr.final_attn_token_to_image(q=queries + tokens, k=keys + pe, v=keys)
         hs = tr.norm_final_attn(queries + attn)
         return self.points.heads(hs, keys, g_h, g_w)
 
@@ -172,9 +178,11 @@ def prepare_decoder_image(sam: Sam) -> Prepared:
     )
 
 
-def prepare_decoder_shared(sam: Sam) -> Prepared:
+def prepare_decoder_shared(sam: Sam, scale_first: bool = True) -> Prepared:
     """Bind ``sam_decoder_shared`` to ``sam``: dummy B=5, N=2; validation (1, 1) and (7, 3); the shared
-    inputs come from ``sam_decoder_image`` on random embeddings."""
+    inputs come from ``sam_decoder_image`` on random embeddings. ``scale_first``: the attention scale on
+    Q before Q·Kᵀ (TensorRT's attention fusion; the export default), False = upstream's order (the
+    torch labeler's module)."""
     info = sam_info(sam)
     s, g, c = info.img_size, info.embedding_size, info.prompt_embed_dim
     k = int(sam.mask_decoder.num_multimask_outputs)
@@ -183,7 +191,7 @@ def prepare_decoder_shared(sam: Sam) -> Prepared:
     shared = _image_feeds(image, randn((1, c, g, g), gen))
     other = _image_feeds(image, randn((1, c, g, g), gen))
     return Prepared(
-        module=SamDecoderShared(sam).eval(),
+        module=SamDecoderShared(sam, scale_first).eval(),
         inputs=(
             *_shared_specs(sam),
             TensorSpec("point_coords", "float32", ("batch", "num_points", 2), allow_float64=True),
@@ -197,6 +205,7 @@ def prepare_decoder_shared(sam: Sam) -> Prepared:
         validation=[{**other, **_point_feeds(gen, 1, 1, s)}, {**shared, **_point_feeds(gen, 7, 3, s)}],
         tolerances={"low_res_masks": _TOL, "iou_predictions": _TOL},
         profiles=PROMPT_PROFILES,
+        options={"scale_first": scale_first},
         metadata={**decoder_metadata(sam, s, g), "pairs_with": "sam_decoder_image"},
     )
 
