@@ -15,7 +15,9 @@ Painting (one mask per image, (H, W) uint8):
 
 Degenerate polygons are dropped and counted: fewer than 3 points (< 6 coordinates; pycocotools reads
 a 4-number polygon as a bbox, or raises TypeError in recent versions), an odd number of coordinates,
-or zero area (shoelace).
+or zero area (shoelace); so are polygons that are not lists of finite numbers (``polygons_malformed``)
+and polygons reaching more than 4 image sides outside the image (``polygons_out_of_range``: pycocotools'
+rasteriser overflows there). The file's structure is checked first (:mod:`zsplg_fast.data.coco_checks`).
 An annotation left with no polygon, or whose mask renders empty, is dropped and counted too.
 """
 
@@ -32,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from zsplg_fast.data.coco_checks import check_instances, clean_polygon
 from zsplg_fast.data.labels import IGNORE_INDEX, write_label
 from zsplg_fast.data.sources import DataSource, Sample, check_root
 from zsplg_fast.data.splits import find_split, read_split, resolve_entry
@@ -60,17 +63,13 @@ def load_coco(ann_file: str | Path) -> Any:
         raise DatasetError(p, "COCO annotation file not found")
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise DatasetError(p, f"not valid JSON ({type(e).__name__}: {e})") from e
-    if not isinstance(data, dict) or not all(k in data for k in ("images", "annotations", "categories")):
-        raise DatasetError(p, "not a COCO instances file (needs 'images', 'annotations', 'categories')")
+    check_instances(p, data, check_rle=False)  # types, ids, sizes: pycocotools trusts them
     coco = _coco_cls()()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         coco.createIndex()
-    for img in coco.imgs.values():
-        if "height" not in img or "width" not in img or "file_name" not in img:
-            raise DatasetError(p, f"image id {img.get('id')}: needs 'file_name', 'height' and 'width'")
     cats = set(coco.cats)
     for ann in coco.anns.values():
         if ann.get("category_id") not in cats:
@@ -95,10 +94,13 @@ def _shoelace(poly: list[float]) -> float:
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
-def _clean_polygons(polys: list[list[float]], stats: Counter[str]) -> list[list[float]]:
+def _clean_polygons(polys: list[list[float]], stats: Counter[str], hw: tuple[int, int]) -> list[list[float]]:
     kept = []
     for poly in polys:
-        if len(poly) % 2:
+        why = clean_polygon(poly, hw)  # not numbers, NaN, or far outside the image (segfaults pycocotools)
+        if why is not None:
+            stats[f"polygons_{why}"] += 1
+        elif len(poly) % 2:
             stats["polygons_malformed"] += 1
         elif len(poly) < 6:
             stats["polygons_few_points"] += 1
@@ -113,7 +115,8 @@ def _ann_mask(coco: Any, ann: dict[str, Any], stats: Counter[str]) -> np.ndarray
     """(H, W) bool mask of one annotation via ``COCO.annToMask``, or None if dropped."""
     segm = ann.get("segmentation")
     if isinstance(segm, list):
-        kept = _clean_polygons(segm, stats)
+        info = coco.imgs[ann["image_id"]]
+        kept = _clean_polygons(segm, stats, (int(info["height"]), int(info["width"])))
         if not kept:
             stats["annotations_dropped"] += 1
             return None
@@ -299,8 +302,17 @@ def convert_coco(
             existing[0], f"{len(existing)} mask(s) already exist; pass --force to replace"
         )
     stats: Counter[str] = Counter()
-    for img_id, target in targets.items():
-        write_label(target, semantic_mask(coco, img_id, cmap, stats, ann_file))
+    written: list[Path] = []
+    try:
+        for img_id, target in targets.items():
+            fresh = not target.exists()
+            write_label(target, semantic_mask(coco, img_id, cmap, stats, ann_file))
+            if fresh:
+                written.append(target)
+    except BaseException:  # a failed conversion leaves no partial set of masks behind
+        for t in written:
+            t.unlink(missing_ok=True)
+        raise
     return {
         "images": len(targets),
         "out": str(out),

@@ -58,7 +58,8 @@ def read_label(path: str | Path, num_classes: int | None = None) -> np.ndarray:
 
     Raises:
         LabelFormatError: missing, empty, not PNG (JPEG is refused by content, whatever the extension),
-            RGB-coded, truncated, or values outside {0..C-1, 255} (listed in the message).
+            RGB-coded, truncated, past PIL's decompression-bomb limit, or values outside {0..C-1, 255}
+            (listed in the message).
     """
     p = Path(path)
     if not p.is_file():
@@ -82,6 +83,8 @@ def read_label(path: str | Path, num_classes: int | None = None) -> np.ndarray:
         raise
     except UnidentifiedImageError as e:
         raise LabelFormatError(p, "not an image file PIL can identify") from e
+    except Image.DecompressionBombError as e:  # not an OSError: a header declaring billions of pixels
+        raise LabelFormatError(p, f"refused as a decompression bomb ({e})") from e
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise LabelFormatError(p, f"cannot decode ({type(e).__name__}: {e}); truncated or corrupt") from e
     if num_classes is not None:
