@@ -232,14 +232,16 @@ def inspect_cmd(
     )
     for k in keys:
         if k in side:
-            console.print(f"{k}: {side[k]}", highlight=False)
+            console.print(f"{k}: {side[k]}", highlight=False, markup=False)  # values are not markup
     for k in ("source", "versions", "preprocessing", "profiles"):
         if k in side:
-            console.print(f"{k}: {json.dumps(side[k])}", highlight=False, soft_wrap=True)
+            console.print(f"{k}: {json.dumps(side[k])}", highlight=False, soft_wrap=True, markup=False)
+    nan = float("nan")  # fields checked by read_sidecar (export/sidecar_fields.py); absent ones shown as nan
     for o in side.get("validation", {}).get("outputs", []):
         console.print(
-            f"parity {o['output']}: max abs {o['max_abs']:.2e}, max rel {o['max_rel']:.2e}, "
-            f"cosine {o['cosine']:.8f} ({'ok' if o['passed'] else 'DRIFT'})",
+            f"parity {escape(str(o.get('output', '?')))}: max abs {o.get('max_abs', nan):.2e}, "
+            f"max rel {o.get('max_rel', nan):.2e}, cosine {o.get('cosine', nan):.8f} "
+            f"({'ok' if o.get('passed', True) else 'DRIFT'})",
             highlight=False,
         )
 

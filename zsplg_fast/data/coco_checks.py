@@ -55,9 +55,12 @@ def _unique_ids(path: Path, items: list[dict[str, Any]], key: str) -> set[int]:
     return seen
 
 
-def check_image_size(path: Path, where: str, height: Any, width: Any) -> tuple[int, int]:
-    """(H, W) when both are integers in 1..MAX_SIDE and H*W is within PIL's bomb limit; else DatasetError."""
-    for name, v in (("height", height), ("width", width)):
+def check_image_size(
+    path: Path, where: str, height: Any, width: Any, keys: tuple[str, str] = ("height", "width")
+) -> tuple[int, int]:
+    """(H, W) when both are integers in 1..MAX_SIDE and H*W is within PIL's bomb limit; else DatasetError
+    naming ``keys`` (the JSON keys of height and width)."""
+    for name, v in zip(keys, (height, width), strict=True):
         if not (_is_int(v) or (is_number(v) and float(v).is_integer())) or not 1 <= v <= MAX_SIDE:
             raise DatasetError(path, f"{where}: '{name}' must be an integer in 1..{MAX_SIDE}, got {v!r}")
     h, w = int(height), int(width)

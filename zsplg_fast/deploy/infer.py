@@ -18,7 +18,14 @@ from typing import Any
 from zsplg_fast.bench.segmenter import EngineSegmenter, predict_label
 from zsplg_fast.data import load_image, write_label
 from zsplg_fast.data.sources import Sample
-from zsplg_fast.errors import ConfigError, DatasetError, FeedError, OutputExistsError, OutputWriteError
+from zsplg_fast.errors import (
+    ConfigError,
+    DatasetError,
+    FeedError,
+    OutputExistsError,
+    OutputWriteError,
+    SidecarError,
+)
 from zsplg_fast.utils.io import append_jsonl, atomic_write_json
 from zsplg_fast.utils.outdir import check_output, claim_output, json_with
 
@@ -99,6 +106,18 @@ def _inputs(path: Path) -> list[Sample]:
     return [Sample(path.stem, path)]
 
 
+def _num_classes(side: dict[str, Any], d: Path) -> int:
+    """C from the logits' (B, C, H, W) shape, for a sidecar without class names (types checked on read)."""
+    outs = side.get("outputs") or [{}]
+    shape = outs[0].get("shape", [])
+    if len(shape) != 4 or not isinstance(shape[1], int) or shape[1] < 1:
+        raise SidecarError(
+            d / "model.json",
+            "has no 'class_names' and its first output is not (B, C, H, W) logits; deploy again",
+        )
+    return shape[1]
+
+
 def infer(
     deploy_dir: str | Path,
     inputs: str | Path,
@@ -138,9 +157,7 @@ def infer(
     samples = _inputs(Path(inputs))
     names = list(side.get("class_names") or [])
     palette = full_palette(side.get("palette"))
-    model = EngineSegmenter(
-        ENGINES[backend](d, side, dst, threads), len(names) or int(side["outputs"][0]["shape"][1])
-    )
+    model = EngineSegmenter(ENGINES[backend](d, side, dst, threads), len(names) or _num_classes(side, d))
     covers = (getattr(model.engine, "profiles", None) or {}).get("image")  # TensorRT: sizes it covers
     claim_output(dst, COMMAND, legacy=LEGACY)  # the model loaded: decided to run
     (dst / "errors.jsonl").unlink(missing_ok=True)

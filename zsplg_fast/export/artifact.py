@@ -119,7 +119,8 @@ def check_sidecar(side: Mapping[str, Any], path: str | Path) -> None:
     onnxruntime / torch / TensorRT major version differs from the installed one.
 
     Raises:
-        SidecarError: ``sidecar_version`` is above :data:`SIDECAR_VERSION` or not an integer.
+        SidecarError: ``sidecar_version`` is above :data:`SIDECAR_VERSION` or not an integer, or a field
+            readers use has the wrong type (:mod:`zsplg_fast.export.sidecar_fields`).
     """
     import logging
 
@@ -132,6 +133,9 @@ def check_sidecar(side: Mapping[str, Any], path: str | Path) -> None:
             f"sidecar_version {v} is newer than this zsplg-fast reads ({SIDECAR_VERSION}); "
             "upgrade zsplg-fast or export the artifact again with this one",
         )
+    from zsplg_fast.export.sidecar_fields import check_fields
+
+    check_fields(side, path)  # the types of the fields readers index into
     recorded = dict(side.get("versions") or {})  # a plan's own "tensorrt" is engines/trt.py's (an error)
     checked = {**_MAJOR_CHECKED, "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu13")}
     for lib, dists in checked.items():

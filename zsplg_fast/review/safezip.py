@@ -16,6 +16,7 @@ from zsplg_fast.errors import DatasetError
 MAX_MEMBER_BYTES = 256 << 20
 MAX_TOTAL_BYTES = 8 << 30
 _CHUNK = 1 << 20
+_NAME_MAX = 255  # bytes per path component on Linux / macOS filesystems
 
 
 def _check_name(archive: Path, name: str) -> PurePosixPath:
@@ -37,8 +38,9 @@ def safe_extract(
     """Extract the zip ``archive`` into ``dest``; returns the files written.
 
     Raises:
-        DatasetError: not a zip, a member with an absolute path or '..', a symbolic link, or a member /
-            total past the caps (names the archive and the member).
+        DatasetError: not a zip, a member with an absolute path or '..', a symbolic link, a member /
+            total past the caps, a name listed twice, a file member that another needs as its folder, or a
+            name part too long for the filesystem (names the archive and the member).
     """
     src, root = Path(archive), Path(dest)
     if not zipfile.is_zipfile(src):
@@ -47,8 +49,13 @@ def safe_extract(
     total = 0
     with zipfile.ZipFile(src) as zf:
         infos = zf.infolist()
+        files: set[PurePosixPath] = set()
         for info in infos:  # check every name before writing anything
-            _check_name(src, info.filename)
+            rel = _check_name(src, info.filename)
+            if not info.is_dir():
+                if rel in files or not rel.parts:
+                    raise DatasetError(src, f"member {info.filename!r} is listed twice or has no name")
+                files.add(rel)
             if stat.S_ISLNK(info.external_attr >> 16):
                 raise DatasetError(src, f"member {info.filename!r} is a symbolic link; refusing to extract")
             if info.file_size > max_member_bytes:
@@ -56,6 +63,16 @@ def safe_extract(
                     src,
                     f"member {info.filename!r} unpacks to {info.file_size} bytes, over the cap of "
                     f"{max_member_bytes}",
+                )
+        for rel in files:  # a file that another member needs as its folder ('a.png' and 'a.png/b')
+            clash = next((d for d in rel.parents if d in files), None)
+            if clash is not None:
+                raise DatasetError(
+                    src, f"member {rel.as_posix()!r} lies inside member file {clash.as_posix()!r}"
+                )
+            if any(len(part.encode()) > _NAME_MAX for part in rel.parts):
+                raise DatasetError(
+                    src, f"member {rel.as_posix()[:80]!r}...: a name part over {_NAME_MAX} bytes"
                 )
         root.mkdir(parents=True, exist_ok=True)
         base = root.resolve()
@@ -65,8 +82,12 @@ def safe_extract(
             if base != target and base not in target.parents:
                 raise DatasetError(src, f"member {info.filename!r} resolves outside {root}; refusing")
             if info.is_dir():
+                if target.is_file():  # 'a/' after a file 'a'
+                    raise DatasetError(src, f"member {info.filename!r} is a folder and a file")
                 target.mkdir(parents=True, exist_ok=True)
                 continue
+            if target.is_dir():  # 'a/' before a file 'a'
+                raise DatasetError(src, f"member {info.filename!r} is a folder and a file")
             target.parent.mkdir(parents=True, exist_ok=True)
             size = 0
             with zf.open(info) as fin, open(target, "wb") as fout:
