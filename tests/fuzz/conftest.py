@@ -12,11 +12,13 @@ fresh random examples, many more of them (for a local hunt, not CI).
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,7 +29,9 @@ _SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.functi
 settings.register_profile(
     "ci", derandomize=True, database=None, deadline=None, max_examples=40, suppress_health_check=_SLOW_OK
 )
-settings.register_profile("deep", database=None, deadline=None, max_examples=2000, suppress_health_check=_SLOW_OK)
+settings.register_profile(
+    "deep", database=None, deadline=None, max_examples=2000, suppress_health_check=_SLOW_OK
+)
 settings.load_profile(os.environ.get("ZSPLG_FUZZ_PROFILE", "ci"))
 
 
@@ -40,17 +44,34 @@ class CliResult:
     err: str
 
 
+@functools.cache
+def _command() -> Any:
+    import typer
+
+    from zsplg_fast.cli.main import app
+
+    return typer.main.get_command(app)
+
+
 def run_cli(argv: Sequence[str]) -> CliResult:
     """``zsplg-fast ARGV`` through the real entry point (``main``: typed errors → one line + exit code).
 
-    Any exception that escapes ``main`` (a traceback for a user) propagates and fails the test."""
-    from zsplg_fast.cli.main import main
+    Any exception that escapes ``main`` (a traceback for a user) propagates and fails the test. Typer
+    rebuilds its click command on every call (~0.2 s here); the command is built once and ``main`` runs it
+    (what ``app(args=...)`` does with pretty exceptions off)."""
+    from unittest import mock
+
+    from zsplg_fast.cli import main as cli
 
     out, err = io.StringIO(), io.StringIO()
     code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with (
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+        mock.patch.object(cli, "app", _command()),
+    ):
         try:
-            main(list(argv))
+            cli.main(list(argv))
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     return CliResult(code, out.getvalue(), err.getvalue())
@@ -88,7 +109,10 @@ def check_outcome(
         lines = [ln for ln in res.err.splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith("error: "), ctx
         assert lines[0].split(":")[1].strip().endswith("Error"), ctx  # a typed error's class name
-    inside = (lambda k: out_rel is not None and (k == out_rel or k.startswith(out_rel + "/")))
+
+    def inside(k: str) -> bool:
+        return out_rel is not None and (k == out_rel or k.startswith(out_rel + "/"))
+
     # new entries, and files whose size or mtime moved (a folder's mtime moves with any entry in it)
     changed = {k for k in after if k not in before or (before[k][0] != -1 and before[k] != after[k])}
     outside = {k for k in changed if not inside(k)}

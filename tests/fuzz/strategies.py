@@ -18,7 +18,21 @@ from hypothesis import strategies as st
 
 Path_ = tuple[Any, ...]  # a path into a JSON document: keys and list indices
 
-ODD_TEXT = ["", " ", "ü", "名前", "\u202etxt.png", "a\nb", "a\tb", "../x", "/abs", "C:\\x", "x" * 300, "[bold]", "\0"]
+ODD_TEXT = [
+    "",
+    " ",
+    "ü",
+    "名前",
+    "\u202etxt.png",
+    "a\nb",
+    "a\tb",
+    "../x",
+    "/abs",
+    "C:\\x",
+    "x" * 300,
+    "[bold]",
+    "\0",
+]
 HOSTILE: list[Any] = [
     None,
     True,
@@ -116,13 +130,22 @@ def damaged(draw: st.DrawFn, data: bytes) -> bytes:
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+    return (
+        struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+    )
+
+
+def png_header(w: int, h: int, depth: int = 8, ctype: int = 0, raw: bytes = b"") -> bytes:
+    """A PNG of ``w`` x ``h`` declared pixels (any bit depth / colour type) with ``raw`` as its only data."""
+    ihdr = struct.pack(">IIBBBBB", w, h, depth, ctype, 0, 0, 0)
+    body = _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(raw)) + _chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + body
 
 
 @st.composite
 def png_files(draw: st.DrawFn, max_side: int = 12) -> bytes:
     """PNG bytes: PIL-written images of many modes (P with short / long palettes and transparency, L, 1,
-    LA, I;16, RGB, RGBA) or hand-made headers (any bit depth x colour type, huge sizes), then maybe damaged."""
+    LA, I;16, RGB, RGBA) or hand-made headers (any bit depth x colour type, huge sizes), maybe damaged."""
     from PIL import Image
 
     if draw(st.booleans()):

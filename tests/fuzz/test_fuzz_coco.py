@@ -24,11 +24,20 @@ VALID: dict[str, Any] = {
     "annotations": [
         {"id": 1, "image_id": 1, "category_id": 1, "segmentation": [[1, 1, 8, 1, 8, 7, 1, 7]], "iscrowd": 0},
         {"id": 2, "image_id": 1, "category_id": 3, "segmentation": [[2, 2, 5, 2, 5, 5]], "iscrowd": 0},
-        {"id": 5, "image_id": 7, "category_id": 90, "segmentation": [[0, 0, 7, 0, 7, 8], [1, 1, 2, 1, 2, 2]],
-         "iscrowd": 1, "area": 20.0, "bbox": [0, 0, 7, 8]},
+        {
+            "id": 5,
+            "image_id": 7,
+            "category_id": 90,
+            "segmentation": [[0, 0, 7, 0, 7, 8], [1, 1, 2, 1, 2, 2]],
+            "iscrowd": 1,
+            "area": 20.0,
+            "bbox": [0, 0, 7, 8],
+        },
     ],
 }
-VALUES = st.one_of(st.sampled_from(HOSTILE), st.lists(st.sampled_from([0, 1, 5.5, 1e9, -3, "7", None]), max_size=7))
+VALUES = st.one_of(
+    st.sampled_from(HOSTILE), st.lists(st.sampled_from([0, 1, 5.5, 1e9, -3, "7", None]), max_size=7)
+)
 
 
 def _not_rle(path: Path_, value: Any) -> bool:
@@ -52,7 +61,11 @@ def _dataset(root: Path) -> None:
 @example(doc=json_bytes({**VALID, "images": 5}))  # was TypeError: 'int' object is not iterable
 @example(doc=json_bytes({**VALID, "images": [{**VALID["images"][0], "height": -3}]}))  # was numpy ValueError
 # a polygon coordinate past the C int range segfaulted pycocotools' frPyObjects (the whole process died)
-@example(doc=json_bytes({**VALID, "annotations": [{**VALID["annotations"][0], "segmentation": [[0, 0, 1e300, 0, 4, 1e300]]}]}))
+@example(
+    doc=json_bytes(
+        {**VALID, "annotations": [{**VALID["annotations"][0], "segmentation": [[0, 0, 1e300, 0, 4, 1e300]]}]}
+    )
+)
 def test_coco_masks_never_tracebacks(doc: bytes) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -60,7 +73,9 @@ def test_coco_masks_never_tracebacks(doc: bytes) -> None:
         ann.write_bytes(doc)
         before = files_under(root)
         res = run_cli(["data", "coco-masks", "--ann", str(ann), "--out", str(root / "out")])
-        check_outcome(res, before, files_under(root), "out", explain=lambda: doc[:400].decode("utf-8", "replace"))
+        check_outcome(
+            res, before, files_under(root), "out", explain=lambda: doc[:400].decode("utf-8", "replace")
+        )
         if res.code == 0:
             summary = json.loads(res.out)
             masks = sorted((root / "out" / "masks" / "val").glob("*.png"))
@@ -78,6 +93,13 @@ def test_data_check_on_coco_never_tracebacks(doc: bytes) -> None:
         before = files_under(root)
         res = run_cli(["data", "check", "--data", f"coco:{root}:instances_val.json"])
         # 1: the check ran and counted problems (a missing image, bad label values): its report, not an error
-        check_outcome(res, before, files_under(root), None, allowed=(0, 1, 2), explain=lambda: doc[:400].decode("utf-8", "replace"))
+        check_outcome(
+            res,
+            before,
+            files_under(root),
+            None,
+            allowed=(0, 1, 2),
+            explain=lambda: doc[:400].decode("utf-8", "replace"),
+        )
         if res.code == 1:
             assert "error:" not in res.err

@@ -1,4 +1,4 @@
-"""Fuzzed YAML configs and ``--set`` strings through ``zsplg-fast config show`` (the loader every command uses)."""
+"""Fuzzed YAML configs and ``--set`` strings through ``zsplg-fast config show`` (every command's loader)."""
 
 from __future__ import annotations
 
@@ -41,15 +41,50 @@ RAW = st.sampled_from(
     ]
 )
 KEYS = st.sampled_from(
-    ["amg.points_per_side", "amg.pred_iou_thresh", "label.shard", "train.data.scale_range", "amg", "",
-     "amg..x", "clip.model", "sam.variant", "bench.image_size", "export.profiles", "no.such.key", "ü.名"]
+    [
+        "amg.points_per_side",
+        "amg.pred_iou_thresh",
+        "label.shard",
+        "train.data.scale_range",
+        "amg",
+        "",
+        "amg..x",
+        "clip.model",
+        "sam.variant",
+        "bench.image_size",
+        "export.profiles",
+        "no.such.key",
+        "ü.名",
+    ]
 )
 VALUES = st.sampled_from(
-    ["8", "0.5", "-1", "1e999", ".nan", "null", "[1", "{a: 1", "!!python/name:os.system", "[0.5, 2.0]",
-     "0/4", "99/4", "x" * 200, "'", "\"\\u0000\"", "[[[[[[[[]]]]]]]]", "&a [*a]", "toy", "vit_b", "1x1"]
+    [
+        "8",
+        "0.5",
+        "-1",
+        "1e999",
+        ".nan",
+        "null",
+        "[1",
+        "{a: 1",
+        "!!python/name:os.system",
+        "[0.5, 2.0]",
+        "0/4",
+        "99/4",
+        "x" * 200,
+        "'",
+        '"\\u0000"',
+        "[[[[[[[[]]]]]]]]",
+        "&a [*a]",
+        "toy",
+        "vit_b",
+        "1x1",
+    ]
 )
-SETS = st.lists(st.one_of(st.builds(lambda k, v: f"{k}={v}", KEYS, VALUES), st.sampled_from(["noequals", "="])),
-                max_size=3)
+SETS = st.lists(
+    st.one_of(st.builds(lambda k, v: f"{k}={v}", KEYS, VALUES), st.sampled_from(["noequals", "="])),
+    max_size=3,
+)
 YAML_TEXT = st.one_of(
     mutated(BASE).map(lambda d: yaml.safe_dump(d, allow_unicode=True).encode()).flatmap(damaged),
     RAW.map(str.encode),

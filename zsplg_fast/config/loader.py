@@ -172,6 +172,9 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
 # A YAML document's size after its aliases are expanded (``&a [*b, *b, ...]`` doubles per level): the
 # config's JSON round trip (merge_dotted) would expand a "billion laughs" document in memory.
 MAX_YAML_NODES = 100_000
+# libyaml's safe loader when PyYAML has it: the pure-Python scanner is quadratic in flow nesting (3000
+# nested '[' take seconds before the depth check can see them); libyaml refuses past 1000 at once.
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MAX_YAML_DEPTH = 64
 
 
@@ -196,7 +199,15 @@ def _check_size(data: Any, key: str, value: Any) -> None:
 def _safe_yaml(text: str, key: str, value: Any) -> Any:
     """``yaml.safe_load`` with every failure a ConfigError on ``key``: syntax, unknown tags, nesting."""
     try:
-        data = yaml.safe_load(text)
+        depth = 0  # the parser is a state machine, the composer recurses: measure the depth first
+        for event in yaml.parse(text, Loader=_LOADER):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_YAML_DEPTH:
+                    raise ConfigError(key, value, f"nests deeper than {MAX_YAML_DEPTH} levels")
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+        data = yaml.load(text, Loader=_LOADER)  # a safe loader (CSafeLoader or SafeLoader)
     except yaml.YAMLError as e:
         raise ConfigError(key, value, f"not valid YAML: {' '.join(str(e).split())}") from e
     except RecursionError as e:

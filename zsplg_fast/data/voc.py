@@ -17,7 +17,7 @@ from typing import Any
 
 from zsplg_fast.data.folder import IMAGE_EXTENSIONS, list_images
 from zsplg_fast.data.sources import DataSource, Sample, check_root
-from zsplg_fast.data.splits import SplitEntry, find_split, read_split, resolve_entry
+from zsplg_fast.data.splits import SplitEntry, find_split, is_file, read_split, resolve_entry
 from zsplg_fast.errors import DatasetError
 
 IMAGES_DIR = "JPEGImages"
@@ -70,12 +70,12 @@ def _is_bare_id(e: SplitEntry) -> bool:
 def _from_id(e: SplitEntry, root: Path, labels: Path | None, split_file: Path) -> Sample:
     for ext in _ID_EXTENSIONS:
         image = root / IMAGES_DIR / f"{e.image}{ext}"
-        if image.is_file():
+        if is_file(image):
             break
     else:
         raise DatasetError(split_file, f"line {e.line}: no image for id '{e.image}' in {root / IMAGES_DIR}")
     label = labels / f"{e.image}.png" if labels is not None else None
-    return Sample(e.image, image, label if label is not None and label.is_file() else None)
+    return Sample(e.image, image, label if label is not None and is_file(label) else None)
 
 
 def open_voc(
