@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import stat
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from zsplg_fast.errors import DatasetError
@@ -38,13 +39,24 @@ def safe_extract(
     """Extract the zip ``archive`` into ``dest``; returns the files written.
 
     Raises:
-        DatasetError: not a zip, a member with an absolute path or '..', a symbolic link, a member /
-            total past the caps, a name listed twice, a file member that another needs as its folder, or a
-            name part too long for the filesystem (names the archive and the member).
+        DatasetError: not a zip or a damaged one, a member with an absolute path or '..', a symbolic
+            link, a member / total past the caps, a name listed twice, a file member that another needs as
+            its folder, or a name part too long for the filesystem (names the archive and the member).
     """
-    src, root = Path(archive), Path(dest)
+    src = Path(archive)
     if not zipfile.is_zipfile(src):
         raise DatasetError(src, "is not a zip archive")
+    try:
+        return _extract(src, Path(dest), max_member_bytes, max_total_bytes)
+    except _CORRUPT as e:  # a damaged archive: bad CRC, bad header, truncated deflate stream, encrypted
+        raise DatasetError(src, f"is a damaged zip archive ({type(e).__name__}: {e})") from e
+
+
+# what zipfile raises on a damaged or unsupported archive (none is an OSError)
+_CORRUPT = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, UnicodeDecodeError)
+
+
+def _extract(src: Path, root: Path, max_member_bytes: int, max_total_bytes: int) -> list[Path]:
     written: list[Path] = []
     total = 0
     with zipfile.ZipFile(src) as zf:

@@ -168,7 +168,9 @@ def import_cvat(ctx: ImportContext) -> Iterator[tuple[str, np.ndarray]]:
     for p in pngs:
         sid = p.relative_to(cls_dir).with_suffix("").as_posix()
         if ctx.known_ids is not None and sid not in ctx.known_ids:  # as the other importers
-            raise DatasetError(src, f"SegmentationClass/{sid}.png is for an image not in the label folder")
+            raise DatasetError(
+                src, f"SegmentationClass/ holds image {sid!r}, which is not in the label folder"
+            )
         yield sid, decode_class_png(p, lut, src)
 
 
