@@ -106,16 +106,26 @@ def _inputs(path: Path) -> list[Sample]:
     return [Sample(path.stem, path)]
 
 
-def _num_classes(side: dict[str, Any], d: Path) -> int:
-    """C from the logits' (B, C, H, W) shape, for a sidecar without class names (types checked on read)."""
-    outs = side.get("outputs") or [{}]
-    shape = outs[0].get("shape", [])
-    if len(shape) != 4 or not isinstance(shape[1], int) or shape[1] < 1:
+def _num_classes(side: dict[str, Any], d: Path, engine: Any) -> int:
+    """C: the number of class names, which must match the logits' (B, C, H, W) channels the sidecar and
+    the model itself declare (types checked on read); the logits' C when the sidecar names no classes."""
+    names = side.get("class_names") or []
+    declared = [(side.get("outputs") or [{}])[0].get("shape", [])]
+    session = getattr(engine, "session", None)
+    if session is not None:  # onnxruntime: what the graph says
+        declared.append(list(session.get_outputs()[0].shape))
+    counts = {s[1] for s in declared if len(s) == 4 and isinstance(s[1], int) and s[1] >= 1}
+    if names and counts - {len(names)}:
+        raise SidecarError(
+            d / "model.json",
+            f"{len(names)} class names, but the model's logits have {sorted(counts)} channels; deploy again",
+        )
+    if not names and len(counts) != 1:
         raise SidecarError(
             d / "model.json",
             "has no 'class_names' and its first output is not (B, C, H, W) logits; deploy again",
         )
-    return shape[1]
+    return len(names) or counts.pop()
 
 
 def infer(
@@ -157,7 +167,8 @@ def infer(
     samples = _inputs(Path(inputs))
     names = list(side.get("class_names") or [])
     palette = full_palette(side.get("palette"))
-    model = EngineSegmenter(ENGINES[backend](d, side, dst, threads), len(names) or _num_classes(side, d))
+    engine = ENGINES[backend](d, side, dst, threads)
+    model = EngineSegmenter(engine, _num_classes(side, d, engine))
     covers = (getattr(model.engine, "profiles", None) or {}).get("image")  # TensorRT: sizes it covers
     claim_output(dst, COMMAND, legacy=LEGACY)  # the model loaded: decided to run
     (dst / "errors.jsonl").unlink(missing_ok=True)
