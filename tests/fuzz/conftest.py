@@ -5,7 +5,8 @@ as one line with exit 2 through the CLI; never a traceback, a write outside ``--
 left behind.
 
 CI runs the ``ci`` profile: derandomized (the same examples on every run), no example database (nothing is
-written into the repo) and a bounded example count per test. ``ZSPLG_FUZZ_PROFILE=deep`` explores with
+written into the repo; hypothesis' other caches go to the temp folder) and a bounded example count per
+test. ``ZSPLG_FUZZ_PROFILE=deep`` explores with
 fresh random examples, many more of them (for a local hunt, not CI).
 """
 
@@ -15,6 +16,7 @@ import contextlib
 import functools
 import io
 import os
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,11 @@ import pytest
 
 hypothesis = pytest.importorskip("hypothesis", reason="hypothesis: the [dev] extra")
 from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis.configuration import set_hypothesis_home_dir  # noqa: E402
+
+# hypothesis keeps a cache (constants/) under ./.hypothesis even with database=None: keep the repo clean
+if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
+    set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "zsplg-fast-hypothesis")
 
 _SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture]
 settings.register_profile(

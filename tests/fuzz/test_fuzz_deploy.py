@@ -148,4 +148,4 @@ def test_deploy_model_file_never_tracebacks(
 def test_inspect_prints_sidecar_values_as_text(deploy_dir: tuple[Path, dict[str, Any]]) -> None:
     """A sidecar value that looks like rich markup ('[/]') was parsed as markup: MarkupError traceback."""
     _, side = deploy_dir
-    _run(deploy_dir, json_bytes({**side, "name": "[/]", "kind": "[bold"}), None)
+    _run(deploy_dir, json_bytes({**side, "kind": "[/]", "spec": "[bold"}), None)
