@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -37,7 +38,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         lab[1:4, 1 + i : 5] = 1 + i
         lab[5, :2] = 255
         write_label(folder / "labels" / f"im{i}.png", lab)
-        (folder / "meta" / f"im{i}.json").write_text(json.dumps({"image": f"/data/im{i}.jpg", "masks": []}))
+        meta = {"image": f"/data/im{i}.jpg", "masks": [_mask(lab == 1 + i, 1 + i)], "uncovered_fraction": 0.0}
+        (folder / "meta" / f"im{i}.json").write_text(json.dumps(meta))
     for fmt in ("coco", "labelstudio", "cvat"):
         res = run_cli(["labels", "export", str(folder), "--format", fmt, "--out", str(root / fmt)])
         assert res.code == 0, res.err
@@ -49,6 +51,15 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "labelstudio": json.loads((root / "labelstudio" / "tasks.json").read_text()),
         "cvat": members,
     }
+
+
+def _mask(m: np.ndarray, cls: int) -> dict[str, Any]:
+    """A meta record of one SAM mask, as ``label`` writes it (class, score, margin, area, COCO RLE)."""
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+    rle_json = {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode()}
+    return {"class": cls, "score": 0.9, "margin": 0.2, "area": int(m.sum()), "rle": rle_json}
 
 
 def _import(exported: dict[str, Any], fmt: str, name: str, data: bytes, classes: str | None = None) -> None:
@@ -155,3 +166,40 @@ def test_cvat_import_never_tracebacks(exported: dict[str, Any], data: st.DataObj
 def test_import_with_a_class_list_and_no_folder(exported: dict[str, Any]) -> None:
     """Without a label folder the importers check class order; an image with no shapes has no size."""
     _import(exported, "coco", "instances.json", json_bytes(exported["coco"]), classes="background,cat,dog")
+
+
+@settings(max_examples=30)
+@given(data=st.data())
+def test_label_folder_never_tracebacks(exported: dict[str, Any], data: st.DataObject) -> None:
+    """A label folder with a fuzzed manifest or meta JSON, read by ``labels export`` and as the
+    ``--classes`` of ``labels import``."""
+    src = exported["folder"]
+    which = data.draw(st.sampled_from(["manifest.json", "meta/im0.json"]))
+    doc = json.loads((src / which).read_text())
+    blob = data.draw(mutated(doc, values=VALUES).map(json_bytes).flatmap(damaged))
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        folder = root / "labels"
+        shutil.copytree(src, folder)
+        (folder / which).write_bytes(blob)
+        fmt = data.draw(st.sampled_from(["coco", "cvat", "labelstudio"]))
+        before = files_under(root)
+        res = run_cli(["labels", "export", str(folder), "-f", fmt, "--out", str(root / "exp")])
+        check_outcome(res, before, files_under(root), "exp", explain=lambda: f"{which}: {blob[:300]!r}")
+        coco = root / "instances.json"
+        coco.write_bytes(json_bytes(exported["coco"]))
+        before = files_under(root)
+        res = run_cli(
+            [
+                "labels",
+                "import",
+                str(coco),
+                "-f",
+                "coco",
+                "--classes",
+                str(folder),
+                "--out",
+                str(root / "imp"),
+            ]
+        )
+        check_outcome(res, before, files_under(root), "imp", explain=lambda: f"{which}: {blob[:300]!r}")
