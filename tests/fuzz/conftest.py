@@ -7,7 +7,7 @@ left behind.
 CI runs the ``ci`` profile: derandomized (the same examples on every run), no example database (nothing is
 written into the repo; hypothesis' other caches go to the temp folder) and a bounded example count per
 test. ``ZSPLG_FUZZ_PROFILE=deep`` explores with
-fresh random examples, many more of them (for a local hunt, not CI).
+fresh random examples, ``ZSPLG_FUZZ_SCALE`` (default 50) times more of them (a local hunt, not CI).
 """
 
 from __future__ import annotations
@@ -39,7 +39,14 @@ settings.register_profile(
 settings.register_profile(
     "deep", database=None, deadline=None, max_examples=2000, suppress_health_check=_SLOW_OK
 )
-settings.load_profile(os.environ.get("ZSPLG_FUZZ_PROFILE", "ci"))
+PROFILE = os.environ.get("ZSPLG_FUZZ_PROFILE", "ci")
+settings.load_profile(PROFILE)
+
+
+def budget(n: int) -> settings:
+    """``@budget(n)``: ``n`` examples in CI (the suite's time budget); under the ``deep`` profile
+    ``ZSPLG_FUZZ_SCALE`` (default 50) times more."""
+    return settings(max_examples=n if PROFILE == "ci" else int(os.environ.get("ZSPLG_FUZZ_SCALE", "50")) * n)
 
 
 @dataclass

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hypothesis import example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 from PIL import Image
 
-from .conftest import check_outcome, files_under, run_cli
+from .conftest import budget, check_outcome, files_under, run_cli
 from .strategies import HOSTILE, Path_, damaged, json_bytes, mutated
 
 VALID: dict[str, Any] = {
@@ -57,6 +57,7 @@ def _dataset(root: Path) -> None:
         Image.fromarray(np.full((h, w, 3), 100, np.uint8)).save(p)
 
 
+@budget(40)
 @given(doc=DOCS)
 @example(doc=json_bytes({**VALID, "images": 5}))  # was TypeError: 'int' object is not iterable
 @example(doc=json_bytes({**VALID, "images": [{**VALID["images"][0], "height": -3}]}))  # was numpy ValueError
@@ -82,7 +83,7 @@ def test_coco_masks_never_tracebacks(doc: bytes) -> None:
             assert len(masks) == summary["images"]
 
 
-@settings(max_examples=25)
+@budget(25)
 @given(doc=DOCS)
 def test_data_check_on_coco_never_tracebacks(doc: bytes) -> None:
     """``data check`` generates every label from the JSON (the path label / train loading takes)."""

@@ -9,7 +9,7 @@ import yaml
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from .conftest import check_outcome, files_under, run_cli
+from .conftest import budget, check_outcome, files_under, run_cli
 from .strategies import damaged, mutated
 
 CONFIGS = Path(__file__).parents[2] / "zsplg_fast" / "configs"
@@ -91,6 +91,7 @@ YAML_TEXT = st.one_of(
 )
 
 
+@budget(40)
 @given(text=YAML_TEXT, sets=SETS)
 @example(text=b"amg:\n  points_per_side: \xff\n", sets=[])  # not UTF-8: was a UnicodeDecodeError traceback
 @example(text=b"", sets=["amg.points_per_side=[1"])  # bad --set YAML: was a yaml ParserError traceback

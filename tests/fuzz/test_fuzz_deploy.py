@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 from PIL import Image
 
-from .conftest import check_outcome, files_under, run_cli
+from .conftest import budget, check_outcome, files_under, run_cli
 from .strategies import HOSTILE, damaged, json_bytes, mutated
 
 onnx = pytest.importorskip("onnx")
@@ -121,7 +121,7 @@ VALUES = st.one_of(
 )
 
 
-@settings(max_examples=40)
+@budget(40)
 @given(data=st.data())
 @example(data=None)
 def test_deploy_sidecar_never_tracebacks(
@@ -135,7 +135,7 @@ def test_deploy_sidecar_never_tracebacks(
     _run(deploy_dir, blob, None)
 
 
-@settings(max_examples=15)
+@budget(15)
 @given(data=st.data())
 def test_deploy_model_file_never_tracebacks(
     deploy_dir: tuple[Path, dict[str, Any]], data: st.DataObject

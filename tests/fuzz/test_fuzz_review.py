@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from zsplg_fast.data import write_label
 
-from .conftest import check_outcome, files_under, run_cli
+from .conftest import budget, check_outcome, files_under, run_cli
 from .strategies import HOSTILE, MEMBER_NAMES, damaged, json_bytes, mutated, png_files
 
 pytest.importorskip("label_studio_converter", reason="label-studio-converter: the [review] extra")
@@ -84,7 +84,7 @@ VALUES = st.one_of(
 )
 
 
-@settings(max_examples=40)
+@budget(40)
 @given(data=st.data())
 @example(data=None)
 def test_coco_import_never_tracebacks(exported: dict[str, Any], data: st.DataObject | None) -> None:
@@ -98,7 +98,7 @@ def test_coco_import_never_tracebacks(exported: dict[str, Any], data: st.DataObj
     _import(exported, "coco", "instances.json", blob)
 
 
-@settings(max_examples=40)
+@budget(40)
 @given(data=st.data())
 @example(data=None)
 def test_labelstudio_import_never_tracebacks(exported: dict[str, Any], data: st.DataObject | None) -> None:
@@ -134,7 +134,7 @@ LABELMAP_EDITS = st.sampled_from(
 )
 
 
-@settings(max_examples=40)
+@budget(40)
 @given(data=st.data())
 @example(data=None)
 def test_cvat_import_never_tracebacks(exported: dict[str, Any], data: st.DataObject | None) -> None:
@@ -168,7 +168,7 @@ def test_import_with_a_class_list_and_no_folder(exported: dict[str, Any]) -> Non
     _import(exported, "coco", "instances.json", json_bytes(exported["coco"]), classes="background,cat,dog")
 
 
-@settings(max_examples=30)
+@budget(30)
 @given(data=st.data())
 def test_label_folder_never_tracebacks(exported: dict[str, Any], data: st.DataObject) -> None:
     """A label folder with a fuzzed manifest or meta JSON, read by ``labels export`` and as the

@@ -6,14 +6,14 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from hypothesis import example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 from PIL import Image
 
 from zsplg_fast.data.labels import read_label, write_label
 from zsplg_fast.errors import LabelFormatError
 
-from .conftest import check_outcome, files_under, run_cli
+from .conftest import budget, check_outcome, files_under, run_cli
 from .strategies import ODD_TEXT, damaged, png_files, png_header
 
 IDS = ("2007_000032", "2007_000033", "sub/2008_000001")
@@ -61,7 +61,7 @@ def _voc(root: Path) -> None:
     (root / "classes.txt").write_text("background\na\nb\nc\n")
 
 
-@settings(max_examples=40)
+@budget(40)
 @given(split=SPLITS)
 @example(split=("x" * 300).encode())  # ENAMETOOLONG from is_file(): was an OSError, exit 1
 def test_voc_split_never_tracebacks(split: bytes) -> None:
@@ -81,7 +81,7 @@ def test_voc_split_never_tracebacks(split: bytes) -> None:
             assert "fuzz.txt" in res.err or "voc" in res.err
 
 
-@settings(max_examples=80)
+@budget(80)
 @given(data=png_files())
 # a header declaring 10**10 pixels: PIL's DecompressionBombError is not an OSError (was a traceback)
 @example(data=png_header(100_000, 100_000))
@@ -98,7 +98,7 @@ def test_read_label_is_an_array_or_a_label_format_error(data: bytes) -> None:
         assert set(np.unique(label).tolist()) <= {*range(21), 255}
 
 
-@settings(max_examples=25)
+@budget(25)
 @given(data=png_files(max_side=8))
 def test_data_check_with_a_fuzzed_label(data: bytes) -> None:
     """The same PNGs as a VOC label beside a real image: ``data check`` counts them or passes them."""
