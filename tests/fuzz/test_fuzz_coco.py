@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 from PIL import Image
@@ -104,3 +105,26 @@ def test_data_check_on_coco_never_tracebacks(doc: bytes) -> None:
         )
         if res.code == 1:
             assert "error:" not in res.err
+
+
+def test_coco_masks_failing_mid_way_leaves_no_masks(tmp_path: Path) -> None:
+    """A write that fails on the second mask (disk full) removed nothing before: the first mask stayed, and
+    a rerun then refused the folder ("1 mask(s) already exist")."""
+    from unittest import mock
+
+    from zsplg_fast.data import coco
+
+    ann = tmp_path / "instances_val.json"
+    ann.write_text(json.dumps({**VALID, "annotations": []}))
+    real, calls = coco.write_label, []
+
+    def disk_full_on_second(path: Path, label: np.ndarray, *rest: Any) -> None:
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real(path, label, *rest)
+
+    with mock.patch.object(coco, "write_label", disk_full_on_second), pytest.raises(OSError):
+        coco.convert_coco(ann, tmp_path / "out")
+    assert len(calls) == 2
+    assert [p for p in (tmp_path / "out").rglob("*")] == []

@@ -303,6 +303,7 @@ def convert_coco(
         )
     stats: Counter[str] = Counter()
     written: list[Path] = []
+    made = [d for d in (out, out.parent) if not d.exists()]  # innermost first
     try:
         for img_id, target in targets.items():
             fresh = not target.exists()
@@ -312,6 +313,9 @@ def convert_coco(
     except BaseException:  # a failed conversion leaves no partial set of masks behind
         for t in written:
             t.unlink(missing_ok=True)
+        for d in made:  # and no empty masks/<split>/ folders it made
+            with contextlib.suppress(OSError):
+                d.rmdir()
         raise
     return {
         "images": len(targets),
