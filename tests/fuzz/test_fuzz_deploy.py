@@ -128,8 +128,12 @@ def test_deploy_sidecar_never_tracebacks(
     deploy_dir: tuple[Path, dict[str, Any]], data: st.DataObject | None
 ) -> None:
     _, side = deploy_dir
-    if data is None:  # explicit example: no outputs and no class names (was an IndexError in infer)
-        blob = json_bytes({**side, "outputs": [], "class_names": None})
+    if data is None:  # explicit examples: no outputs and no class names (was an IndexError in infer);
+        _run(deploy_dir, json_bytes({**side, "outputs": [], "class_names": None}), None)
+        # 2 class names for 3 logits channels, an input of another rank than the graph's: every image
+        # failed with a FeedError (exit 3)
+        _run(deploy_dir, json_bytes({**side, "class_names": ["a", "b"]}), None)
+        blob = json_bytes({**side, "inputs": [{**side["inputs"][0], "shape": [3, "height", "width"]}]})
     else:
         blob = data.draw(mutated(side, values=VALUES).map(json_bytes).flatmap(damaged))
     _run(deploy_dir, blob, None)
@@ -137,11 +141,15 @@ def test_deploy_sidecar_never_tracebacks(
 
 @budget(15)
 @given(data=st.data())
+@example(data=None)
 def test_deploy_model_file_never_tracebacks(
-    deploy_dir: tuple[Path, dict[str, Any]], data: st.DataObject
+    deploy_dir: tuple[Path, dict[str, Any]], data: st.DataObject | None
 ) -> None:
     src, side = deploy_dir
     model = (src / "model.onnx").read_bytes()
+    if data is None:  # explicit example: tensor names that are not UTF-8 (UnicodeDecodeError, TypeError)
+        _run(deploy_dir, json_bytes(side), model.replace(b"\x05image", b"\x05\x80mage"))
+        return
     _run(deploy_dir, json_bytes(side), data.draw(damaged(model)))
 
 

@@ -165,17 +165,21 @@ def build_cmd(
 def _graph_io(path: Path) -> list[tuple[str, str, str, str]]:
     import onnx
 
-    from zsplg_fast.export.model_files import load_onnx
+    from zsplg_fast.export.model_files import invalid_onnx, load_onnx
 
     model = load_onnx(path)
     rows = []
-    for kind, values in (("input", model.graph.input), ("output", model.graph.output)):
-        for v in values:
-            t = v.type.tensor_type
-            dims = [d.dim_param or str(d.dim_value) for d in t.shape.dim]
-            rows.append(
-                (kind, v.name, onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name, f"[{', '.join(dims)}]")
-            )
+    try:
+        for kind, values in (("input", model.graph.input), ("output", model.graph.output)):
+            for v in values:
+                t = v.type.tensor_type
+                dims = [d.dim_param or str(d.dim_value) for d in t.shape.dim]
+                dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name
+                rows.append((kind, v.name, dtype, f"[{', '.join(dims)}]"))
+                if not all(isinstance(c, str) for c in rows[-1]):
+                    raise TypeError(f"{kind} {v.name!r}: a name is not UTF-8 text")
+    except (TypeError, KeyError, ValueError) as e:  # a damaged file that still parses: bytes names, bad types
+        raise invalid_onnx(path, e) from e
     return rows
 
 

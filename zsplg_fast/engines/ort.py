@@ -135,6 +135,19 @@ def _specs_from_session(items: Sequence[Any]) -> list[TensorSpec]:
     return out
 
 
+def _same_io(declared: Sequence[TensorSpec], real: Sequence[TensorSpec]) -> bool:
+    """Same names in the same order, same ranks, and equal sizes where both give a number."""
+    return len(declared) == len(real) and all(
+        d.name == r.name
+        and len(d.shape) == len(r.shape)
+        and all(
+            not (isinstance(a, int) and isinstance(b, int)) or a == b
+            for a, b in zip(d.shape, r.shape, strict=True)
+        )
+        for d, r in zip(declared, real, strict=True)
+    )
+
+
 class OrtEngine:
     """An onnxruntime session behind the Engine API.
 
@@ -252,12 +265,34 @@ class OrtEngine:
         return read_sidecar(self.path) if sidecar_path(self.path).is_file() else {}
 
     def _io(self, side: Mapping[str, Any]) -> tuple[list[TensorSpec], list[TensorSpec]]:
-        if side.get("inputs") and side.get("outputs"):
-            return (
-                [TensorSpec.from_dict(d) for d in side["inputs"]],
-                [TensorSpec.from_dict(d) for d in side["outputs"]],
+        """The sidecar's inputs/outputs (symbolic axis names), checked against the graph's; the graph's
+        when the sidecar has none."""
+        try:
+            real = (
+                _specs_from_session(self.session.get_inputs()),
+                _specs_from_session(self.session.get_outputs()),
             )
-        return _specs_from_session(self.session.get_inputs()), _specs_from_session(self.session.get_outputs())
+        except UnicodeDecodeError as e:  # a damaged file whose tensor names are not UTF-8
+            from zsplg_fast.export.model_files import invalid_onnx
+
+            raise invalid_onnx(self.path, e) from e
+        if not (side.get("inputs") and side.get("outputs")):
+            return real
+        declared = (
+            [TensorSpec.from_dict(d) for d in side["inputs"]],
+            [TensorSpec.from_dict(d) for d in side["outputs"]],
+        )
+        for kind, got, want in zip(("inputs", "outputs"), declared, real, strict=True):
+            if not _same_io(got, want):
+                from zsplg_fast.errors import SidecarError
+                from zsplg_fast.export.artifact import sidecar_path
+
+                shown = ", ".join(f"{t.name} {list(t.shape)}" for t in want)
+                raise SidecarError(
+                    sidecar_path(self.path),
+                    f"sidecar {kind} do not match the model's ({shown}); export it again",
+                )
+        return declared
 
     def __call__(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         feeds = check_feeds(self.inputs, feeds)

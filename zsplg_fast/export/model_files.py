@@ -37,9 +37,22 @@ def ort_session(ort: Any, path: str | Path, options: Any, providers: list[Any]) 
     try:
         return ort.InferenceSession(str(p), options, providers=providers)
     except Exception as e:
-        if _is_file_error(e):
+        if _is_file_error(e) or _fails_checker(p):
             raise invalid_onnx(p, e) from e
         raise
+
+
+def _fails_checker(path: Path) -> bool:
+    """True when ``onnx.checker`` refuses the file: a damaged model that still parses (a flipped byte in
+    a tensor or a name) makes onnxruntime raise Fail / InvalidArgument / TypeError, which are also what
+    a provider problem raises; the checker tells them apart. Only called after a failure."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception:  # ValidationError, DecodeError, UnicodeDecodeError: all mean a bad file
+        return True
+    return False
 
 
 def load_onnx(path: str | Path, load_external_data: bool = False) -> Any:
