@@ -136,15 +136,16 @@ def _specs_from_session(items: Sequence[Any]) -> list[TensorSpec]:
 
 
 def _same_io(declared: Sequence[TensorSpec], real: Sequence[TensorSpec]) -> bool:
-    """Same names in the same order, same ranks, and equal sizes where both give a number."""
-    return len(declared) == len(real) and all(
-        d.name == r.name
-        and len(d.shape) == len(r.shape)
+    """The same names (in any order), each of the same rank, with equal sizes where both give a number."""
+    by_name = {r.name: r.shape for r in real}
+    return len(declared) == len(by_name) and all(
+        d.name in by_name
+        and len(d.shape) == len(by_name[d.name])
         and all(
             not (isinstance(a, int) and isinstance(b, int)) or a == b
-            for a, b in zip(d.shape, r.shape, strict=True)
+            for a, b in zip(d.shape, by_name[d.name], strict=True)
         )
-        for d, r in zip(declared, real, strict=True)
+        for d in declared
     )
 
 
