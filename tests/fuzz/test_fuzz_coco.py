@@ -58,7 +58,7 @@ def _dataset(root: Path) -> None:
         Image.fromarray(np.full((h, w, 3), 100, np.uint8)).save(p)
 
 
-@budget(40)
+@budget(100)
 @given(doc=DOCS)
 @example(doc=json_bytes({**VALID, "images": 5}))  # was TypeError: 'int' object is not iterable
 @example(doc=json_bytes({**VALID, "images": [{**VALID["images"][0], "height": -3}]}))  # was numpy ValueError
@@ -84,7 +84,7 @@ def test_coco_masks_never_tracebacks(doc: bytes) -> None:
             assert len(masks) == summary["images"]
 
 
-@budget(25)
+@budget(50)
 @given(doc=DOCS)
 def test_data_check_on_coco_never_tracebacks(doc: bytes) -> None:
     """``data check`` generates every label from the JSON (the path label / train loading takes)."""

@@ -91,7 +91,7 @@ YAML_TEXT = st.one_of(
 )
 
 
-@budget(40)
+@budget(100)
 @given(text=YAML_TEXT, sets=SETS)
 @example(text=b"amg:\n  points_per_side: \xff\n", sets=[])  # not UTF-8: was a UnicodeDecodeError traceback
 @example(text=b"", sets=["amg.points_per_side=[1"])  # bad --set YAML: was a yaml ParserError traceback

@@ -121,7 +121,7 @@ VALUES = st.one_of(
 )
 
 
-@budget(40)
+@budget(80)
 @given(data=st.data())
 @example(data=None)
 def test_deploy_sidecar_never_tracebacks(
@@ -139,7 +139,7 @@ def test_deploy_sidecar_never_tracebacks(
     _run(deploy_dir, blob, None)
 
 
-@budget(15)
+@budget(30)
 @given(data=st.data())
 @example(data=None)
 def test_deploy_model_file_never_tracebacks(

@@ -84,7 +84,7 @@ VALUES = st.one_of(
 )
 
 
-@budget(40)
+@budget(100)
 @given(data=st.data())
 @example(data=None)
 def test_coco_import_never_tracebacks(exported: dict[str, Any], data: st.DataObject | None) -> None:
@@ -98,7 +98,7 @@ def test_coco_import_never_tracebacks(exported: dict[str, Any], data: st.DataObj
     _import(exported, "coco", "instances.json", blob)
 
 
-@budget(40)
+@budget(100)
 @given(data=st.data())
 @example(data=None)
 def test_labelstudio_import_never_tracebacks(exported: dict[str, Any], data: st.DataObject | None) -> None:
@@ -134,7 +134,7 @@ LABELMAP_EDITS = st.sampled_from(
 )
 
 
-@budget(40)
+@budget(100)
 @given(data=st.data())
 @example(data=None)
 def test_cvat_import_never_tracebacks(exported: dict[str, Any], data: st.DataObject | None) -> None:
@@ -168,7 +168,7 @@ def test_import_with_a_class_list_and_no_folder(exported: dict[str, Any]) -> Non
     _import(exported, "coco", "instances.json", json_bytes(exported["coco"]), classes="background,cat,dog")
 
 
-@budget(30)
+@budget(60)
 @given(data=st.data())
 def test_label_folder_never_tracebacks(exported: dict[str, Any], data: st.DataObject) -> None:
     """A label folder with a fuzzed manifest or meta JSON, read by ``labels export`` and as the

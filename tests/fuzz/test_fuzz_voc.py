@@ -61,7 +61,7 @@ def _voc(root: Path) -> None:
     (root / "classes.txt").write_text("background\na\nb\nc\n")
 
 
-@budget(40)
+@budget(100)
 @given(split=SPLITS)
 @example(split=("x" * 300).encode())  # ENAMETOOLONG from is_file(): was an OSError, exit 1
 def test_voc_split_never_tracebacks(split: bytes) -> None:
@@ -81,7 +81,7 @@ def test_voc_split_never_tracebacks(split: bytes) -> None:
             assert "fuzz.txt" in res.err or "voc" in res.err
 
 
-@budget(80)
+@budget(200)
 @given(data=png_files())
 # a header declaring 10**10 pixels: PIL's DecompressionBombError is not an OSError (was a traceback)
 @example(data=png_header(100_000, 100_000))
@@ -98,7 +98,7 @@ def test_read_label_is_an_array_or_a_label_format_error(data: bytes) -> None:
         assert set(np.unique(label).tolist()) <= {*range(21), 255}
 
 
-@budget(25)
+@budget(50)
 @given(data=png_files(max_side=8))
 def test_data_check_with_a_fuzzed_label(data: bytes) -> None:
     """The same PNGs as a VOC label beside a real image: ``data check`` counts them or passes them."""
