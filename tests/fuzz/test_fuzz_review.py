@@ -170,19 +170,26 @@ def test_import_with_a_class_list_and_no_folder(exported: dict[str, Any]) -> Non
 
 @budget(60)
 @given(data=st.data())
-def test_label_folder_never_tracebacks(exported: dict[str, Any], data: st.DataObject) -> None:
+@example(data=None)
+def test_label_folder_never_tracebacks(exported: dict[str, Any], data: st.DataObject | None) -> None:
     """A label folder with a fuzzed manifest or meta JSON, read by ``labels export`` and as the
     ``--classes`` of ``labels import``."""
     src = exported["folder"]
-    which = data.draw(st.sampled_from(["manifest.json", "meta/im0.json"]))
-    doc = json.loads((src / which).read_text())
-    blob = data.draw(mutated(doc, values=VALUES).map(json_bytes).flatmap(damaged))
+    if data is None:  # explicit example: a mask record without 'class' (KeyError, found by a deep run)
+        which, fmt = "meta/im0.json", "coco"
+        doc = json.loads((src / which).read_text())
+        doc["masks"][0].pop("class")
+        blob = json_bytes(doc)
+    else:
+        which = data.draw(st.sampled_from(["manifest.json", "meta/im0.json"]))
+        doc = json.loads((src / which).read_text())
+        blob = data.draw(mutated(doc, values=VALUES).map(json_bytes).flatmap(damaged))
+        fmt = data.draw(st.sampled_from(["coco", "cvat", "labelstudio"]))
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         folder = root / "labels"
         shutil.copytree(src, folder)
         (folder / which).write_bytes(blob)
-        fmt = data.draw(st.sampled_from(["coco", "cvat", "labelstudio"]))
         before = files_under(root)
         res = run_cli(["labels", "export", str(folder), "-f", fmt, "--out", str(root / "exp")])
         check_outcome(res, before, files_under(root), "exp", explain=lambda: f"{which}: {blob[:300]!r}")

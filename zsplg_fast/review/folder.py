@@ -8,7 +8,6 @@ whose meta lacks the review fields (``margin``, ``rle`` per mask, ``uncovered_fr
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -59,18 +58,18 @@ class Item:
 
 
 def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return isinstance(v, (int, float)) and not isinstance(v, bool)  # NaN kept: a score may be one
 
 
 def _mask_problem(m: Any) -> str | None:
     """What is wrong with one meta mask record (the fields the review formats read), or None."""
     if not isinstance(m, dict):
         return "not an object"
-    cls = m.get("class", 0)
+    cls = m.get("class")
     if not (isinstance(cls, int) and not isinstance(cls, bool) and 0 <= cls <= IGNORE):
         return f"'class' must be an integer in 0..{IGNORE}, got {cls!r}"
-    for key in ("score", "area", "margin"):
-        if m.get(key) is not None and not _number(m[key]):
+    for key in ("score", "area", "margin"):  # margin may be null (older folders), the others not
+        if key in m and not _number(m[key]) and not (key == "margin" and m[key] is None):
             return f"'{key}' must be a number, got {m[key]!r}"
     rle = m.get("rle")
     if rle is not None:
