@@ -59,7 +59,8 @@ def read_label(path: str | Path, num_classes: int | None = None) -> np.ndarray:
 
     Raises:
         LabelFormatError: missing, empty, not PNG (JPEG is refused by content, whatever the extension),
-            RGB-coded, truncated, or values outside {0..C-1, 255} (listed in the message).
+            RGB-coded, truncated, past PIL's decompression-bomb limit, or values outside {0..C-1, 255}
+            (listed in the message).
     """
     p = Path(path)
     if not p.is_file():
@@ -83,6 +84,8 @@ def read_label(path: str | Path, num_classes: int | None = None) -> np.ndarray:
         raise
     except UnidentifiedImageError as e:
         raise LabelFormatError(p, "not an image file PIL can identify") from e
+    except Image.DecompressionBombError as e:  # not an OSError: a header declaring billions of pixels
+        raise LabelFormatError(p, f"refused as a decompression bomb ({e})") from e
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise LabelFormatError(p, f"cannot decode ({type(e).__name__}: {e}); truncated or corrupt") from e
     if num_classes is not None:
@@ -101,11 +104,14 @@ def non_png_label(png: str | Path) -> Path | None:
     wrong format or case. Readers attach it so :func:`read_label` names it (labels must be PNG) instead
     of reporting the PNG as absent. The first of several in sorted order."""
     p = Path(png)
-    if p.is_file() or not p.parent.is_dir():
+    try:
+        if p.is_file() or not p.parent.is_dir():
+            return None
+        for cand in sorted(p.parent.glob(glob.escape(p.stem) + ".*")):
+            if cand.suffix.lower() in _LOOKALIKE_SUFFIXES and cand.stem == p.stem and cand.is_file():
+                return cand
+    except (OSError, ValueError):  # a name that cannot exist (too long, a NUL byte): no such file
         return None
-    for cand in sorted(p.parent.glob(glob.escape(p.stem) + ".*")):
-        if cand.suffix.lower() in _LOOKALIKE_SUFFIXES and cand.stem == p.stem and cand.is_file():
-            return cand
     return None
 
 

@@ -31,9 +31,10 @@ from zsplg_runtime.errors import (
     MissingDependencyError,
     ModelFileError,
     ProviderFallbackError,
+    SidecarError,
 )
 from zsplg_runtime.feeds import check_feeds
-from zsplg_runtime.sidecar import open_artifact
+from zsplg_runtime.sidecar import open_artifact, sidecar_path
 from zsplg_runtime.tensors import TensorSpec, spec_profiles
 
 # short name → (onnxruntime provider, default options); follows the onnxruntime EP docs' option names
@@ -114,9 +115,26 @@ def ort_session(ort: Any, path: str | Path, options: Any, providers: list[Any]) 
     try:
         return ort.InferenceSession(str(p), options, providers=providers)
     except Exception as e:
-        if _is_file_error(e):
+        if _is_file_error(e) or _fails_checker(p):
             raise invalid_onnx(p, e) from e
         raise
+
+
+def _fails_checker(path: Path) -> bool:
+    """True when ``onnx.checker`` refuses the file: a damaged model that still parses (a flipped byte in
+    a tensor or a name) makes onnxruntime raise Fail / InvalidArgument / TypeError, which are also what
+    a provider problem raises; the checker tells them apart. Only called after a failure. The runtime does
+    not depend on onnx: where it is not installed (an edge device) the check is skipped (False) and the
+    error passes through unchanged."""
+    try:
+        import onnx  # optional here: zsplg-fast installs it, zsplg-runtime does not
+    except ImportError:
+        return False
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception:  # ValidationError, DecodeError, UnicodeDecodeError: all mean a bad file
+        return True
+    return False
 
 
 def resolve_provider(name: str) -> tuple[str, str]:
@@ -148,6 +166,20 @@ def specs_from_session(items: Sequence[Any]) -> list[TensorSpec]:
         shape = tuple(d if isinstance(d, int) else (d or f"dim{i}_{j}") for j, d in enumerate(it.shape))
         out.append(TensorSpec(it.name, _ORT_TYPES.get(it.type, it.type), shape))
     return out
+
+
+def _same_io(declared: Sequence[TensorSpec], real: Sequence[TensorSpec]) -> bool:
+    """The same names (in any order), each of the same rank, with equal sizes where both give a number."""
+    by_name = {r.name: r.shape for r in real}
+    return len(declared) == len(by_name) and all(
+        d.name in by_name
+        and len(d.shape) == len(by_name[d.name])
+        and all(
+            not (isinstance(a, int) and isinstance(b, int)) or a == b
+            for a, b in zip(d.shape, by_name[d.name], strict=True)
+        )
+        for d in declared
+    )
 
 
 class OrtSession:
@@ -269,12 +301,35 @@ class OrtSession:
         return None
 
     def _io(self, side: Mapping[str, Any]) -> tuple[list[TensorSpec], list[TensorSpec]]:
-        if side.get("inputs") and side.get("outputs"):
-            return (
-                [TensorSpec.from_dict(d) for d in side["inputs"]],
-                [TensorSpec.from_dict(d) for d in side["outputs"]],
+        """The sidecar's inputs/outputs (symbolic axis names), checked against the graph's; the graph's
+        when the sidecar has none.
+
+        Raises:
+            ModelFileError: a damaged file whose tensor names are not UTF-8.
+            SidecarError: the sidecar's inputs or outputs are not the graph's (names in any order,
+                ranks, and the sizes both give as numbers).
+        """
+        try:
+            real = (
+                specs_from_session(self.session.get_inputs()),
+                specs_from_session(self.session.get_outputs()),
             )
-        return specs_from_session(self.session.get_inputs()), specs_from_session(self.session.get_outputs())
+        except UnicodeDecodeError as e:  # a damaged file whose tensor names are not UTF-8
+            raise invalid_onnx(self.path, e) from e
+        if not (side.get("inputs") and side.get("outputs")):
+            return real
+        declared = (
+            [TensorSpec.from_dict(d) for d in side["inputs"]],
+            [TensorSpec.from_dict(d) for d in side["outputs"]],
+        )
+        for kind, got, want in zip(("inputs", "outputs"), declared, real, strict=True):
+            if not _same_io(got, want):
+                shown = ", ".join(f"{t.name} {list(t.shape)}" for t in want)
+                raise SidecarError(
+                    sidecar_path(self.path),
+                    f"sidecar {kind} do not match the model's ({shown}); export it again",
+                )
+        return declared
 
     def run_numpy(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Run checked ``feeds`` (numpy arrays, or anything ``np.asarray`` takes) → numpy outputs."""

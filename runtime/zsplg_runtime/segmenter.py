@@ -10,13 +10,13 @@ Backends are a table (:data:`BACKENDS`): name → opener of the session for a de
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from zsplg_runtime.errors import CheckpointError, ConfigError, InputImageError
+from zsplg_runtime.errors import CheckpointError, ConfigError, InputImageError, SidecarError
 from zsplg_runtime.images import load_image
 from zsplg_runtime.preprocess import Preprocessing, predict_label
 from zsplg_runtime.sidecar import open_artifact
@@ -62,6 +62,33 @@ def _trt(d: Path, side: dict[str, Any], threads: int | None, device: int) -> Any
 BACKENDS: dict[str, Callable[[Path, dict[str, Any], int | None, int], Any]] = {"ort": _ort, "trt": _trt}
 
 
+def class_count(side: Mapping[str, Any], path: str | Path, engine: Any = None) -> int:
+    """C: the number of class names, which must match the logits' (B, C, H, W) channels that the sidecar
+    and (onnxruntime) the graph itself declare (the sidecar's types are checked on read); the logits' C
+    when the sidecar names no classes.
+
+    Raises:
+        SidecarError: the names' count differs from the logits' channels (every image would fail), or
+            there are no names and no (B, C, H, W) first output to count them from.
+    """
+    names = side.get("class_names") or []
+    declared = [(side.get("outputs") or [{}])[0].get("shape", [])]
+    session = getattr(engine, "session", None)
+    if session is not None:  # onnxruntime: what the graph says
+        declared.append(list(session.get_outputs()[0].shape))
+    counts = {s[1] for s in declared if len(s) == 4 and isinstance(s[1], int) and s[1] >= 1}
+    if names and counts - {len(names)}:
+        raise SidecarError(
+            path,
+            f"{len(names)} class names, but the model's logits have {sorted(counts)} channels; deploy again",
+        )
+    if not names and len(counts) != 1:
+        raise SidecarError(
+            path, "has no 'class_names' and its first output is not (B, C, H, W) logits; deploy again"
+        )
+    return len(names) or counts.pop()
+
+
 class Segmenter:
     """A deployed segmenter: an engine (``engine({"image": x}) -> {"logits": ...}``) and its sidecar.
 
@@ -75,7 +102,7 @@ class Segmenter:
         self.engine = engine
         self.sidecar = sidecar
         self.class_names = [str(n) for n in sidecar.get("class_names") or []]
-        self.num_classes = len(self.class_names) or int(sidecar["outputs"][0]["shape"][1])
+        self.num_classes = class_count(sidecar, path, engine)
         self.palette = full_palette(sidecar.get("palette"))
         self.precision = str(sidecar.get("precision", "fp32"))
         self.preprocessing = Preprocessing.from_sidecar(sidecar, path)

@@ -19,6 +19,7 @@ from typing import Any
 
 from zsplg_runtime import integrity
 from zsplg_runtime.errors import CheckpointError, SidecarError
+from zsplg_runtime.sidecar_fields import check_fields
 
 SIDECAR_VERSION = 1
 
@@ -84,7 +85,8 @@ def check_sidecar(side: Mapping[str, Any], path: str | Path) -> None:
     installed here, such as torch on an edge device, is not compared).
 
     Raises:
-        SidecarError: ``sidecar_version`` is above :data:`SIDECAR_VERSION` or not an integer.
+        SidecarError: ``sidecar_version`` is above :data:`SIDECAR_VERSION` or not an integer, or a field
+            readers use has the wrong type (:mod:`zsplg_runtime.sidecar_fields`).
     """
     v = side.get("sidecar_version", 1)
     if not isinstance(v, int) or isinstance(v, bool):
@@ -95,6 +97,7 @@ def check_sidecar(side: Mapping[str, Any], path: str | Path) -> None:
             f"sidecar_version {v} is newer than this zsplg-fast reads ({SIDECAR_VERSION}); "
             "upgrade zsplg-fast (or zsplg-fast-runtime) or export the artifact again with this one",
         )
+    check_fields(side, path)  # the types of the fields readers index into
     recorded = dict(side.get("versions") or {})
     for lib, dists in _MAJOR_CHECKED.items():
         was = recorded.get(lib)

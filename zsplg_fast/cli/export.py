@@ -217,17 +217,21 @@ def _calibration(
 def _graph_io(path: Path) -> list[tuple[str, str, str, str]]:
     import onnx
 
-    from zsplg_fast.export.model_files import load_onnx
+    from zsplg_fast.export.model_files import invalid_onnx, load_onnx
 
     model = load_onnx(path)
     rows = []
-    for kind, values in (("input", model.graph.input), ("output", model.graph.output)):
-        for v in values:
-            t = v.type.tensor_type
-            dims = [d.dim_param or str(d.dim_value) for d in t.shape.dim]
-            rows.append(
-                (kind, v.name, onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name, f"[{', '.join(dims)}]")
-            )
+    try:
+        for kind, values in (("input", model.graph.input), ("output", model.graph.output)):
+            for v in values:
+                t = v.type.tensor_type
+                dims = [d.dim_param or str(d.dim_value) for d in t.shape.dim]
+                dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name
+                rows.append((kind, v.name, dtype, f"[{', '.join(dims)}]"))
+                if not all(isinstance(c, str) for c in rows[-1]):
+                    raise TypeError(f"{kind} {v.name!r}: a name is not UTF-8 text")
+    except (TypeError, KeyError, ValueError) as e:  # a damaged file that still parses: bytes names, bad types
+        raise invalid_onnx(path, e) from e
     return rows
 
 
@@ -292,14 +296,16 @@ def inspect_cmd(
         console.print(describe_integrity(checked), highlight=False, soft_wrap=True)
     for k in keys:
         if k in side:
-            console.print(f"{k}: {side[k]}", highlight=False)
+            console.print(f"{k}: {side[k]}", highlight=False, markup=False)  # values are not markup
     for k in ("source", "versions", "preprocessing", "profiles"):
         if k in side:
-            console.print(f"{k}: {json.dumps(side[k])}", highlight=False, soft_wrap=True)
+            console.print(f"{k}: {json.dumps(side[k])}", highlight=False, soft_wrap=True, markup=False)
+    nan = float("nan")  # fields checked by read_sidecar (runtime sidecar_fields); absent ones shown as nan
     for o in side.get("validation", {}).get("outputs", []):
         console.print(
-            f"parity {o['output']}: max abs {o['max_abs']:.2e}, max rel {o['max_rel']:.2e}, "
-            f"cosine {o['cosine']:.8f} ({'ok' if o['passed'] else 'DRIFT'})",
+            f"parity {escape(str(o.get('output', '?')))}: max abs {o.get('max_abs', nan):.2e}, "
+            f"max rel {o.get('max_rel', nan):.2e}, cosine {o.get('cosine', nan):.8f} "
+            f"({'ok' if o.get('passed', True) else 'DRIFT'})",
             highlight=False,
         )
 

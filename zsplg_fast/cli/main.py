@@ -66,10 +66,13 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _one_line(message: str) -> None:
+    """Print ``error: MESSAGE`` as one line: line breaks inside it (a file name holding one, a library's
+    multi-line text) are shown escaped."""
     from rich.markup import escape
 
     from zsplg_fast.cli.common import err_console
 
+    message = message.replace("\r", "\\r").replace("\n", "\\n")
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 

@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -71,6 +72,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         raise ConfigError(key, value, f"wrong type {type(value).__name__}", valid="true or false")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):  # .nan passes every range test; .inf is never a setting
+                raise ConfigError(key, value, "not a finite number", valid="a finite number")
             return float(value)
         raise ConfigError(key, value, f"wrong type {type(value).__name__}", valid="a number")
     if tp is int:
@@ -153,14 +156,64 @@ def to_dict(obj: Any) -> Any:
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
-    """Parse ``a.b=value`` strings; values are read as YAML scalars (``1``, ``0.5``, ``null``, ``[1,2]``)."""
+    """Parse ``a.b=value`` strings; values are read as YAML scalars (``1``, ``0.5``, ``null``, ``[1,2]``).
+
+    Raises:
+        ConfigError: no ``=``, or a value that is not valid YAML (names the key and the value)."""
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
             raise ConfigError(item, None, "override must look like key.sub=value")
         k, v = item.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v) if v.strip() else ""
+        out[k.strip()] = _safe_yaml(v, f"--set {k.strip()}", v) if v.strip() else ""
     return out
+
+
+# A YAML document's size after its aliases are expanded (``&a [*b, *b, ...]`` doubles per level): the
+# config's JSON round trip (merge_dotted) would expand a "billion laughs" document in memory.
+MAX_YAML_NODES = 100_000
+# libyaml's safe loader when PyYAML has it: the pure-Python scanner is quadratic in flow nesting (3000
+# nested '[' take seconds before the depth check can see them); libyaml refuses past 1000 at once.
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+MAX_YAML_DEPTH = 64
+
+
+def _check_size(data: Any, key: str, value: Any) -> None:
+    """ConfigError when ``data`` nests deeper than MAX_YAML_DEPTH or holds more than MAX_YAML_NODES
+    values once aliases are expanded (counted without expanding them)."""
+    count = 0
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if depth > MAX_YAML_DEPTH:
+            raise ConfigError(key, value, f"nests deeper than {MAX_YAML_DEPTH} levels")
+        if count > MAX_YAML_NODES:
+            raise ConfigError(key, value, f"holds more than {MAX_YAML_NODES} values (YAML aliases expanded)")
+        if isinstance(node, Mapping):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend((v, depth + 1) for v in node)
+
+
+def _safe_yaml(text: str, key: str, value: Any) -> Any:
+    """``yaml.safe_load`` with every failure a ConfigError on ``key``: syntax, unknown tags, nesting."""
+    try:
+        depth = 0  # the parser is a state machine, the composer recurses: measure the depth first
+        for event in yaml.parse(text, Loader=_LOADER):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_YAML_DEPTH:
+                    raise ConfigError(key, value, f"nests deeper than {MAX_YAML_DEPTH} levels")
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+        data = yaml.load(text, Loader=_LOADER)  # a safe loader (CSafeLoader or SafeLoader)
+    except yaml.YAMLError as e:
+        raise ConfigError(key, value, f"not valid YAML: {' '.join(str(e).split())}") from e
+    except RecursionError as e:
+        raise ConfigError(key, value, f"nests deeper than {MAX_YAML_DEPTH} levels") from e
+    _check_size(data, key, value)
+    return data
 
 
 def merge_dotted(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -190,9 +243,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         suggestion = str(p.with_name(close[0])) if close else None
         raise ConfigError(str(p), None, "config file not found", suggestion=suggestion)
     try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(str(p), None, f"not valid YAML: {e}") from e
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(str(p), None, f"not UTF-8 text (byte {e.start}); save the config as UTF-8") from e
+    data = _safe_yaml(text, str(p), None) or {}
     if not isinstance(data, dict):
         raise ConfigError(str(p), type(data).__name__, "top level must be a mapping")
     return data

@@ -15,7 +15,9 @@ Painting (one mask per image, (H, W) uint8):
 
 Degenerate polygons are dropped and counted: fewer than 3 points (< 6 coordinates; pycocotools reads
 a 4-number polygon as a bbox, or raises TypeError in recent versions), an odd number of coordinates,
-or zero area (shoelace).
+or zero area (shoelace); so are polygons that are not lists of finite numbers (``polygons_malformed``)
+and polygons reaching more than 4 image sides outside the image (``polygons_out_of_range``: pycocotools'
+rasteriser overflows there). The file's structure is checked first (:mod:`zsplg_fast.data.coco_checks`).
 An annotation left with no polygon, or whose mask renders empty, is dropped and counted too.
 A malformed RLE (compressed or not: undecodable counts, runs that do not add up to its size, a size
 other than its image's) is dropped and counted as ``annotations_rle_invalid``; every dropped
@@ -35,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from zsplg_fast.data.coco_checks import check_instances, clean_polygon, rle_problem
 from zsplg_fast.data.labels import IGNORE_INDEX, write_label
 from zsplg_fast.data.sources import DataSource, Sample, check_root
 from zsplg_fast.data.splits import find_split, read_split, resolve_entry
@@ -63,17 +66,13 @@ def load_coco(ann_file: str | Path) -> Any:
         raise DatasetError(p, "COCO annotation file not found")
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise DatasetError(p, f"not valid JSON ({type(e).__name__}: {e})") from e
-    if not isinstance(data, dict) or not all(k in data for k in ("images", "annotations", "categories")):
-        raise DatasetError(p, "not a COCO instances file (needs 'images', 'annotations', 'categories')")
+    check_instances(p, data, check_rle=False)  # types, ids, sizes: pycocotools trusts them
     coco = _coco_cls()()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         coco.createIndex()
-    for img in coco.imgs.values():
-        if "height" not in img or "width" not in img or "file_name" not in img:
-            raise DatasetError(p, f"image id {img.get('id')}: needs 'file_name', 'height' and 'width'")
     cats = set(coco.cats)
     for ann in coco.anns.values():
         if ann.get("category_id") not in cats:
@@ -98,10 +97,13 @@ def _shoelace(poly: list[float]) -> float:
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
-def _clean_polygons(polys: list[list[float]], stats: Counter[str]) -> list[list[float]]:
+def _clean_polygons(polys: list[list[float]], stats: Counter[str], hw: tuple[int, int]) -> list[list[float]]:
     kept = []
     for poly in polys:
-        if len(poly) % 2:
+        why = clean_polygon(poly, hw)  # not numbers, NaN, or far outside the image (segfaults pycocotools)
+        if why is not None:
+            stats[f"polygons_{why}"] += 1
+        elif len(poly) % 2:
             stats["polygons_malformed"] += 1
         elif len(poly) < 6:
             stats["polygons_few_points"] += 1
@@ -110,63 +112,6 @@ def _clean_polygons(polys: list[list[float]], stats: Counter[str]) -> list[list[
         else:
             kept.append(poly)
     return kept
-
-
-def _rle_runs(counts: Any) -> list[int]:
-    """Run lengths of an RLE ``counts``: a list of ints, or the compressed string.
-
-    The string format is pycocotools' (``maskApi.c: rleFrString``, followed, not copied): 6-bit
-    groups offset by 48, bit 0x20 = more groups follow, bit 0x10 of the last group = sign, and from
-    the third run on each value is a difference to the run two before.
-
-    Raises:
-        ValueError: not a list of non-negative ints nor an ASCII string of valid groups.
-    """
-    if isinstance(counts, list):
-        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
-            raise ValueError("uncompressed counts must be non-negative integers")
-        return counts
-    if isinstance(counts, bytes):
-        counts = counts.decode("ascii", errors="replace")
-    if not isinstance(counts, str):
-        raise ValueError(f"counts is a {type(counts).__name__}, not a string or a list")
-    runs: list[int] = []
-    p = 0
-    while p < len(counts):
-        x, k, more = 0, 0, True
-        while more:
-            if p >= len(counts):
-                raise ValueError("compressed counts end inside a run")
-            c = ord(counts[p]) - 48
-            if not 0 <= c < 64:
-                raise ValueError(f"character {counts[p]!r} at {p} is not in the compressed alphabet")
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p, k = p + 1, k + 1
-            if not more and c & 0x10:
-                x |= -1 << (5 * k)
-        if len(runs) > 2:
-            x += runs[-2]
-        if x < 0:
-            raise ValueError(f"run {len(runs)} is negative ({x})")
-        runs.append(x)
-    return runs
-
-
-def _rle_problem(segm: dict[str, Any], h: int, w: int) -> str | None:
-    """Why an RLE ``segmentation`` cannot be decoded for an (h, w) image, or None when it can."""
-    size = segm.get("size")
-    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size)):
-        return f"RLE 'size' is {size!r}, not [height, width]"
-    if size != [h, w]:
-        return f"RLE size {size} is not the image's [{h}, {w}]"
-    try:
-        runs = _rle_runs(segm.get("counts"))
-    except ValueError as e:
-        return f"invalid RLE counts ({e})"
-    if sum(runs) != h * w:
-        return f"RLE runs add up to {sum(runs)} pixels, not {h}x{w} = {h * w}"
-    return None
 
 
 def _drop(
@@ -193,13 +138,13 @@ def _ann_mask(
     segm = ann.get("segmentation")
     h, w = int(info["height"]), int(info["width"])
     if isinstance(segm, list):
-        kept = _clean_polygons(segm, stats)
+        kept = _clean_polygons(segm, stats, (h, w))
         if not kept:
             _drop(stats, "annotations_dropped", ann, info, skipped, "no usable polygon")
             return None
         ann = {**ann, "segmentation": kept}
     elif isinstance(segm, dict):
-        problem = _rle_problem(segm, h, w)
+        problem = rle_problem(segm, h, w)
         if problem is not None:
             _drop(stats, "annotations_rle_invalid", ann, info, skipped, problem)
             return None
@@ -401,8 +346,21 @@ def convert_coco(
         )
     stats: Counter[str] = Counter()
     skipped: list[dict[str, Any]] = []
-    for img_id, target in targets.items():
-        write_label(target, semantic_mask(coco, img_id, cmap, stats, ann_file, skipped))
+    written: list[Path] = []
+    made = [d for d in (out, out.parent) if not d.exists()]  # innermost first
+    try:
+        for img_id, target in targets.items():
+            fresh = not target.exists()
+            write_label(target, semantic_mask(coco, img_id, cmap, stats, ann_file, skipped))
+            if fresh:
+                written.append(target)
+    except BaseException:  # a failed conversion leaves no partial set of masks behind
+        for t in written:
+            t.unlink(missing_ok=True)
+        for d in made:  # and no empty masks/<split>/ folders it made
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
     return {
         "images": len(targets),
         "out": str(out),

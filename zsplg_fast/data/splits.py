@@ -65,13 +65,22 @@ def read_split(path: str | Path, root: str | Path | None = None) -> list[SplitEn
     return out
 
 
+def is_file(path: Path) -> bool:
+    """``path.is_file()``, False (not an OSError) where the name cannot exist: too long for the filesystem
+    (ENAMETOOLONG), a NUL byte, a component that is a file. Split lines name files as the user wrote them."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def resolve_entry(entry: SplitEntry, root: str | Path, split_file: str | Path) -> tuple[Path, Path | None]:
     """(image, label) paths of ``entry`` under ``root``; DatasetError naming file and line if missing."""
     r = Path(root)
     image = r / entry.image
     label = r / entry.label if entry.label is not None else None
     for rel, full in ((entry.image, image), (entry.label, label)):
-        if full is not None and not full.is_file():
+        if full is not None and not is_file(full):
             beside = non_png_label(full) if full is label else None
             hint = f"; found {beside.name} beside it: labels must be PNG" if beside is not None else ""
             raise DatasetError(split_file, f"line {entry.line}: '{rel}' not found under {r}{hint}")
@@ -142,6 +151,6 @@ def find_split(split: str | Path, root: str | Path, extra_dirs: Sequence[str] = 
     for d in ("", "splits", *extra_dirs):
         tried += [r / d / n if d else r / n for n in names]
     for cand in tried:
-        if cand.is_file():
+        if is_file(cand):
             return cand
     raise DatasetError(split, "split file not found; tried " + ", ".join(str(t) for t in tried))

@@ -18,7 +18,7 @@ from typing import Any
 from zsplg_fast.data.folder import IMAGE_EXTENSIONS, list_images
 from zsplg_fast.data.labels import non_png_label
 from zsplg_fast.data.sources import DataSource, Sample, check_root
-from zsplg_fast.data.splits import SplitEntry, find_split, read_split, resolve_entry
+from zsplg_fast.data.splits import SplitEntry, find_split, is_file, read_split, resolve_entry
 from zsplg_fast.errors import DatasetError
 
 IMAGES_DIR = "JPEGImages"
@@ -57,7 +57,7 @@ def _label_file(labels: Path | None, sid: str) -> Path | None:
     if labels is None:
         return None
     png = labels / f"{sid}.png"
-    return png if png.is_file() else non_png_label(png)
+    return png if is_file(png) else non_png_label(png)
 
 
 def _voc_id(image: Path, root: Path) -> str:
@@ -80,7 +80,7 @@ def _is_bare_id(e: SplitEntry) -> bool:
 def _from_id(e: SplitEntry, root: Path, labels: Path | None, split_file: Path) -> Sample:
     for ext in _ID_EXTENSIONS:
         image = root / IMAGES_DIR / f"{e.image}{ext}"
-        if image.is_file():
+        if is_file(image):
             break
     else:
         raise DatasetError(split_file, f"line {e.line}: no image for id '{e.image}' in {root / IMAGES_DIR}")

@@ -35,13 +35,17 @@ class EnginePredictor:
     """A torch-side Engine (torch module, TensorRT plan) as the runtime loop's Predictor, predicting
     as evaluation does (:func:`zsplg_fast.bench.segmenter.predict_label`)."""
 
-    def __init__(self, engine: Any, side: dict[str, Any]) -> None:
+    def __init__(self, engine: Any, side: dict[str, Any], sidecar: Path | None = None) -> None:
+        """``sidecar``: the file ``side`` was read from (named when its class names do not match the
+        logits' channels: SidecarError)."""
         from zsplg_runtime.preprocess import Preprocessing
+        from zsplg_runtime.segmenter import class_count
 
         from zsplg_fast.bench.segmenter import EngineSegmenter
 
-        names = list(side.get("class_names") or [])
-        self.model = EngineSegmenter(engine, len(names) or int(side["outputs"][0]["shape"][1]))
+        self.model = EngineSegmenter(
+            engine, class_count(side, sidecar or Path(MODEL).with_suffix(".json"), engine)
+        )
         pre = Preprocessing.from_sidecar(side)
         self.mode, self.window = pre.mode, pre.window
         self.device = str(getattr(engine, "device", "cpu"))
@@ -57,7 +61,7 @@ def _torch(d: Path, side: dict[str, Any], out: Path, threads: int | None) -> Pre
     """The fp32 PyTorch module rebuilt from the sidecar's source checkpoint (which must still exist)."""
     from zsplg_fast.engines import load_engine
 
-    return EnginePredictor(load_engine(d / MODEL, backend="torch"), side)
+    return EnginePredictor(load_engine(d / MODEL, backend="torch"), side, d / "model.json")
 
 
 def _trt(d: Path, side: dict[str, Any], out: Path, threads: int | None) -> Predictor:
@@ -70,7 +74,7 @@ def _trt(d: Path, side: dict[str, Any], out: Path, threads: int | None) -> Predi
     artifact, _ = build_engine(
         d / MODEL, engines, precision=str(side["precision"]), timing_cache=engines / "timing.cache"
     )
-    return EnginePredictor(load_engine(artifact.path, backend="trt"), side)
+    return EnginePredictor(load_engine(artifact.path, backend="trt"), side, d / "model.json")
 
 
 ENGINES: dict[str, Opener] = {"ort": OPENERS["ort"], "torch": _torch, "trt": _trt}

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from zsplg_fast.data import read_label
 from zsplg_fast.errors import DatasetError
@@ -32,10 +33,11 @@ class Item:
     label_path: Path
     meta_path: Path
     image_path: Path | None
+    num_classes: int | None = None  # the manifest's: label values are checked against it
 
     def label(self) -> np.ndarray:
-        """(H, W) uint8 class indices, 255 = ignore."""
-        return read_label(self.label_path)
+        """(H, W) uint8 class indices, 255 = ignore (values checked against the manifest's classes)."""
+        return read_label(self.label_path, self.num_classes)
 
     def meta(self) -> dict[str, Any]:
         """The meta record the labeler wrote (masks, classes, scores, timings); {} for a folder written
@@ -43,9 +45,48 @@ class Item:
         if not self.meta_path.exists():
             return {}
         try:
-            return json.loads(self.meta_path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as e:  # UnicodeDecodeError, JSONDecodeError
             raise DatasetError(self.meta_path, f"unreadable meta JSON ({e})") from e
+        if not isinstance(meta, dict) or not isinstance(meta.get("masks", []), list):
+            raise DatasetError(self.meta_path, "meta JSON is not an object with a 'masks' list")
+        for i, m in enumerate(meta.get("masks", [])):
+            why = _mask_problem(m)
+            if why:
+                raise DatasetError(self.meta_path, f"masks[{i}]: {why}")
+        return meta
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)  # NaN kept: a score may be one
+
+
+def _mask_problem(m: Any) -> str | None:
+    """What is wrong with one meta mask record (the fields the review formats read), or None."""
+    if not isinstance(m, dict):
+        return "not an object"
+    cls = m.get("class")
+    if not (isinstance(cls, int) and not isinstance(cls, bool) and 0 <= cls <= IGNORE):
+        return f"'class' must be an integer in 0..{IGNORE}, got {cls!r}"
+    for key in ("score", "area", "margin"):  # margin may be null (older folders), the others not
+        if key in m and not _number(m[key]) and not (key == "margin" and m[key] is None):
+            return f"'{key}' must be a number, got {m[key]!r}"
+    rle = m.get("rle")
+    if rle is not None:
+        size = rle.get("size") if isinstance(rle, dict) else None
+        ok = isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)
+        if not ok or not isinstance(rle.get("counts"), str):
+            return "'rle' must be a COCO RLE {size: [h, w], counts: string}"
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit is not None and size[0] * size[1] > 2 * limit:
+            return f"'rle' size {size} is past the decompression-bomb limit"
+        from pycocotools import mask as mask_utils
+
+        try:
+            mask_utils.decode({"size": size, "counts": rle["counts"].encode()})
+        except (ValueError, TypeError) as e:
+            return f"'rle' does not decode ({e})"
+    return None
 
 
 class LabelFolder:
@@ -57,9 +98,11 @@ class LabelFolder:
         if not mpath.is_file():
             raise DatasetError(self.root, "not a label folder: no manifest.json (write one with `label`)")
         try:
-            self.manifest: dict[str, Any] = json.loads(mpath.read_text())
-        except json.JSONDecodeError as e:
+            self.manifest: dict[str, Any] = json.loads(mpath.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as e:  # UnicodeDecodeError, JSONDecodeError
             raise DatasetError(mpath, f"unreadable manifest ({e})") from e
+        if not isinstance(self.manifest, dict):
+            raise DatasetError(mpath, "manifest is not a JSON object")
         classes = self.manifest.get("classes")
         if not isinstance(classes, list) or not classes:
             raise DatasetError(mpath, "has no 'classes' list")
@@ -68,16 +111,19 @@ class LabelFolder:
     @property
     def uncovered(self) -> str:
         """'background' or 'ignore': what the labeler paints where no mask covers."""
-        cfg = self.manifest.get("config", {})
-        return str(cfg.get("classify", {}).get("uncovered", "background"))
+        cfg = self.manifest.get("config")
+        classify = cfg.get("classify") if isinstance(cfg, dict) else None
+        value = classify.get("uncovered") if isinstance(classify, dict) else None
+        return value if value in ("background", "ignore") else "background"
 
     @cached_property
     def items(self) -> list[Item]:
         """Every done image, sorted by id."""
         meta_root, label_root = self.root / "meta", self.root / "labels"
+        n = len(self.classes)
         if not meta_root.is_dir() and label_root.is_dir():  # written by `labels import`: labels only
             return [
-                Item(p.relative_to(label_root).with_suffix("").as_posix(), p, meta_root / "-", None)
+                Item(p.relative_to(label_root).with_suffix("").as_posix(), p, meta_root / "-", None, n)
                 for p in sorted(label_root.rglob("*.png"))
             ] or self._empty()
         out = []
@@ -88,10 +134,12 @@ class LabelFolder:
                 continue
             image = None
             try:
-                image = json.loads(mp.read_text()).get("image")
-            except (OSError, json.JSONDecodeError):
+                meta = json.loads(mp.read_text(encoding="utf-8"))
+            except (OSError, ValueError, RecursionError):
                 continue  # not done (meta is written last): skipped like the label job does
-            out.append(Item(sid, lp, mp, Path(image) if image else None))
+            image = meta.get("image") if isinstance(meta, dict) else None
+            image = image if isinstance(image, str) and image and "\0" not in image else None
+            out.append(Item(sid, lp, mp, Path(image) if image else None, n))
         return out or self._empty()
 
     def _empty(self) -> list[Item]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from zsplg_fast.data.coco_checks import check_instances, clean_polygon, is_number
 from zsplg_fast.errors import DatasetError
 from zsplg_fast.review.folder import Item, class_regions, visible_masks
 from zsplg_fast.review.formats.base import ExportContext, Format, ImportContext, image_name, strip_suffix
@@ -68,18 +69,40 @@ def export_coco(ctx: ExportContext) -> dict[str, Any]:
     return {"file": FILE, "images": len(images), "annotations": len(anns)}
 
 
-def import_coco(ctx: ImportContext) -> Iterator[tuple[str, np.ndarray | None]]:
-    """Yield (id, label) from a COCO instances JSON: annotations painted large → small by area."""
+def _rle(a: dict[str, Any], h: int, w: int, src: Any) -> Any:
+    """pycocotools RLE of one annotation (polygons merged); DatasetError naming the annotation when its
+    polygons are not drawable or its RLE does not decode."""
     from pycocotools import mask as mask_utils
 
+    seg = a["segmentation"]
     try:
-        data = json.loads(ctx.source.read_text())
-        images = {int(i["id"]): i for i in data["images"]}
-        cats = {int(c["id"]): str(c["name"]) for c in data["categories"]}
-        anns = data.get("annotations", [])
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        if isinstance(seg, list):
+            bad = [why for poly in seg if (why := clean_polygon(poly, (h, w))) is not None]
+            if bad or any(len(poly) < 6 or len(poly) % 2 for poly in seg):
+                raise ValueError(f"polygons must be lists of 6+ finite numbers near the image ({bad[:1]})")
+            rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w)) if seg else None
+        elif isinstance(seg["counts"], list):
+            rle = mask_utils.frPyObjects(seg, h, w)
+        else:
+            rle = {"size": seg["size"], "counts": seg["counts"].encode()}
+        return None if rle is None else mask_utils.decode(rle)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise DatasetError(src, f"annotation {a['id']}: segmentation cannot be decoded ({e})") from e
+
+
+def import_coco(ctx: ImportContext) -> Iterator[tuple[str, np.ndarray | None]]:
+    """Yield (id, label) from a COCO instances JSON: annotations painted large → small by area."""
+    try:
+        data = json.loads(ctx.source.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError included
         raise DatasetError(ctx.source, f"not a COCO instances JSON ({type(e).__name__}: {e})") from e
-    unknown_ids = sorted({int(a["category_id"]) for a in anns} - set(cats))
+    if isinstance(data, dict):
+        data.setdefault("annotations", [])  # images without any shape: all uncovered
+    check_instances(ctx.source, data)  # types, ids, sizes, RLE sizes: pycocotools trusts them
+    images = {i["id"]: i for i in data["images"]}
+    cats = {c["id"]: c["name"] for c in data["categories"]}
+    anns = data["annotations"]
+    unknown_ids = sorted({a["category_id"] for a in anns} - set(cats))
     if unknown_ids:
         raise DatasetError(
             ctx.source, f"annotations use category ids {unknown_ids[:10]} that 'categories' does not declare"
@@ -97,27 +120,20 @@ def import_coco(ctx: ImportContext) -> Iterator[tuple[str, np.ndarray | None]]:
         )
     by_image: dict[int, list[dict[str, Any]]] = {}
     for a in anns:
-        if int(a["image_id"]) not in images:
-            raise DatasetError(
-                ctx.source, f"annotation {a.get('id')} is for unknown image id {a['image_id']}"
-            )
-        by_image.setdefault(int(a["image_id"]), []).append(a)
+        if not is_number(a.get("area", 0)):
+            raise DatasetError(ctx.source, f"annotation {a['id']}: 'area' must be a number")
+        by_image.setdefault(a["image_id"], []).append(a)
     for iid, img in images.items():
-        sid = strip_suffix(str(img["file_name"]))
+        sid = strip_suffix(img["file_name"])
         if ctx.known_ids is not None and sid not in ctx.known_ids:
             raise DatasetError(ctx.source, f"image {img['file_name']!r} is not in the label folder")
         h, w = int(img["height"]), int(img["width"])
         label = np.full((h, w), ctx.fill, np.uint8)
         group = sorted(by_image.get(iid, []), key=lambda a: -float(a.get("area", 0)))
         for a in group:
-            seg = a["segmentation"]
-            if isinstance(seg, list):
-                rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
-            elif isinstance(seg.get("counts"), list):
-                rle = mask_utils.frPyObjects(seg, h, w)
-            else:
-                rle = {"size": seg["size"], "counts": seg["counts"].encode()}
-            label[mask_utils.decode(rle) > 0] = index[cats[int(a["category_id"])]]
+            m = _rle(a, h, w, ctx.source)
+            if m is not None:
+                label[m > 0] = index[cats[a["category_id"]]]
         yield sid, label
 
 

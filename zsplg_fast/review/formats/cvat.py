@@ -130,8 +130,13 @@ def _lookup(
 
 def decode_class_png(path: Path, lut: dict[int, int], archive: Path) -> np.ndarray:
     """An RGB or palette class PNG → (H, W) uint8 label through the labelmap colours."""
-    with Image.open(path) as im:
-        rgb = np.asarray(im.convert("RGB"), dtype=np.uint32)
+    try:
+        with Image.open(path) as im:
+            if im.format != "PNG":
+                raise DatasetError(archive, f"{path.name}: content is {im.format}, not PNG")
+            rgb = np.asarray(im.convert("RGB"), dtype=np.uint32)
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
+        raise DatasetError(archive, f"{path.name}: not a readable PNG ({type(e).__name__}: {e})") from e
     packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
     uniq, inv = np.unique(packed, return_inverse=True)
     unknown = [f"{(u >> 16) & 255},{(u >> 8) & 255},{u & 255}" for u in uniq.tolist() if u not in lut]
@@ -157,11 +162,16 @@ def import_cvat(ctx: ImportContext) -> Iterator[tuple[str, np.ndarray]]:
     base = lm.parent
     lut = _lookup(parse_labelmap(lm, src), ctx.classes, src, ctx.check_order)
     cls_dir = base / "SegmentationClass"
-    pngs = sorted(cls_dir.rglob("*.png")) if cls_dir.is_dir() else []
+    pngs = sorted(p for p in cls_dir.rglob("*.png") if p.is_file()) if cls_dir.is_dir() else []
     if not pngs:
         raise DatasetError(src, "has no SegmentationClass/*.png")
     for p in pngs:
-        yield p.relative_to(cls_dir).with_suffix("").as_posix(), decode_class_png(p, lut, src)
+        sid = p.relative_to(cls_dir).with_suffix("").as_posix()
+        if ctx.known_ids is not None and sid not in ctx.known_ids:  # as the other importers
+            raise DatasetError(
+                src, f"SegmentationClass/ holds image {sid!r}, which is not in the label folder"
+            )
+        yield sid, decode_class_png(p, lut, src)
 
 
 FORMAT = Format("cvat", "CVAT (Segmentation Mask 1.1 zip)", export_cvat, import_cvat)

@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from html import escape
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
 import numpy as np
 
+from zsplg_fast.data.coco_checks import check_image_size
 from zsplg_fast.errors import DatasetError, MissingDependencyError
 from zsplg_fast.review.folder import class_names_with_ignore
 from zsplg_fast.review.formats.base import ExportContext, Format, ImportContext, image_name, strip_suffix
@@ -100,23 +102,61 @@ def _task_id(task: dict[str, Any], prefix: str) -> str | None:
     return strip_suffix(unquote(url[len(prefix) :] if prefix and url.startswith(prefix) else url))
 
 
-def _results(task: dict[str, Any]) -> list[dict[str, Any]]:
-    anns = [a for a in task.get("annotations", []) if not a.get("was_cancelled")]
-    if anns:
-        return anns[-1].get("result", [])  # the latest annotation: the correction
-    preds = task.get("predictions", [])
-    return preds[0].get("result", []) if preds else []
+def _objects(value: Any, what: str, src: Path) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise DatasetError(src, f"{what} must be a list of objects")
+    return value
+
+
+def _results(task: dict[str, Any], n: int, src: Path) -> list[dict[str, Any]]:
+    anns = [a for a in _objects(task.get("annotations", []), f"task {n}: 'annotations'", src)]
+    anns = [a for a in anns if not a.get("was_cancelled")]
+    if anns:  # the latest annotation: the correction
+        return _objects(anns[-1].get("result", []), f"task {n}: annotation 'result'", src)
+    preds = _objects(task.get("predictions", []), f"task {n}: 'predictions'", src)
+    return _objects(preds[0].get("result", []), f"task {n}: prediction 'result'", src) if preds else []
+
+
+def _check_tasks(tasks: Any, src: Path) -> list[dict[str, Any]]:
+    """The tasks list, each task an object whose ``data`` is an object; DatasetError naming the task."""
+    if not isinstance(tasks, list):
+        raise DatasetError(src, "not a Label Studio JSON export: expected a list of tasks")
+    for n, t in enumerate(tasks):
+        if not isinstance(t, dict) or not isinstance(t.get("data", {}), dict):
+            raise DatasetError(src, f"task {n} is not an object with a 'data' object")
+    return tasks
+
+
+def _brush_mask(brush: Any, r: dict[str, Any], where: str, src: Path) -> tuple[str | None, np.ndarray]:
+    """(class name, (H, W) bool) of one brushlabels result; DatasetError naming the task and the key."""
+    value = r.get("value")
+    if not isinstance(value, dict):
+        raise DatasetError(src, f"{where}: 'value' must be an object")
+    names = value.get("brushlabels") or [None]
+    if not isinstance(names, list):
+        raise DatasetError(src, f"{where}: 'brushlabels' must be a list of names")
+    keys = ("original_height", "original_width")
+    h, w = check_image_size(src, where, r.get(keys[0]), r.get(keys[1]), keys)
+    rle = value.get("rle")
+    if not isinstance(rle, list) or not all(isinstance(b, int) and 0 <= b <= 255 for b in rle):
+        raise DatasetError(src, f"{where}: 'rle' must be a list of bytes (0..255)")
+    try:
+        flat = np.asarray(brush.decode_rle(rle))
+    except (ValueError, IndexError, TypeError) as e:  # the codec's reader runs off a corrupt stream
+        raise DatasetError(src, f"{where}: brush RLE cannot be decoded ({type(e).__name__}: {e})") from e
+    if flat.size != h * w * 4:
+        raise DatasetError(src, f"{where}: RLE holds {flat.size} bytes, not {h}x{w}x4")
+    return names[0], flat.reshape(h, w, 4)[:, :, 3] > 0
 
 
 def import_labelstudio(ctx: ImportContext) -> Iterator[tuple[str, np.ndarray | None]]:
     """Yield (id, label) from a Label Studio JSON export (annotations, else predictions)."""
     brush = _brush()
     try:
-        tasks = json.loads(ctx.source.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise DatasetError(ctx.source, f"not a Label Studio JSON export ({e})") from e
-    if not isinstance(tasks, list):
-        raise DatasetError(ctx.source, "not a Label Studio JSON export: expected a list of tasks")
+        tasks = json.loads(ctx.source.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError included
+        raise DatasetError(ctx.source, f"not a Label Studio JSON export ({type(e).__name__}: {e})") from e
+    tasks = _check_tasks(tasks, ctx.source)
     by_name = {n: v for v, n in class_names_with_ignore(ctx.classes).items()}
     ids = [_task_id(t, ctx.image_prefix) for t in tasks]
     if ctx.known_ids is not None:
@@ -131,25 +171,23 @@ def import_labelstudio(ctx: ImportContext) -> Iterator[tuple[str, np.ndarray | N
         if sid is None:
             raise DatasetError(ctx.source, f"task {n} has no data.image")
         label: np.ndarray | None = None
-        for r in _results(task):
-            if r.get("type", "").lower() != "brushlabels":
+        for k, r in enumerate(_results(task, n, ctx.source)):
+            if str(r.get("type", "")).lower() != "brushlabels":
                 continue
-            value = r.get("value", {})
-            name = (value.get("brushlabels") or [None])[0]
-            if name not in by_name:
+            name, mask = _brush_mask(brush, r, f"task {n} ({sid}) result {k}", ctx.source)
+            if not isinstance(name, str) or name not in by_name:
                 raise DatasetError(
                     ctx.source,
                     f"task {n} ({sid}): brush label {name!r} is not among the classes {ctx.classes}",
                 )
-            h, w = int(r["original_height"]), int(r["original_width"])
             if label is None:
-                label = np.full((h, w), ctx.fill, np.uint8)
-            flat = brush.decode_rle(value["rle"])
-            if flat.size != h * w * 4:
+                label = np.full(mask.shape, ctx.fill, np.uint8)
+            if mask.shape != label.shape:
                 raise DatasetError(
-                    ctx.source, f"task {n} ({sid}): RLE holds {flat.size} bytes, not {h}x{w}x4"
+                    ctx.source,
+                    f"task {n} ({sid}) result {k}: size {mask.shape} is not the task's {label.shape}",
                 )
-            label[flat.reshape(h, w, 4)[:, :, 3] > 0] = by_name[name]
+            label[mask] = by_name[name]
         yield sid, label  # None: no brush at all (everything uncovered; the size comes from the folder)
 
 
