@@ -174,6 +174,33 @@ def build_labeler(cfg: Config, class_names: list[list[str]] | None = None) -> Bu
     return BuiltLabeler(labeler, class_names, manifest)
 
 
+def describe_labeling(cfg: Config, class_names: list[list[str]], where: str) -> dict[str, Any]:
+    """The manifest :func:`build_labeler` writes, made without building a model or loading an engine
+    (the Ray driver's: the actors build them). The same fingerprint and weights; ``where`` says where the
+    engines and the device are chosen.
+
+    Raises:
+        ConfigError: unknown SAM variant. CheckpointError: a weights file that is not there.
+    """
+    from zsplg_fast.models import resolve_sam_checkpoint, weights_fingerprint
+    from zsplg_fast.models.clip import clip_weights_fingerprint
+
+    weights = {
+        "sam": weights_fingerprint(resolve_sam_checkpoint(cfg.sam.variant, cfg.sam.checkpoint)),
+        "clip": clip_weights_fingerprint(cfg.clip.model, cfg.clip.pretrained),
+    }
+    return {
+        "fingerprint": labeling_fingerprint(cfg, weights, class_names),
+        "weights": weights,
+        "classes": [names[0] for names in class_names],
+        "class_synonyms": class_names,
+        "engines": {"backend": cfg.label.backend, "masks": cfg.label.masks, "built": where},
+        "config": to_dict(cfg),
+        "device": where,
+        "torch": torch.__version__,
+    }
+
+
 def labeler_factory(cfg: Config) -> ZeroShotLabeler:
     """Picklable entry point for remote workers (Ray actors): build and return just the labeler."""
     return build_labeler(cfg).labeler

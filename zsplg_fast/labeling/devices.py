@@ -165,7 +165,7 @@ def _same_labeling(out: Path, cfg: Config) -> bool:
     return same and all(old["label"].get(k) == new["label"][k] for k in ("masks", "precision"))
 
 
-def _worker(cfg: Config, plan: WorkerPlan, events: Any, out_lock: Any) -> None:
+def _worker(cfg: Config, plan: WorkerPlan, events: Any, out_lock: Any, error_count: Any = None) -> None:
     """Child process body: label ``plan``'s shard; every outcome goes to ``events``, never raised."""
     import torch
 
@@ -180,7 +180,7 @@ def _worker(cfg: Config, plan: WorkerPlan, events: Any, out_lock: Any) -> None:
         events.put(("progress", plan.index, done, total, sample_id))
 
     try:
-        summary = label_dataset(cfg, on_progress=progress, out_lock=out_lock)
+        summary = label_dataset(cfg, on_progress=progress, out_lock=out_lock, error_count=error_count)
         events.put(("done", plan.index, summary.to_dict()))
     except BaseException as e:  # reported to the parent with the worker's shard
         events.put(("failed", plan.index, type(e).__name__, str(e), traceback.format_exc()))
@@ -193,10 +193,11 @@ def label_on_devices(
 
     ``samples`` is this machine's share (``cfg.label.shard``); ``cfg`` must already be resolved
     (``classify.classes`` a file, not ``auto``). A shard whose images are all done is not started
-    (no models loaded). Returns the summed counts and one record per worker; a worker that fails (any
-    error, or a crash) does not stop the others: its record holds the error and the command that
-    reruns its shard alone. Also writes ``<out>/shards/config.yaml`` (what that command reads) and
-    ``<out>/shards/devices.json``.
+    (no models loaded). ``label.max_errors`` counts the failures of all workers together: past it every
+    worker stops. Returns the summed counts and one record per worker; a worker that fails (any
+    error, a crash, a sticky CUDA error on its GPU) does not stop the others: its record holds the
+    error and the command that reruns its shard alone. Also writes ``<out>/shards/config.yaml`` (what
+    that command reads) and ``<out>/shards/devices.json``.
     """
     if cfg.label.executor != "local":
         raise ConfigError("label.devices", cfg.label.devices, "is for the local executor; Ray places its own")
@@ -207,6 +208,7 @@ def label_on_devices(
     ctx = mp.get_context("spawn")
     events = ctx.Queue()
     out_lock = ctx.Lock()
+    error_count = ctx.Value("i", 0)  # label.max_errors counts the failures of all workers together
     procs = {}
     results: dict[int, tuple[str, dict[str, Any]]] = {}
     progress: dict[int, tuple[int, int]] = {}  # worker → (done, total)
@@ -221,7 +223,7 @@ def label_on_devices(
         with _pinned_env(plan.device):
             p = ctx.Process(
                 target=_worker,
-                args=(worker_config(cfg, plan), plan, events, out_lock),
+                args=(worker_config(cfg, plan), plan, events, out_lock, error_count),
                 name=f"label-{plan.device}-{plan.index}",
                 daemon=True,
             )

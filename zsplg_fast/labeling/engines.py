@@ -129,6 +129,8 @@ Artifacts = tuple[Engine, Engine, Engine, "Engine | None"]
 """(encoder, decoder, clip_dense, decoder_image or None)."""
 
 SHARED_DECODER = ("sam_decoder_shared", "sam_decoder_image")
+ARTIFACT_FOLDERS = {"ort": "export", "trt": "engines"}
+"""Backend → the folder its artifacts are read from when ``label.engines`` is not set (cwd-relative)."""
 
 
 def _artifacts(
@@ -169,13 +171,17 @@ def _ort(cfg: Config, weights: dict[str, str], device: torch.device) -> Artifact
     hint = "zsplg-fast export sam && zsplg-fast export clip" + (
         " --format onnx-int8" if suffix("x") != "x.onnx" else ""
     )
-    return _artifacts("ort", Path("export"), suffix, hint, {"providers": providers})(cfg, weights)
+    return _artifacts("ort", Path(ARTIFACT_FOLDERS["ort"]), suffix, hint, {"providers": providers})(
+        cfg, weights
+    )
 
 
 def _trt(cfg: Config, weights: dict[str, str], device: torch.device) -> Artifacts:
     prec = cfg.label.precision
     hint = f"zsplg-fast build export/<name>.onnx --precision {prec} --out engines/"
-    return _artifacts("trt", Path("engines"), lambda n: f"{n}.{prec}.plan", hint, {})(cfg, weights)
+    return _artifacts("trt", Path(ARTIFACT_FOLDERS["trt"]), lambda n: f"{n}.{prec}.plan", hint, {})(
+        cfg, weights
+    )
 
 
 ARTIFACT_BACKENDS: dict[str, Callable[[Config, dict[str, str], torch.device], Artifacts]] = {

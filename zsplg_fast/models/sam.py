@@ -137,6 +137,20 @@ def _signature(variant: str) -> dict[str, tuple[int, ...]]:
     return _SIGNATURES[variant]
 
 
+def sam_input_size(variant: str) -> int:
+    """The square input size S of ``variant`` (1024 for vit_*), from its architecture built on the meta
+    device: no weights read, no memory (for a driver that must not build models, e.g. the Ray executor).
+
+    Raises:
+        ConfigError: unknown variant.
+    """
+    if variant not in SAM_BUILDERS:
+        resolve_sam_checkpoint(variant)  # loads the plugins; ConfigError for an unknown name
+    with torch.device("meta"):
+        model = SAM_BUILDERS[variant]()
+    return int(model.image_encoder.img_size)
+
+
 def _describe(sd: Mapping[str, torch.Tensor]) -> str:
     """Architecture summary of a SAM state_dict: encoder width, depth and embedding grid."""
     pos = sd.get("image_encoder.pos_embed")

@@ -1,0 +1,137 @@
+"""``label --executor ray`` on the driver (the Ray pipeline itself replaced by a recorder): no model is
+built, the prepare stage gets the sizes a built labeler has, the manifest has the local job's fingerprint,
+and every path the actors get is absolute (the driver runs in another folder than the data)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from zsplg_fast.config import load_config
+from zsplg_fast.data.synthetic import generate_dataset
+
+TOY_CI = Path(__file__).parents[2] / "zsplg_fast" / "configs" / "toy_ci.yaml"
+
+
+def _no_model(*a: Any, **k: Any) -> Any:
+    raise AssertionError("the ray driver built a model")
+
+
+def test_driver_builds_no_model_and_hands_actors_absolute_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import zsplg_fast.models as models
+    from zsplg_fast.labeling import build, ray_exec, run
+    from zsplg_fast.labeling.build import build_labeler
+    from zsplg_fast.labeling.ray_exec import PrepareSpec
+    from zsplg_fast.models import clip as clip_mod
+    from zsplg_fast.models import sam as sam_mod
+
+    generate_dataset(tmp_path / "world", num=4, num_classes=3, seed=1, size=64)
+    (tmp_path / "two.txt").write_text(
+        "".join((tmp_path / "world" / "splits" / "unlabeled.txt").read_text().splitlines(True)[:2])
+    )
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    monkeypatch.chdir(work)  # a new user's relative paths, from another folder
+    given = {
+        "data.source": "synthetic:../world",
+        "data.split": "../two.txt",
+        "classify.classes": "../world/classes.txt",
+        "label.out": "out",
+        "label.executor": "ray",
+        "label.io_workers": 0,
+    }
+    cfg = load_config(TOY_CI, given)
+    reference = build_labeler(cfg)  # what an actor builds (here, before the builders are taken away)
+    load_kwargs = {"max_long_side": cfg.data.max_long_side, "rescale_high_bit_depth": False}
+    want_spec = PrepareSpec.of(reference.labeler, load_kwargs)
+
+    for mod, name in [(models, "build_sam"), (models, "build_clip"), (sam_mod, "build_sam")]:
+        monkeypatch.setattr(mod, name, _no_model)
+    monkeypatch.setattr(clip_mod, "build_clip", _no_model)
+    monkeypatch.setattr(build, "Models", _no_model)
+    monkeypatch.setattr(build, "build_labeler", _no_model)
+    monkeypatch.setattr(run, "build_labeler", _no_model)
+    seen: dict[str, Any] = {}
+
+    def fake_run_ray(samples: Any, out: Any, factory: Any, manifest: Any, spec: Any, **kw: Any) -> Any:
+        seen.update(samples=samples, out=out, factory=factory, manifest=manifest, spec=spec, kw=kw)
+        return run.JobSummary(total=len(samples), labeled=len(samples))
+
+    monkeypatch.setattr(ray_exec, "run_ray", fake_run_ray)
+    summary = run.label_dataset(cfg)
+    assert summary.labeled == 2
+    assert seen["spec"] == want_spec  # the sizes a built labeler has (SAM's S, CLIP's input, work size)
+    on_disk = json.loads((work / "out" / "manifest.json").read_text())
+    for key in ("fingerprint", "weights", "classes", "class_synonyms"):
+        assert on_disk[key] == reference.manifest[key], key  # a local run resumes this folder, and back
+    world = str(tmp_path / "world")
+    assert on_disk["paths"] == {
+        "data.source": f"synthetic:{world}",
+        "data.split": str(tmp_path / "two.txt"),
+        "classify.classes": f"{world}/classes.txt",
+        "label.out": str(work / "out"),
+    }
+    assert seen["kw"]["record"] == {"paths": on_disk["paths"]}
+    run_cfg = seen["factory"].args[0]  # what the actors build from
+    assert run_cfg.classify.classes == f"{world}/classes.txt" and run_cfg.label.out == str(work / "out")
+    assert all(s.image_path.is_absolute() and s.image_path.is_file() for s in seen["samples"])
+    assert Path(seen["out"]).is_absolute() and seen["kw"]["num_gpus_per_worker"] == "auto"
+
+
+def test_artifact_and_weights_paths_are_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from zsplg_fast.labeling.ray_driver import absolute_paths
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sam.pth").write_bytes(b"x")
+    cfg = load_config(
+        None,
+        {
+            "data.source": "coco:data:instances_val.json",
+            "data.split": "val",  # a name, not a file here
+            "classify.classes": "voc",
+            "sam.checkpoint": "sam.pth",
+            "clip.pretrained": "laion2b_s34b_b88k",  # an open_clip tag
+            "label.backend": "trt",
+        },
+    )
+    run_cfg, paths = absolute_paths(cfg)
+    assert paths == {
+        "data.source": "coco:data:instances_val.json",  # neither part is a file here: left to the source
+        "sam.checkpoint": str(tmp_path / "sam.pth"),
+        "label.out": str(tmp_path / "out"),
+        "label.engines": str(tmp_path / "engines"),  # the trt backend's default folder
+    }
+    assert (run_cfg.data.split, run_cfg.classify.classes, run_cfg.clip.pretrained) == (
+        "val",
+        "voc",
+        "laion2b_s34b_b88k",
+    )
+    (tmp_path / "data").mkdir()
+    assert absolute_paths(cfg)[1]["data.source"] == f"coco:{tmp_path / 'data'}:instances_val.json"
+
+
+def test_gpus_per_actor(caplog: pytest.LogCaptureFixture) -> None:
+    from zsplg_fast.labeling.ray_exec import gpus_per_actor
+
+    class Cluster:
+        def __init__(self, gpus: float) -> None:
+            self.gpus = gpus
+
+        def cluster_resources(self) -> dict[str, float]:
+            return {"CPU": 16.0, **({"GPU": self.gpus} if self.gpus else {})}
+
+    with caplog.at_level(logging.WARNING):
+        assert gpus_per_actor("auto", Cluster(4)) == 1.0
+        assert not caplog.records
+        assert gpus_per_actor("auto", Cluster(4), device="cpu") == 0.0
+        assert gpus_per_actor(0.5, Cluster(0)) == 0.5
+        assert gpus_per_actor("auto", Cluster(0)) == 0.0
+    assert len(caplog.records) == 1 and "reports no GPUs" in caplog.records[0].getMessage()
+    assert "\n" not in caplog.records[0].getMessage()
+    assert load_config(None, {}).label.num_gpus_per_worker == "auto"
