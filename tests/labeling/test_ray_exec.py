@@ -24,8 +24,9 @@ TOY_CI = Path(__file__).parents[2] / "zsplg_fast" / "configs" / "toy_ci.yaml"
 
 @pytest.fixture(scope="module")
 def local_ray():
-    # 4 logical CPUs: 2 actors of 1 CPU each, plus room for the prepare and write tasks
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    # 4 logical CPUs: 2 actors of 1 CPU each, plus room for the prepare and write tasks; 2 logical GPUs
+    # (torch in an actor given one still sees no CUDA: GPU scheduling checked on a CPU machine)
+    ray.init(num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     yield
     ray.shutdown()
 
@@ -66,3 +67,47 @@ def test_ray_pipeline_writes_the_local_jobs_files_and_reruns_idle(local_ray, tmp
     again = run_ray(samples, tmp_path / "ray", factory, manifest, spec, workers=1, batch_size=2)
     assert (again.labeled, again.skipped, again.failed) == (0, 4, 1)
     assert sorted(p.stat().st_mtime_ns for p in (tmp_path / "ray" / "labels").glob("*.png")) == mtimes
+
+
+def test_ray_from_another_folder_on_gpu_actors_then_a_lost_device(local_ray, tmp_path, monkeypatch):
+    """A new user's relative paths (classes auto → out/classes.txt) from another folder than the actors',
+    1 GPU per actor by default; then an actor whose CUDA context is lost stops the job."""
+    from ray._private.state import actors
+
+    from zsplg_fast.data.synthetic import generate_dataset
+    from zsplg_fast.labeling.job import DeviceLostError
+    from zsplg_fast.labeling.ray_exec import PrepareSpec, run_ray
+    from zsplg_fast.labeling.run import label_dataset
+
+    generate_dataset(tmp_path / "world", num=4, num_classes=3, seed=1, size=64)
+    lines = (tmp_path / "world" / "splits" / "unlabeled.txt").read_text().splitlines(True)[:2]
+    (tmp_path / "two.txt").write_text("".join(lines))
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    monkeypatch.chdir(work)  # the actors' working folder is the one ray was started in
+    over = {"data.source": "synthetic:../world", "data.split": "../two.txt", "label.out": "out"}
+    cfg = load_config(TOY_CI, {**over, "label.executor": "ray", "label.ray_batch": 1})
+    before = set(actors())
+    summary = label_dataset(cfg)
+    assert (summary.labeled, summary.failed) == (2, 0), (work / "out" / "errors.jsonl").read_text()
+    stages = [a for k, a in actors().items() if k not in before and "LabelStage" in str(a)]
+    assert stages and all(a["RequiredResources"].get("GPU") == 1.0 for a in stages)
+    status = json.loads((work / "out" / "shards" / "0-of-1.json").read_text())
+    assert status["num_gpus_per_worker"] == 1.0
+    assert status["paths"]["classify.classes"] == str(work / "out" / "classes.txt")
+
+    class LostDevice:  # defined here: pickled by value to the actor
+        classifier = type("C", (), {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)})()
+
+        def label_prepared(self, prepared, clip):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered\nCUDA kernel errors ...")
+
+    samples = open_source(f"synthetic:{tmp_path / 'world'}", "unlabeled").samples[:3]
+    spec = PrepareSpec.from_config(cfg)
+    with pytest.raises(DeviceLostError, match="3 of 3 images left") as info:
+        run_ray(samples, tmp_path / "lost", LostDevice, {"fingerprint": "x"}, spec, batch_size=1)
+    assert info.value.left == [s.id for s in samples]
+    lost = json.loads((tmp_path / "lost" / "shards" / "0-of-1.json").read_text())
+    assert lost["left"] == info.value.left and "illegal memory access" in lost["stopped"]
+    errors = [json.loads(x) for x in (tmp_path / "lost" / "errors.jsonl").read_text().splitlines()]
+    assert len(errors) == 1 and "illegal memory access" in errors[0]["message"]

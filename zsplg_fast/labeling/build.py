@@ -64,7 +64,7 @@ def _fast(m: Models) -> tuple[MaskSource, DenseFn, dict[str, Any]]:
     cfg = m.cfg
     needs_torch = cfg.label.backend == "torch"
     eng = label_engines(
-        cfg, m.sam if needs_torch else None, m.dense if needs_torch else None, m.weights, m.device
+        cfg, m.sam if needs_torch else None, m.dense if needs_torch else None, m.weights, m.device, models=m
     )
     gen = MaskGenerator(
         eng.encoder,
