@@ -96,14 +96,17 @@ def test_ray_from_another_folder_on_gpu_actors_then_a_lost_device(local_ray, tmp
     assert status["num_gpus_per_worker"] == 1.0
     assert status["paths"]["classify.classes"] == str(work / "out" / "classes.txt")
 
-    class LostDevice:  # defined here: pickled by value to the actor
-        classifier = type("C", (), {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)})()
+    spec = PrepareSpec.from_config(cfg)
+
+    class LostDevice:  # a labeler whose CUDA context is gone (defined here: pickled by value to the actor)
+        masks = type("M", (), {"image_size": spec.sam_size, "cfg": spec.amg, "generate_prepared": None})()
+        classifier = type("C", (), {"image_size": spec.clip_size, "mean": (0.5,) * 3, "std": (0.5,) * 3})()
+        work_long_side = spec.work_long_side
 
         def label_prepared(self, prepared, clip):
             raise RuntimeError("CUDA error: an illegal memory access was encountered\nCUDA kernel errors ...")
 
     samples = open_source(f"synthetic:{tmp_path / 'world'}", "unlabeled").samples[:3]
-    spec = PrepareSpec.from_config(cfg)
     with pytest.raises(DeviceLostError, match="3 of 3 images left") as info:
         run_ray(samples, tmp_path / "lost", LostDevice, {"fingerprint": "x"}, spec, batch_size=1)
     assert info.value.left == [s.id for s in samples]
