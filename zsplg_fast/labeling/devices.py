@@ -166,7 +166,8 @@ def _same_labeling(out: Path, cfg: Config) -> bool:
 
 
 def _worker(cfg: Config, plan: WorkerPlan, events: Any, out_lock: Any, error_count: Any = None) -> None:
-    """Child process body: label ``plan``'s shard; every outcome goes to ``events``, never raised."""
+    """Child process body: label ``plan``'s shard; every outcome goes to ``events``, never raised; a
+    failed shard (a sticky CUDA error included) also exits the process with code 1."""
     import torch
 
     from zsplg_fast.labeling.run import label_dataset
@@ -184,6 +185,9 @@ def _worker(cfg: Config, plan: WorkerPlan, events: Any, out_lock: Any, error_cou
         events.put(("done", plan.index, summary.to_dict()))
     except BaseException as e:  # reported to the parent with the worker's shard
         events.put(("failed", plan.index, type(e).__name__, str(e), traceback.format_exc()))
+        events.close()
+        events.join_thread()  # the report is in the pipe before the process ends
+        raise SystemExit(1) from None
 
 
 def label_on_devices(
