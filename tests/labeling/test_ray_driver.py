@@ -135,3 +135,18 @@ def test_gpus_per_actor(caplog: pytest.LogCaptureFixture) -> None:
     assert len(caplog.records) == 1 and "reports no GPUs" in caplog.records[0].getMessage()
     assert "\n" not in caplog.records[0].getMessage()
     assert load_config(None, {}).label.num_gpus_per_worker == "auto"
+
+
+def test_clip_weights_fingerprint_without_a_model(tmp_path: Path) -> None:
+    from zsplg_fast.errors import CheckpointError
+    from zsplg_fast.models.clip import clip_weights_fingerprint
+    from zsplg_fast.models.sam import RANDOM_INIT, sam_input_size, weights_fingerprint
+
+    weights = tmp_path / "clip.bin"
+    weights.write_bytes(b"w")
+    assert clip_weights_fingerprint("ViT-B-16", str(weights)) == weights_fingerprint(weights)
+    assert clip_weights_fingerprint("ViT-B-16", None) == RANDOM_INIT
+    assert clip_weights_fingerprint("ViT-B-16", "laion2b_s34b_b88k") == "open_clip:ViT-B-16/laion2b_s34b_b88k"
+    with pytest.raises(CheckpointError, match="not found"):
+        clip_weights_fingerprint("ViT-B-16", str(tmp_path / "gone.bin"))
+    assert (sam_input_size("vit_h"), sam_input_size("tiny")) == (1024, 256)  # meta device: no weights
