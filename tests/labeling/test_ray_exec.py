@@ -91,7 +91,8 @@ def test_ray_from_another_folder_on_gpu_actors_then_a_lost_device(local_ray, tmp
     summary = label_dataset(cfg)
     assert (summary.labeled, summary.failed) == (2, 0), (work / "out" / "errors.jsonl").read_text()
     new = [a for k, a in actors().items() if k not in before]  # the labeling actor (+ Ray Data's own)
-    gpu = [a["RequiredResources"] for a in new if a["RequiredResources"].get("GPU")]
+    needs = [a.get("RequiredResources") or a.get("required_resources") or {} for a in new]
+    gpu = [r for r in needs if r.get("GPU")]
     assert [(r.get("CPU"), r["GPU"]) for r in gpu] == [(1.0, 1.0)], (
         new
     )  # label.workers = 1 actor, 1 GPU by default (auto)
