@@ -69,10 +69,21 @@ def test_ray_pipeline_writes_the_local_jobs_files_and_reruns_idle(local_ray, tmp
     assert sorted(p.stat().st_mtime_ns for p in (tmp_path / "ray" / "labels").glob("*.png")) == mtimes
 
 
+def _actor_resources() -> dict[str, dict[str, float]]:
+    """Actor id → the resources it was scheduled with, from the GCS actor table (Ray 2.60's
+    ``ray._private.state.actors()`` leaves ``required_resources`` out of its dicts)."""
+    from ray._private.state import state
+    from ray.core.generated import gcs_pb2
+
+    rows = state._connect_and_get_accessor().get_actor_table(None, None)
+    return {
+        r.actor_id.hex(): dict(r.required_resources) for r in map(gcs_pb2.ActorTableData.FromString, rows)
+    }
+
+
 def test_ray_from_another_folder_on_gpu_actors_then_a_lost_device(local_ray, tmp_path, monkeypatch):
     """A new user's relative paths (classes auto → out/classes.txt) from another folder than the actors',
     1 GPU per actor by default; then an actor whose CUDA context is lost stops the job."""
-    from ray._private.state import actors
 
     from zsplg_fast.data.synthetic import generate_dataset
     from zsplg_fast.labeling.job import DeviceLostError
@@ -87,15 +98,12 @@ def test_ray_from_another_folder_on_gpu_actors_then_a_lost_device(local_ray, tmp
     monkeypatch.chdir(work)  # the actors' working folder is the one ray was started in
     over = {"data.source": "synthetic:../world", "data.split": "../two.txt", "label.out": "out"}
     cfg = load_config(TOY_CI, {**over, "label.executor": "ray", "label.ray_batch": 1})
-    before = set(actors())
+    before = set(_actor_resources())
     summary = label_dataset(cfg)
     assert (summary.labeled, summary.failed) == (2, 0), (work / "out" / "errors.jsonl").read_text()
-    new = [a for k, a in actors().items() if k not in before]  # the labeling actor (+ Ray Data's own)
-    needs = [a.get("RequiredResources") or a.get("required_resources") or {} for a in new]
-    gpu = [r for r in needs if r.get("GPU")]
-    assert [(r.get("CPU"), r["GPU"]) for r in gpu] == [(1.0, 1.0)], (
-        new
-    )  # label.workers = 1 actor, 1 GPU by default (auto)
+    new = {k: r for k, r in _actor_resources().items() if k not in before}  # the labeling actor + Ray Data's
+    gpu = [r for r in new.values() if r.get("GPU")]
+    assert [(r.get("CPU"), r["GPU"]) for r in gpu] == [(1.0, 1.0)], new  # 1 actor, 1 GPU by default (auto)
     status = json.loads((work / "out" / "shards" / "0-of-1.json").read_text())
     assert status["num_gpus_per_worker"] == 1.0
     assert status["paths"]["classify.classes"] == str(work / "out" / "classes.txt")
