@@ -150,3 +150,74 @@ def test_clip_weights_fingerprint_without_a_model(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="not found"):
         clip_weights_fingerprint("ViT-B-16", str(tmp_path / "gone.bin"))
     assert (sam_input_size("vit_h"), sam_input_size("tiny")) == (1024, 256)  # meta device: no weights
+
+
+class _FakeDataset:
+    """Ray Data's calls as run_ray makes them, run in this process, stage after stage (no Ray)."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+
+    def map_batches(
+        self, fn: Any, fn_kwargs: Any = None, fn_constructor_kwargs: Any = None, **kw: Any
+    ) -> Any:
+        import numpy as np
+
+        call = fn(**(fn_constructor_kwargs or {})) if isinstance(fn, type) else lambda b: fn(b, **fn_kwargs)
+        out: list[dict[str, Any]] = []
+        for i in range(0, len(self.rows), kw["batch_size"]):
+            chunk = self.rows[i : i + kw["batch_size"]]
+            batch = {}
+            for k in chunk[0]:
+                batch[k] = np.empty(len(chunk), dtype=object)
+                batch[k][:] = [r[k] for r in chunk]
+            res = call(batch)
+            out += [{k: res[k][j] for k in res} for j in range(len(res["id"]))]
+        return _FakeDataset(out)
+
+    def iter_rows(self) -> Any:
+        yield from self.rows
+
+
+def test_ray_stops_at_a_lost_device_and_records_the_images_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The actor side (LabelStage) and the driver side (run_ray) of a sticky CUDA error, with Ray Data's
+    stages run in-process: the actor labels nothing after the error, the driver stops the job."""
+    from types import SimpleNamespace
+
+    from zsplg_fast.data import open_source
+    from zsplg_fast.labeling import ray_exec
+    from zsplg_fast.labeling.job import DeviceLostError
+
+    generate_dataset(tmp_path / "world", num=4, num_classes=3, seed=1, size=64)
+    samples = open_source(f"synthetic:{tmp_path / 'world'}").samples[:3]
+    fake = SimpleNamespace(
+        __version__="2.60.0",
+        data=SimpleNamespace(from_items=_FakeDataset, ActorPoolStrategy=lambda size: None),
+        is_initialized=lambda: True,
+        cluster_resources=lambda: {"CPU": 4.0, "GPU": 2.0},
+    )
+    monkeypatch.setattr(ray_exec, "_import_ray", lambda: fake)
+    spec = ray_exec.PrepareSpec.from_config(load_config(TOY_CI, {}))
+    calls: list[int] = []
+
+    class LostDevice:
+        masks = SimpleNamespace(image_size=spec.sam_size, cfg=spec.amg, generate_prepared=None)
+        classifier = SimpleNamespace(image_size=spec.clip_size, mean=(0.5,) * 3, std=(0.5,) * 3)
+        work_long_side = spec.work_long_side
+
+        def label_prepared(self, prepared: Any, clip: Any) -> Any:
+            calls.append(len(prepared))
+            raise RuntimeError("CUDA error: an illegal memory access was encountered\nCUDA kernel errors ...")
+
+    out = tmp_path / "out"
+    with pytest.raises(DeviceLostError, match="3 of 3 images left") as info:
+        ray_exec.run_ray(samples, out, LostDevice, {"fingerprint": "x"}, spec, batch_size=2)
+    assert calls == [2]  # the batch failed once; no image retried on the lost device, no later batch
+    assert info.value.left == [s.id for s in samples] and "\n" not in str(info.value)
+    status = json.loads((out / "shards" / "0-of-1.json").read_text())
+    assert status["left"] == info.value.left and "illegal memory access" in status["stopped"]
+    assert status["num_gpus_per_worker"] == 1.0  # auto, on a cluster that reports GPUs
+    errors = [json.loads(x) for x in (out / "errors.jsonl").read_text().splitlines()]
+    assert len(errors) == 1 and errors[0]["id"] == samples[0].id

@@ -118,7 +118,7 @@ def test_ray_from_another_folder_on_gpu_actors_then_a_lost_device(local_ray, tmp
         def label_prepared(self, prepared, clip):
             raise RuntimeError("CUDA error: an illegal memory access was encountered\nCUDA kernel errors ...")
 
-    samples = open_source(f"synthetic:{tmp_path / 'world'}", "unlabeled").samples[:3]
+    samples = open_source(f"synthetic:{tmp_path / 'world'}").samples[:3]
     with pytest.raises(DeviceLostError, match="3 of 3 images left") as info:
         run_ray(samples, tmp_path / "lost", LostDevice, {"fingerprint": "x"}, spec, batch_size=1)
     assert info.value.left == [s.id for s in samples]
