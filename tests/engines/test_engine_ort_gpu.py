@@ -60,10 +60,11 @@ def test_tensorrt_provider_settings_come_from_the_spec(
     cache = tmp_path / "engines" / "ort_trt" / decoder_onnx.stem
     assert trt["trt_engine_cache_enable"] and trt["trt_timing_cache_enable"] and cache.is_dir()
     assert trt["trt_engine_cache_path"] == trt["trt_timing_cache_path"] == str(cache)
-    # profile from the sam_decoder_batched spec: batch 1:64:256, num_points 1:1:4; embeddings fixed
+    # profile from the sam_decoder_batched spec: batch 1:256:256, num_points 1:1:4; embeddings fixed
     assert trt["trt_profile_min_shapes"] == "image_embeddings:1x128x16x16,point_coords:1x1x2,point_labels:1x1"
     assert (
-        trt["trt_profile_opt_shapes"] == "image_embeddings:1x128x16x16,point_coords:64x1x2,point_labels:64x1"
+        trt["trt_profile_opt_shapes"]
+        == "image_embeddings:1x128x16x16,point_coords:256x1x2,point_labels:256x1"
     )
     assert (
         trt["trt_profile_max_shapes"]
@@ -71,7 +72,7 @@ def test_tensorrt_provider_settings_come_from_the_spec(
     )
     assert trt["user_compute_stream"] == cuda["user_compute_stream"] == str(0xABC)
     assert trt["device_id"] == cuda["device_id"] == 1 and trt["trt_fp16_enable"] is False
-    assert e.profiles["point_coords"] == ((1, 1, 2), (64, 1, 2), (256, 4, 2))  # the labeler caps there
+    assert e.profiles["point_coords"] == ((1, 1, 2), (256, 1, 2), (256, 4, 2))  # the labeler caps there
 
 
 def test_tensorrt_provider_not_active_falls_back_to_cuda_with_the_reason(

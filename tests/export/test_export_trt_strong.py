@@ -313,9 +313,9 @@ def test_decoder_batch_max_is_a_build_setting(
     art, _ = trt_build.build_engine(
         dec, tmp_path, precision="fp32", timing_cache=None, decoder_max_batch=1024
     )
-    assert fake_trt["config"].profiles[0].shapes["point_coords"] == ((1, 1, 2), (64, 1, 2), (1024, 4, 2))
+    assert fake_trt["config"].profiles[0].shapes["point_coords"] == ((1, 1, 2), (1024, 1, 2), (1024, 4, 2))
     assert art.sidecar["profiles"]["point_coords"][2] == [1024, 4, 2]
-    assert "--profile batch=1:64:1024" in art.sidecar["rebuild_command"]
+    assert "--profile batch=1:1024:1024" in art.sidecar["rebuild_command"]
     mine = {"batch": AxisRange(1, 8, 32)}  # an explicit --profile wins
     art, _ = trt_build.build_engine(
         dec, tmp_path, precision="fp32", timing_cache=None, decoder_max_batch=1024, profiles=mine, force=True

@@ -138,7 +138,7 @@ def test_cpu_half_of_preprocessing_is_sam2transforms_and_ray_uses_it(tmp_path: P
     from PIL import Image
 
     Image.fromarray(image).save(tmp_path / "a.png")
-    spec = PrepareSpec(256, AmgConfig(), 64, (0.5,) * 3, (0.5,) * 3, {}, 0, "sam2")
+    spec = PrepareSpec(256, AmgConfig(), 64, {}, 0, "sam2")  # no CLIP mean/std: the actor normalises
     out = prepare_batch({"id": np.array(["a"]), "path": np.array([str(tmp_path / "a.png")])}, spec)
     assert out["status"][0] == "ok"
     assert torch.equal(torch.from_numpy(out["prepared"][0].crops[0].resized), ref)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from zsplg_fast.config import load_config
-from zsplg_fast.data import Sample, load_image, open_source, read_label
+from zsplg_fast.data import Sample, open_source, read_label
 from zsplg_fast.data.synthetic import make_toy_world
 from zsplg_fast.labeling.build import build_labeler, labeler_factory
 from zsplg_fast.labeling.job import LabelJob
@@ -20,12 +21,14 @@ ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'zspl
 pytestmark = pytest.mark.ray
 
 TOY_CI = Path(__file__).parents[2] / "zsplg_fast" / "configs" / "toy_ci.yaml"
+_RAY_LOG = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\t[A-Z]+ \S+:\d+ -- ")
 
 
 @pytest.fixture(scope="module")
 def local_ray():
-    # 4 logical CPUs: 2 actors of 1 CPU each, plus room for the prepare and write tasks
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    # 4 logical CPUs: 2 actors of 1 CPU each, plus room for the prepare and write tasks; 2 logical GPUs
+    # (torch in an actor given one still sees no CUDA: GPU scheduling checked on a CPU machine)
+    ray.init(num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     yield
     ray.shutdown()
 
@@ -126,7 +129,10 @@ def test_a_failed_write_under_ray_stops_with_exit_1_and_a_rerun_resumes(local_ra
         with pytest.raises(SystemExit) as done:
             main(argv)
         captured = capsys.readouterr()
-        return int(done.value.code or 0), captured.out, captured.err
+        # Ray Data's own log lines ("<date> <time>,<ms>\tLEVEL file.py:N -- ...", its progress and its
+        # num_cpus+num_gpus warning) may reach this stderr; the CLI's own output is the rest
+        ours = [line for line in captured.err.splitlines() if not _RAY_LOG.match(line)]
+        return int(done.value.code or 0), captured.out, "\n".join(ours)
 
     rc, stdout, err = run()
     assert rc == 1, err
@@ -141,5 +147,66 @@ def test_a_failed_write_under_ray_stops_with_exit_1_and_a_rerun_resumes(local_ra
     rc, stdout, err = run()
     assert rc == 0, err
     assert all((out / "meta" / f"{sid}.json").is_file() for sid in ids)
-    image = load_image(data / lines[2].split()[0])
-    assert read_label(out / "labels" / f"{ids[2]}.png").shape == image.shape[:2]
+    from PIL import Image
+
+    with Image.open(data / lines[2].split()[0]) as im:  # the once-blocked label, at its image's size
+        assert read_label(out / "labels" / f"{ids[2]}.png").shape == (im.height, im.width)
+
+
+def _actor_resources() -> dict[str, dict[str, float]]:
+    """Actor id → the resources it was scheduled with, from the GCS actor table (Ray 2.60's
+    ``ray._private.state.actors()`` leaves ``required_resources`` out of its dicts)."""
+    from ray._private.state import state
+    from ray.core.generated import gcs_pb2
+
+    rows = state._connect_and_get_accessor().get_actor_table(None, None)
+    return {
+        r.actor_id.hex(): dict(r.required_resources) for r in map(gcs_pb2.ActorTableData.FromString, rows)
+    }
+
+
+def test_ray_from_another_folder_on_gpu_actors_then_a_lost_device(local_ray, tmp_path, monkeypatch):
+    """A new user's relative paths (classes auto → out/classes.txt) from another folder than the actors',
+    1 GPU per actor by default; then an actor whose CUDA context is lost stops the job."""
+
+    from zsplg_fast.data.synthetic import generate_dataset
+    from zsplg_fast.labeling.job import DeviceLostError
+    from zsplg_fast.labeling.ray_exec import PrepareSpec, run_ray
+    from zsplg_fast.labeling.run import label_dataset
+
+    generate_dataset(tmp_path / "world", num=4, num_classes=3, seed=1, size=64)
+    lines = (tmp_path / "world" / "splits" / "unlabeled.txt").read_text().splitlines(True)[:2]
+    (tmp_path / "two.txt").write_text("".join(lines))
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    monkeypatch.chdir(work)  # the actors' working folder is the one ray was started in
+    over = {"data.source": "synthetic:../world", "data.split": "../two.txt", "label.out": "out"}
+    cfg = load_config(TOY_CI, {**over, "label.executor": "ray", "label.ray_batch": 1})
+    before = set(_actor_resources())
+    summary = label_dataset(cfg)
+    assert (summary.labeled, summary.failed) == (2, 0), (work / "out" / "errors.jsonl").read_text()
+    new = {k: r for k, r in _actor_resources().items() if k not in before}  # the labeling actor + Ray Data's
+    gpu = [r for r in new.values() if r.get("GPU")]
+    assert [(r.get("CPU"), r["GPU"]) for r in gpu] == [(1.0, 1.0)], new  # 1 actor, 1 GPU by default (auto)
+    status = json.loads((work / "out" / "shards" / "0-of-1.json").read_text())
+    assert status["num_gpus_per_worker"] == 1.0
+    assert status["paths"]["classify.classes"] == str(work / "out" / "classes.txt")
+
+    spec = PrepareSpec.from_config(cfg)
+
+    class LostDevice:  # a labeler whose CUDA context is gone (defined here: pickled by value to the actor)
+        masks = type("M", (), {"image_size": spec.sam_size, "cfg": spec.amg, "generate_prepared": None})()
+        classifier = type("C", (), {"image_size": spec.clip_size, "mean": (0.5,) * 3, "std": (0.5,) * 3})()
+        work_long_side = spec.work_long_side
+
+        def label_prepared(self, prepared, clip):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered\nCUDA kernel errors ...")
+
+    samples = open_source(f"synthetic:{tmp_path / 'world'}").samples[:3]
+    with pytest.raises(DeviceLostError, match="3 of 3 images left") as info:
+        run_ray(samples, tmp_path / "lost", LostDevice, {"fingerprint": "x"}, spec, batch_size=1)
+    assert info.value.left == [s.id for s in samples]
+    lost = json.loads((tmp_path / "lost" / "shards" / "0-of-1.json").read_text())
+    assert lost["left"] == info.value.left and "illegal memory access" in lost["stopped"]
+    errors = [json.loads(x) for x in (tmp_path / "lost" / "errors.jsonl").read_text().splitlines()]
+    assert len(errors) == 1 and "illegal memory access" in errors[0]["message"]

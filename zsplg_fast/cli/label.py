@@ -48,7 +48,9 @@ def label(
     executor: str = typer.Option(None, "--executor", help="local | ray"),
     ray_address: str = typer.Option(None, "--ray-address"),
     workers: int = typer.Option(None, "--workers", help="ray labeling actors"),
-    num_gpus_per_worker: float = typer.Option(None, "--num-gpus-per-worker", help="GPUs per ray actor"),
+    num_gpus_per_worker: str = typer.Option(
+        None, "--num-gpus-per-worker", help="GPUs per ray actor: auto (1 if the cluster has GPUs) | N"
+    ),
     ray_batch: int = typer.Option(None, "--ray-batch", help="images per ray labeling batch"),
     overlays: int = typer.Option(None, "--overlays", help="write a grid PNG of N samples"),
     config: Path | None = ConfigOpt,
@@ -82,7 +84,7 @@ def label(
             "label.executor": executor,
             "label.ray_address": ray_address,
             "label.workers": workers,
-            "label.num_gpus_per_worker": num_gpus_per_worker,
+            "label.num_gpus_per_worker": _gpus(num_gpus_per_worker),
             "label.ray_batch": ray_batch,
             "label.overlays": overlays,
         },
@@ -121,6 +123,14 @@ def label(
         raise typer.Exit(1)  # a worker stopped: the job did not complete
     if summary.failed:
         raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def _gpus(value: str | None) -> float | str | None:
+    """``--num-gpus-per-worker``: ``auto`` as is, a number as a float (the config check names bad ones)."""
+    try:
+        return float(value) if value is not None and value != "auto" else value
+    except ValueError:
+        return value
 
 
 def _print_summary(out: str, summary: Any) -> None:

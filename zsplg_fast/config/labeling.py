@@ -112,7 +112,12 @@ class LabelJobConfig:
     executor: str = opt("local", choices=("local", "ray"))
     ray_address: str | None = opt(None)
     workers: int = opt(1, ge=1, le=1024, help="ray GPU-stage actors")
-    num_gpus_per_worker: float = opt(0.0, ge=0.0, help="GPUs per ray GPU-stage actor (0 = CPU actors)")
+    num_gpus_per_worker: float | str = opt(
+        "auto",
+        ge=0.0,
+        help="GPUs per ray labeling actor: auto (1 when the cluster has GPUs, else CPU actors with a "
+        "warning) | a number (0 = CPU actors, 0.5 = two actors share a GPU)",
+    )
     ray_batch: int = opt(4, ge=1, le=256, help="images per batch of the ray GPU stage")
     io_workers: int = opt(2, ge=0, le=64, help="image-decoding threads")
     prefetch: int = opt(4, ge=1, le=256, help="bounded queue of decoded images")
@@ -131,6 +136,13 @@ class LabelJobConfig:
     )
 
     def validate(self, prefix: str) -> None:
+        if isinstance(self.num_gpus_per_worker, str) and self.num_gpus_per_worker != "auto":
+            raise ConfigError(
+                f"{prefix}.num_gpus_per_worker",
+                self.num_gpus_per_worker,
+                "not a number",
+                valid="auto, 0, 0.5, 1",
+            )
         m = _SHARD.match(self.shard)
         if not m or int(m.group(2)) < 1 or int(m.group(1)) >= int(m.group(2)):
             raise ConfigError(f"{prefix}.shard", self.shard, "must be i/N with 0 <= i < N", valid="e.g. 0/4")

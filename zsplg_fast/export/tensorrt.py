@@ -139,18 +139,28 @@ def check_precision(onnx_path: Path, side: Mapping[str, Any], precision: str) ->
         )
 
 
-DECODER_SPEC = "sam_decoder_batched"
-
-
 def decoder_batch(
     side: Mapping[str, Any], max_batch: int | None, profiles: Mapping[str, AxisRange] | None
 ) -> dict[str, AxisRange]:
-    """``{"batch": 1:opt:max_batch}`` for a batched-decoder artifact when ``max_batch`` is set and the
-    caller's ``profiles`` leave ``batch`` open; else ``{}``."""
-    if not max_batch or side.get("spec") != DECODER_SPEC or "batch" in (profiles or {}):
+    """``{"batch": 1:max_batch:max_batch}`` for a prompt-batched decoder artifact (every spec of
+    ``PROMPT_DECODERS``: the one-piece and the shared decoder) when ``max_batch`` is set and the caller's
+    ``profiles`` leave ``batch`` open; else ``{}``. opt = max: the labeler sends batches of the plan's
+    max whenever the GPU's memory allows (``amg_ops.engine_max_batch``, ``default_prompt_batch``)."""
+    from zsplg_fast.export.specs.sam_decoder_batched import PROMPT_DECODERS
+
+    if not max_batch or side.get("spec") not in PROMPT_DECODERS or "batch" in (profiles or {}):
         return {}
-    opt = min(int(side.get("profiles", {}).get("batch", [1, 64, 256])[1]), max_batch)
-    return {"batch": AxisRange(1, opt, max_batch)}
+    return {"batch": AxisRange(1, max_batch, max_batch)}
+
+
+def build_profiles(
+    side: Mapping[str, Any], profiles: Mapping[str, AxisRange] | None, decoder_max_batch: int | None
+) -> tuple[dict[str, AxisRange], Shapes]:
+    """What :func:`build_engine` gives TensorRT for an ONNX sidecar ``side``: the axis ranges set by the
+    caller (``profiles``, else ``decoder_max_batch`` for the prompt axis) and every input's min/opt/max."""
+    inputs = [TensorSpec.from_dict(d) for d in side["inputs"]]
+    given = {**decoder_batch(side, decoder_max_batch, profiles), **(profiles or {})}
+    return given, plan_profiles(inputs, resolve_ranges(side, given))
 
 
 def check_plan_destination(
@@ -263,7 +273,8 @@ def build_engine(
     Args:
         onnx_path: ``export/<name>.onnx`` (fp32) or ``export/<name>.<precision>.onnx`` (from
             ``precision_artifact``); its sidecar's ``precision`` must equal ``precision``.
-        decoder_max_batch: for ``sam_decoder_batched``, the profile's batch max (prompts per decoder
+        decoder_max_batch: for the prompt-batched decoders (``sam_decoder_batched``,
+            ``sam_decoder_shared``), the profile's batch max (prompts per decoder
             call; the labeler caps its batch there) unless ``profiles`` sets ``batch``.
     Returns:
         (the plan artifact, True if an identical cached plan was reused).
@@ -279,9 +290,7 @@ def build_engine(
     verify_artifact(onnx_path, side)  # the ONNX is what its sidecar says (size, sha256)
     check_precision(onnx_path, side, precision)
     name = check_plan_destination(onnx_path, out_dir, precision, side)
-    inputs = [TensorSpec.from_dict(d) for d in side["inputs"]]
-    given = {**decoder_batch(side, decoder_max_batch, profiles), **(profiles or {})}
-    shapes = plan_profiles(inputs, resolve_ranges(side, given))
+    given, shapes = build_profiles(side, profiles, decoder_max_batch)
     trt = require_tensorrt("building TensorRT engines")
     running = runtime_info()
     workspace = int(workspace_gib * (1 << 30))

@@ -70,7 +70,7 @@ def _fast(m: Models) -> tuple[MaskSource, DenseFn, dict[str, Any]]:
     cfg = m.cfg
     needs_torch = cfg.label.backend == "torch"
     eng = label_engines(
-        cfg, m.sam if needs_torch else None, m.dense if needs_torch else None, m.weights, m.device
+        cfg, m.sam if needs_torch else None, m.dense if needs_torch else None, m.weights, m.device, models=m
     )
     from zsplg_fast.labeling.proposers import make_proposer
 
@@ -212,6 +212,49 @@ def build_labeler(
         check_first=cfg.label.check_first,
     )
     return BuiltLabeler(labeler, class_names, manifest)
+
+
+def describe_labeling(
+    cfg: Config, class_names: list[list[str]], where: str, mode: RunMode | None = None
+) -> dict[str, Any]:
+    """The manifest :func:`build_labeler` writes, made without building a model or loading an engine
+    (the Ray driver's: the actors build them). The same fingerprint, weights, proposer record and run mode
+    (``precision`` / ``compile``); ``where`` says where the engines and the device are chosen. ``mode``:
+    what :func:`resolve_run_config` returned for ``cfg`` (resolved here when None).
+
+    Raises:
+        ConfigError: unknown SAM variant. CheckpointError: a weights file that is not there.
+    """
+    from zsplg_fast.models import resolve_sam_checkpoint, weights_fingerprint
+    from zsplg_fast.models.clip import clip_weights_fingerprint
+
+    if mode is None:
+        cfg, mode = resolve_run_config(cfg)
+    weights = {
+        "sam": weights_fingerprint(resolve_sam_checkpoint(cfg.sam.variant, cfg.sam.checkpoint)),
+        "clip": clip_weights_fingerprint(cfg.clip.model, cfg.clip.pretrained),
+    }
+    return {
+        "fingerprint": labeling_fingerprint(cfg, weights, class_names),
+        "weights": weights,
+        "classes": [names[0] for names in class_names],
+        "class_synonyms": class_names,
+        "engines": {"backend": cfg.label.backend, "masks": cfg.label.masks, "built": where},
+        "proposer": proposer_record(cfg, weights["sam"]),
+        "config": to_dict(cfg),
+        "device": where,
+        "run_mode": mode.describe(),
+        "torch": torch.__version__,
+    }
+
+
+def resolve_run_config(cfg: Config, n_images: int | None = None) -> tuple[Config, RunMode]:
+    """``cfg`` with ``label.precision`` / ``label.compile`` resolved for ``label.device`` as this process
+    sees it (``auto``: CUDA when this process has it), and the mode: what a driver that builds no model
+    records and hands its workers, so the manifest says what they run. A CPU-only Ray head therefore gives
+    fp32 eager (exact) unless the config names ``precision`` / ``compile``; ``n_images`` as in
+    :func:`build_labeler` (per worker)."""
+    return _resolve_mode(cfg, resolve_device(cfg.label.device), n_images)
 
 
 def labeler_factory(cfg: Config, n_images: int | None = None) -> ZeroShotLabeler:

@@ -27,9 +27,19 @@ def clip_preprocess(
     Squashing (no aspect-preserving pad) keeps every image pixel on the feature grid; masks are
     resized to the same grid, so pooling stays aligned.
     """
+    return clip_normalise(clip_resize(image, size, device), mean, std)
+
+
+def clip_resize(image: np.ndarray, size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(H, W, 3) uint8 RGB → (1, 3, size, size) float32 in [0, 1] (the first half of ``clip_preprocess``:
+    a CPU stage can do it before the model, whose mean/std it need not know)."""
     arr = np.require(image, requirements=["C", "W"])  # copies only read-only / strided inputs
     x = torch.from_numpy(arr).to(device).permute(2, 0, 1)[None].float() / 255.0
-    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+def clip_normalise(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """(B, 3, S, S) float32 in [0, 1] → normalised with CLIP's per-channel ``mean`` / ``std`` (0..1 scale)."""
     m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
     return (x - m) / s

@@ -44,7 +44,7 @@ from zsplg_fast.labeling.job import JobSummary, ProgressFn
 from zsplg_fast.labeling.outputs import is_done
 from zsplg_fast.utils.io import atomic_write_json, atomic_write_text
 
-RunShard = Callable[..., JobSummary]  # label_dataset(cfg, on_progress=..., out_lock=...)
+RunShard = Callable[..., JobSummary]  # label_dataset(cfg, on_progress=..., out_lock=..., error_count=...)
 
 DEVICES_VALID = "all, cuda:0,cuda:1 (a list), cpu:N, N"
 _POLL_S = 0.2
@@ -167,10 +167,12 @@ def _same_labeling(out: Path, cfg: Config) -> bool:
     return same and all(old["label"].get(k) == new["label"][k] for k in ("masks", "precision"))
 
 
-def _worker(cfg: Config, plan: WorkerPlan, events: Any, out_lock: Any, run_shard: RunShard) -> None:
+def _worker(
+    cfg: Config, plan: WorkerPlan, events: Any, out_lock: Any, run_shard: RunShard, error_count: Any = None
+) -> None:
     """Child process body: label ``plan``'s shard with ``run_shard`` (``labeling.run.label_dataset``,
     passed in by the caller so this module never imports ``run``); every outcome goes to ``events``,
-    never raised."""
+    never raised; a failed shard (a sticky CUDA error included) also exits the process with code 1."""
     import torch
 
     torch.set_num_threads(plan.threads)
@@ -182,10 +184,13 @@ def _worker(cfg: Config, plan: WorkerPlan, events: Any, out_lock: Any, run_shard
         events.put(("progress", plan.index, done, total, sample_id))
 
     try:
-        summary = run_shard(cfg, on_progress=progress, out_lock=out_lock)
+        summary = run_shard(cfg, on_progress=progress, out_lock=out_lock, error_count=error_count)
         events.put(("done", plan.index, summary.to_dict()))
     except BaseException as e:  # reported to the parent with the worker's shard
         events.put(("failed", plan.index, type(e).__name__, str(e), traceback.format_exc()))
+        events.close()
+        events.join_thread()  # the report is in the pipe before the process ends
+        raise SystemExit(1) from None
 
 
 def label_on_devices(
@@ -203,10 +208,11 @@ def label_on_devices(
 
     ``samples`` is this machine's share (``cfg.label.shard``); ``cfg`` must already be resolved
     (``classify.classes`` a file, not ``auto``). A shard whose images are all done is not started
-    (no models loaded). Returns the summed counts and one record per worker; a worker that fails (any
-    error, or a crash) does not stop the others: its record holds the error and the command that
-    reruns its shard alone. Also writes ``<out>/shards/config.yaml`` (what that command reads) and
-    ``<out>/shards/devices.json``.
+    (no models loaded). ``label.max_errors`` counts the failures of all workers together: past it every
+    worker stops. Returns the summed counts and one record per worker; a worker that fails (any
+    error, a crash, a sticky CUDA error on its GPU) does not stop the others: its record holds the
+    error and the command that reruns its shard alone. Also writes ``<out>/shards/config.yaml`` (what
+    that command reads) and ``<out>/shards/devices.json``.
     """
     if cfg.label.executor != "local":
         raise ConfigError("label.devices", cfg.label.devices, "is for the local executor; Ray places its own")
@@ -217,6 +223,7 @@ def label_on_devices(
     ctx = mp.get_context("spawn")
     events = ctx.Queue()
     out_lock = ctx.Lock()
+    error_count = ctx.Value("i", 0)  # label.max_errors counts the failures of all workers together
     procs = {}
     results: dict[int, tuple[str, dict[str, Any]]] = {}
     progress: dict[int, tuple[int, int]] = {}  # worker → (done, total)
@@ -231,7 +238,7 @@ def label_on_devices(
         with _pinned_env(plan.device):
             p = ctx.Process(
                 target=_worker,
-                args=(worker_config(cfg, plan), plan, events, out_lock, run_shard),
+                args=(worker_config(cfg, plan), plan, events, out_lock, run_shard, error_count),
                 name=f"label-{plan.device}-{plan.index}",
                 daemon=True,
             )

@@ -11,8 +11,9 @@ dense settings, so a label run never silently mixes models.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,9 @@ import torch
 
 from zsplg_fast.config import Config
 from zsplg_fast.engines.base import Engine, load_engine
-from zsplg_fast.errors import CheckpointError, ConfigError
+from zsplg_fast.errors import CheckpointError, ConfigError, EngineIncompatibleError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -184,9 +187,17 @@ def _check_dense(side: dict[str, Any], cfg: Config, path: Path) -> None:
 Artifacts = tuple[Engine, Engine, Engine, "Engine | None", dict[str, Any]]
 """(encoder, decoder, clip_dense, decoder_image or None, the decoder's sidecar)."""
 
+ARTIFACT_FOLDERS = {"ort": "export", "trt": "engines"}
+"""Backend → the folder its artifacts are read from when ``label.engines`` is not set (cwd-relative)."""
+
 
 def _artifacts(
-    backend: str, folder: Path, suffix: Callable[[str], str], hint: str, options: dict[str, Any]
+    backend: str,
+    folder: Path,
+    suffix: Callable[[str], str],
+    hint: str,
+    options: dict[str, Any],
+    loader: Callable[..., Engine] | None = None,
 ) -> Callable[[Config, dict[str, str]], Artifacts]:
     def load(cfg: Config, weights: dict[str, str]) -> Artifacts:
         root = Path(cfg.label.engines) if cfg.label.engines else folder
@@ -211,7 +222,7 @@ def _artifacts(
             sides[name] = side
             if name == "clip_dense":
                 _check_dense(side, cfg, path)
-            out.append(load_engine(path, backend=backend, **options))
+            out.append(loader(path, **options) if loader else load_engine(path, backend=backend, **options))
         return out[0], out[1], out[2], (out[3] if len(out) > 3 else None), sides[decoders[0]]
 
     return load
@@ -228,7 +239,7 @@ def _ort(cfg: Config, weights: dict[str, str], device: torch.device) -> Artifact
         " --format onnx-int8" if suffix("x") != "x.onnx" else ""
     )
     options = {"providers": providers, **ort_memory_options(cfg)}
-    return _artifacts("ort", Path("export"), suffix, hint, options)(cfg, weights)
+    return _artifacts("ort", Path(ARTIFACT_FOLDERS["ort"]), suffix, hint, options)(cfg, weights)
 
 
 def ort_memory_options(cfg: Config) -> dict[str, Any]:
@@ -246,9 +257,12 @@ def ort_memory_options(cfg: Config) -> dict[str, Any]:
 
 
 def _trt(cfg: Config, weights: dict[str, str], device: torch.device) -> Artifacts:
+    from zsplg_fast.labeling.plan_fallback import load_plan  # rebuilds a plan made for another GPU
+
     prec = cfg.label.precision
     hint = f"zsplg-fast build export/<name>.onnx --precision {prec} --out engines/"
-    return _artifacts("trt", Path("engines"), lambda n: f"{n}.{prec}.plan", hint, {})(cfg, weights)
+    suffix = lambda n: f"{n}.{prec}.plan"  # noqa: E731
+    return _artifacts("trt", Path(ARTIFACT_FOLDERS["trt"]), suffix, hint, {}, load_plan)(cfg, weights)
 
 
 ARTIFACT_BACKENDS: dict[str, Callable[[Config, dict[str, str], torch.device], Artifacts]] = {
@@ -258,14 +272,45 @@ ARTIFACT_BACKENDS: dict[str, Callable[[Config, dict[str, str], torch.device], Ar
 
 
 def label_engines(
-    cfg: Config, sam: torch.nn.Module, dense: torch.nn.Module, weights: dict[str, str], device: torch.device
+    cfg: Config,
+    sam: torch.nn.Module | None,
+    dense: torch.nn.Module | None,
+    weights: dict[str, str],
+    device: torch.device,
+    models: Any = None,
 ) -> LabelEngines:
-    """Engines for ``cfg.label.backend``: in-process torch modules, or exported artifacts."""
+    """Engines for ``cfg.label.backend``: in-process torch modules, or exported artifacts.
+
+    TensorRT plans built for another GPU / TensorRT are rebuilt here (:mod:`.plan_fallback`); when that
+    is not possible the job labels on onnxruntime (the ONNX beside the plans) or torch (``models.sam`` /
+    ``models.dense``, built on demand) with one warning line, and ``describe`` says so.
+    """
     if cfg.label.backend == "torch":
-        return _torch(cfg, sam, dense, device)
+        if sam is None and models is not None:
+            sam, dense = models.sam, models.dense
+        return _torch(cfg, sam, dense, device)  # type: ignore[arg-type]
     if cfg.label.backend not in ARTIFACT_BACKENDS:
         raise ConfigError("label.backend", cfg.label.backend, "unknown backend", valid="torch, ort, trt")
-    enc, dec, clip, dec_image, dec_side = ARTIFACT_BACKENDS[cfg.label.backend](cfg, weights, device)
+    try:
+        enc, dec, clip, dec_image, dec_side = ARTIFACT_BACKENDS[cfg.label.backend](cfg, weights, device)
+    except EngineIncompatibleError as e:
+        from zsplg_fast.labeling.plan_fallback import fallback_backend
+
+        root = Path(cfg.label.engines or ARTIFACT_FOLDERS["trt"])
+        arts = FAMILY_ARTIFACTS[_family(cfg)]
+        other = (
+            fallback_backend(cfg.label.precision, root, arts.encoder, arts.decoders)
+            if cfg.label.backend == "trt"
+            else None
+        )
+        if other is None or (other[0] == "torch" and models is None):
+            raise
+        name, folder = other
+        log.warning("%s; labeling on %s instead of TensorRT on this worker", e, name)
+        label = replace(cfg.label, backend=name, engines=str(folder) if folder else None)
+        got = label_engines(replace(cfg, label=label), None, None, weights, device, models)
+        got.describe = {**got.describe, "fallback_from": "trt", "fallback_reason": str(e)}
+        return got
     describe = {"backend": cfg.label.backend, "decoder": dec_side.get("spec"), "proposer": _family(cfg)}
     return LabelEngines(
         enc,

@@ -22,6 +22,7 @@ import numpy as np
 
 from zsplg_fast.data import LoadStats, Sample, load_image
 from zsplg_fast.errors import ZsplgError
+from zsplg_fast.labeling.device_errors import first_line, is_sticky_device_error
 from zsplg_fast.labeling.labeler import LabelResult
 from zsplg_fast.labeling.outputs import (
     compact_errors,
@@ -47,6 +48,36 @@ class JobAbortedError(ZsplgError):
     def __init__(self, message: str, summary: JobSummary | None = None) -> None:
         super().__init__(message)
         self.summary = summary
+
+
+class DeviceLostError(JobAbortedError):
+    """A sticky CUDA error (illegal address, ECC, launch failure): the device is unusable in this process,
+    so the job stopped; ``left`` lists the ids not labeled (also in the shard status file)."""
+
+    def __init__(
+        self, message: str, summary: JobSummary | None = None, left: list[str] | None = None
+    ) -> None:
+        super().__init__(message, summary)
+        self.left = list(left or [])
+
+
+class ErrorCount:
+    """Failed images counted across the jobs that share one ``max_errors`` (in-process form; the
+    ``--devices`` workers share a ``multiprocessing.Value("i")``, which has the same interface)."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def get_lock(self) -> threading.Lock:
+        return self._lock
+
+
+def add_errors(count: Any, n: int) -> int:
+    """Add ``n`` failures to ``count`` (an ``ErrorCount`` or a ``multiprocessing.Value``); the new total."""
+    with count.get_lock():
+        count.value += n
+        return int(count.value)
 
 
 @dataclass
@@ -89,6 +120,11 @@ class LabelJob:
         on_progress: called as ``(done, total, sample_id)`` after each image.
         image_batch: images labeled together (the encoder sees them as one batch when the labeler has
             ``label_batch``); 1 = one at a time.
+        error_count: failures counted against ``max_errors`` together with other jobs (the ``--devices``
+            workers share one); None = this run's own.
+
+    A sticky CUDA error (:mod:`zsplg_fast.labeling.device_errors`) stops the job at once with
+    ``DeviceLostError``: the images left are listed in the shard status file, a rerun resumes.
     """
 
     def __init__(
@@ -105,6 +141,7 @@ class LabelJob:
         load_kwargs: dict[str, Any] | None = None,
         on_progress: ProgressFn | None = None,
         image_batch: int = 1,
+        error_count: Any = None,
     ) -> None:
         self.samples = list(samples)
         self.out = Path(out)
@@ -118,6 +155,7 @@ class LabelJob:
         self.on_progress = on_progress
         self.image_batch = max(1, image_batch)
         self.errors_path = errors_file(self.out, shard)
+        self.error_count = error_count if error_count is not None else ErrorCount()
 
     # ----------------------------------------------------------------- stages
     def _decode(self, sample: Sample, stats: LoadStats) -> _Decoded:
@@ -159,7 +197,10 @@ class LabelJob:
     def _label_group(
         self, group: list[_Decoded]
     ) -> list[tuple[_Decoded, LabelResult | None, BaseException | None, str]]:
-        """Label the decodable images of ``group`` together; a failing batch is retried image by image."""
+        """Label the decodable images of ``group`` together; a failing batch is retried image by image.
+
+        After a sticky device error nothing more is labeled: the image it struck has stage ``"device"``,
+        the group's images not labeled yet have stage ``"left"`` (no error)."""
         ok = [it for it in group if it.error is None and it.image is not None]
         results: dict[int, tuple[LabelResult | None, BaseException | None, str]] = {
             id(it): (None, it.error, "load") for it in group if it not in ok
@@ -170,13 +211,19 @@ class LabelJob:
                 for it, res in zip(ok, batch_fn([it.image for it in ok]), strict=True):
                     results[id(it)] = (res, None, "")
                 ok = []
-            except Exception:  # isolate the bad image: fall through to one at a time
-                pass
-        for it in ok:
+            except Exception as e:  # isolate the bad image: fall through to one at a time
+                if is_sticky_device_error(e):  # no retry: every call would fail the same way
+                    results.update({id(it): (None, None, "left") for it in ok[1:]})
+                    results[id(ok[0])], ok = (None, e, "device"), []
+        for k, it in enumerate(ok):
             try:
                 results[id(it)] = (self.labeler(it.image), None, "")
             except Exception as e:  # one bad image never kills the job
-                results[id(it)] = (None, e, "label")
+                sticky = is_sticky_device_error(e)
+                results[id(it)] = (None, e, "device" if sticky else "label")
+                if sticky:
+                    results.update({id(rest): (None, None, "left") for rest in ok[k + 1 :]})
+                    break
         return [(it, *results[id(it)]) for it in group]
 
     # ------------------------------------------------------------------- run
@@ -210,30 +257,40 @@ class LabelJob:
                 except Exception as e:
                     with lock:
                         write_errors.append((item[0], e))
+                    add_errors(self.error_count, 1)
 
         wthread = threading.Thread(target=writer, name="label-writer", daemon=True)
         wthread.start()
         done = summary.skipped
         aborted: str | None = None
+        reached: set[str] = set()  # ids labeled or failed in this run
+        device_lost: tuple[Sample, BaseException] | None = None
         try:
             for group in self._groups(self._decoded_stream(todo, stats)):
                 for item, result, err, stage in self._label_group(group):
+                    if stage == "left":
+                        continue
+                    if stage == "device":
+                        device_lost = (item.sample, err)  # type: ignore[assignment]
+                        record_error(self.errors_path, error_record(item.sample, err, "label"))
+                        continue
+                    reached.add(item.sample.id)
                     if result is not None:
                         for k, v in result.meta.get("timings_s", {}).items():
                             timings[k] = timings.get(k, 0.0) + float(v)
                         writes.put((item.sample, result))
                     else:
                         summary.failed += 1
+                        add_errors(self.error_count, 1)
                         record_error(self.errors_path, error_record(item.sample, err, stage))
                     done += 1
                     if self.on_progress:
                         self.on_progress(done, summary.total, item.sample.id)
-                if stop:
+                if stop or device_lost:
                     break
-                with lock:
-                    n_write_err = len(write_errors)
-                if self.max_errors is not None and summary.failed + n_write_err > self.max_errors:
-                    aborted = f"{summary.failed + n_write_err} images failed (max_errors={self.max_errors})"
+                total_failed = int(self.error_count.value)
+                if self.max_errors is not None and total_failed > self.max_errors:
+                    aborted = f"{total_failed} images failed (max_errors={self.max_errors})"
                     break
         except OSError as e:  # errors.jsonl could not be written
             stop.append(e)
@@ -256,7 +313,21 @@ class LabelJob:
         ids = {s.id for s in self.samples}
         compact_errors(self.out, self.errors_path, ids)  # one line per image still failing
         i, n = self.shard
-        atomic_write_json(self.out / "shards" / f"{i}-of-{n}.json", summary.to_dict())
+        status = self.out / "shards" / f"{i}-of-{n}.json"
+        left = [s.id for s in todo if s.id not in reached] if device_lost else []
+        record = {
+            **summary.to_dict(),
+            **({"stopped": first_line(device_lost[1]), "left": left} if device_lost else {}),
+        }
+        atomic_write_json(status, record)
+        if device_lost:
+            raise DeviceLostError(
+                f"{self.out}: device error on {device_lost[0].id} ({first_line(device_lost[1])}); the GPU is "
+                f"unusable in this process: stopped with {len(left)} of {len(todo)} images left (listed in "
+                f"{status}); check the GPU (nvidia-smi), then rerun to resume",
+                summary,
+                left,
+            )
         if aborted:
             raise JobAbortedError(f"{self.out}: stopped early: {aborted}; see {self.errors_path}", summary)
         return summary

@@ -13,14 +13,17 @@ from typing import Any
 from zsplg_fast.config import Config
 from zsplg_fast.data import Sample, open_source, shard
 from zsplg_fast.errors import ConfigError, DatasetError, OutputExistsError
-from zsplg_fast.labeling.build import build_labeler, labeler_factory
+from zsplg_fast.labeling.build import build_labeler
 from zsplg_fast.labeling.job import JobSummary, LabelJob, ProgressFn
 from zsplg_fast.labeling.outputs import check_label_output, prepare_output
 from zsplg_fast.utils.io import atomic_write_text
 
 
 def label_dataset(
-    cfg: Config, on_progress: ProgressFn | None = None, out_lock: AbstractContextManager[Any] | None = None
+    cfg: Config,
+    on_progress: ProgressFn | None = None,
+    out_lock: AbstractContextManager[Any] | None = None,
+    error_count: Any = None,
 ) -> JobSummary:
     """Label ``cfg.data.source`` (optionally ``cfg.data.split``) into ``cfg.label.out``.
 
@@ -28,7 +31,8 @@ def label_dataset(
     a folder of other files. Nothing is written into ``label.out`` before the labeler is built and
     the folder is claimed (so a refused or failed start leaves it as it was).
     ``label.devices`` runs one worker process per device (:mod:`zsplg_fast.labeling.devices`);
-    ``out_lock`` (held while the output folder is first claimed) is how those workers share a folder.
+    ``out_lock`` (held while the output folder is first claimed) is how those workers share a folder,
+    ``error_count`` (a ``multiprocessing.Value``) how they share ``label.max_errors``.
 
     Raises:
         DatasetError: the dataset (this shard) has no images.
@@ -58,32 +62,26 @@ def label_dataset(
             classes = json.loads((out / "manifest.json").read_text())["classes"]
             write_label_grid(out, samples, cfg.label.overlays, classes)
         return summary
-    classes = _auto_classes(source.class_names, out) if auto else None
-    built = build_labeler(cfg, class_names=classes, n_images=len(samples))
-    manifest = {**built.manifest, "source": cfg.data.source, "split": cfg.data.split}
-    with out_lock if out_lock is not None else contextlib.nullcontext():
-        prepare_output(out, manifest)  # the decision to run: marker, manifest
-        if auto:
-            write_auto_classes(cfg, source.class_names)
-    if cfg.label.executor == "ray":
-        from zsplg_fast.labeling.ray_exec import PrepareSpec, run_ray
+    class_names = _auto_classes(source.class_names, out) if auto else None
+    if cfg.label.executor == "ray":  # the driver builds no model; actors get absolute paths
+        from zsplg_fast.labeling.ray_driver import label_on_ray
+        from zsplg_fast.models import load_class_names
 
-        summary = run_ray(
-            samples,
-            out,
-            functools.partial(labeler_factory, cfg, n_images=len(samples) // cfg.label.workers),
-            manifest,
-            PrepareSpec.of(built.labeler, load_kwargs),
-            shard=(i, n),
-            workers=cfg.label.workers,
-            num_gpus_per_worker=cfg.label.num_gpus_per_worker,
-            batch_size=cfg.label.ray_batch,
-            ray_address=cfg.label.ray_address,
-            max_errors=cfg.label.max_errors,
-            on_progress=on_progress,
+        names = class_names if class_names is not None else load_class_names(cfg.classify.classes)
+        claimed = functools.partial(write_auto_classes, cfg, source.class_names) if auto else None
+        summary, manifest = label_on_ray(
+            cfg, samples, names, (i, n), load_kwargs, on_progress, out_lock, claimed
         )
     else:
-        summary = _local(cfg, samples, out, built.labeler, manifest, (i, n), load_kwargs, on_progress)
+        built = build_labeler(cfg, class_names=class_names, n_images=len(samples))
+        manifest = {**built.manifest, "source": cfg.data.source, "split": cfg.data.split}
+        with out_lock if out_lock is not None else contextlib.nullcontext():
+            prepare_output(out, manifest)  # the decision to run: marker, manifest
+            if auto:
+                write_auto_classes(cfg, source.class_names)
+        summary = _local(
+            cfg, samples, out, built.labeler, manifest, (i, n), load_kwargs, on_progress, error_count
+        )
     if cfg.label.overlays:
         write_label_grid(out, samples, cfg.label.overlays, manifest["classes"])
     return summary
@@ -98,6 +96,7 @@ def _local(
     shard_in: tuple[int, int],
     load_kwargs: dict[str, Any],
     on_progress: ProgressFn | None,
+    error_count: Any = None,
 ) -> JobSummary:
     job = LabelJob(
         samples,
@@ -111,6 +110,7 @@ def _local(
         load_kwargs=load_kwargs,
         on_progress=on_progress,
         image_batch=cfg.label.image_batch,
+        error_count=error_count,
     )
     return job.run()
 

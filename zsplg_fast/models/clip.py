@@ -202,6 +202,31 @@ def _build_open_clip(name: str, pretrained: str | Path | None) -> _Built:
     return model, tokenizer, f"open_clip:{name}/{value}", value
 
 
+def clip_weights_fingerprint(name: str, pretrained: str | Path | None = None) -> str:
+    """``build_clip(name, pretrained).weights`` without building the model: ``"random-init"``, the
+    sha256 of the local file, or ``"open_clip:<name>/<tag>"`` (whether the tag is cached is checked
+    where the model is built).
+
+    Raises:
+        CheckpointError: a path-like ``pretrained`` that is not a file, or a registered model's
+            shipped weights missing or corrupted.
+    """
+    if name not in CLIP_BUILDERS:
+        load_plugins()
+    if name in CLIP_BUILDERS:
+        if pretrained is None and name in CLIP_DEFAULT_WEIGHTS:
+            pretrained = CLIP_DEFAULT_WEIGHTS[name]()
+        return RANDOM_INIT if pretrained is None else weights_fingerprint(pretrained)
+    if pretrained is None:
+        return RANDOM_INIT
+    value = str(pretrained)
+    if Path(value).is_file():
+        return weights_fingerprint(value)
+    if isinstance(pretrained, Path) or _looks_like_path(value):
+        raise CheckpointError(value, "CLIP weights file not found; check clip.pretrained")
+    return f"open_clip:{name}/{value}"
+
+
 def check_dense_capable(visual: nn.Module, name: str) -> None:
     """Raise ``ConfigError`` unless ``visual`` is an open_clip ``VisionTransformer`` without attn pooling."""
     from open_clip.transformer import VisionTransformer

@@ -31,6 +31,7 @@ from zsplg_fast.models.sam2 import (
     config_facts,
     identify_sam2_variant,
     is_sam2_variant,
+    sam2_input_size,
 )
 from zsplg_fast.utils.io import atomic_write_with, refuse_overwrite, sha256_file
 
@@ -158,6 +159,23 @@ def _signature(variant: str) -> dict[str, tuple[int, ...]]:
             model = SAM_BUILDERS[variant]()
         _SIGNATURES[variant] = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     return _SIGNATURES[variant]
+
+
+def sam_input_size(variant: str) -> int:
+    """The square input size S of ``variant`` (1024 for vit_* and the SAM 2.1 Hiera configs), from its
+    architecture built on the meta device (SAM 2: its config): no weights read, no memory (for a driver
+    that must not build models, e.g. the Ray executor).
+
+    Raises:
+        ConfigError: unknown variant.
+    """
+    if variant not in SAM_BUILDERS:
+        resolve_sam_checkpoint(variant)  # loads the plugins; ConfigError for an unknown name
+    if is_sam2_variant(variant):  # Hiera cannot be built on the meta device: S from the config
+        return sam2_input_size(variant)
+    with torch.device("meta"):
+        model = SAM_BUILDERS[variant]()
+    return int(model.image_encoder.img_size)
 
 
 def _describe(sd: Mapping[str, torch.Tensor]) -> str:

@@ -220,6 +220,17 @@ def config_facts(variant: str) -> Sam2Facts:
     return Sam2Facts(int(width), int(sum(stages)), bool(m.get("no_obj_embed_spatial", False)))
 
 
+def sam2_input_size(variant: str) -> int:
+    """The square input size S of a registered SAM 2 variant, from its config (nothing is built: Hiera
+    cannot be built on the meta device); ``SAM2Base``'s default when the config leaves it out."""
+    import inspect
+
+    from sam2.modeling.sam2_base import SAM2Base
+
+    default = inspect.signature(SAM2Base.__init__).parameters["image_size"].default
+    return int(sam2_config(variant).model.get("image_size", default))
+
+
 def checkpoint_facts(sd: Mapping[str, torch.Tensor]) -> Sam2Facts | None:
     """Facts of a SAM 2 state_dict, or None when it has no Hiera trunk."""
     w = sd.get("image_encoder.trunk.patch_embed.proj.weight")

@@ -129,8 +129,13 @@ def prepare_decoder_batched(sam: Sam, scale_first: bool = True) -> Prepared:
     )
 
 
-# TensorRT min/opt/max of the prompt axes, shared by every batched-prompt decoder spec
-PROMPT_PROFILES = {"batch": AxisRange(1, 64, 256), "num_points": AxisRange(1, 1, 4)}
+# TensorRT min/opt/max of the prompt axes, shared by every batched-prompt decoder spec. The labeler sends
+# its prompts in batches capped at the plan's max (amg_ops.engine_max_batch): on a GPU that cap is what it
+# sends (default_prompt_batch is >= 256 with a few GB free), so the plan is tuned there (opt = max).
+# ``num_points`` is 1 from the AMG (the graph appends the padding point).
+PROMPT_PROFILES = {"batch": AxisRange(1, 256, 256), "num_points": AxisRange(1, 1, 4)}
+PROMPT_DECODERS = ("sam_decoder_batched", "sam_decoder_shared")
+"""Specs whose ``batch`` axis is the prompt batch (``export.decoder_max_batch`` sets its max)."""
 
 
 def decoder_metadata(sam: Sam, s: int, g: int) -> dict:
