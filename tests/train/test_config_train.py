@@ -36,7 +36,7 @@ def test_bad_keys_and_values_are_refused() -> None:
         load_config(None, {"train.unimatch.fusion": "both"})
     with pytest.raises(ConfigError, match="three rates"):
         load_config(None, {"train.model.dilations": [6, 12]})
-    with pytest.raises(ConfigError, match="resnet50, resnet101, tiny"):
+    with pytest.raises(ConfigError, match="resnet50, resnet101, mobilenet_v3_large, tiny"):
         load_config(None, {"train.model.backbone": "vgg"})
     with pytest.raises(ConfigError, match="no such file or preset"):
         preset("imagenet")
