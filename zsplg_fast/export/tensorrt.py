@@ -30,12 +30,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from zsplg_runtime.integrity import file_records, verify_artifact
+from zsplg_runtime.integrity import file_records
 from zsplg_runtime.tensors import Shapes, plan_profiles, resolve_ranges
 
 from zsplg_fast.config.export import PRECISIONS
 from zsplg_fast.errors import ConfigError, ExportFailedError
-from zsplg_fast.export.artifact import SIDECAR_VERSION, Artifact, read_sidecar, sidecar_path
+from zsplg_fast.export.artifact import SIDECAR_VERSION, Artifact, open_artifact, read_sidecar, sidecar_path
 from zsplg_fast.export.tensors import AxisRange, TensorSpec
 from zsplg_fast.export.trt_info import RuntimeInfo, require_tensorrt, runtime_info
 from zsplg_fast.utils.io import atomic_write_bytes, atomic_write_json
@@ -199,8 +199,7 @@ def precision_onnx(
         ConfigError: unknown precision, or a reduced-precision ONNX asked for another precision.
     """
     path = Path(onnx_path)
-    side = read_sidecar(path)
-    verify_artifact(path, side)  # before a precision ONNX is made from it
+    side = open_artifact(path)  # sidecar checks + size/sha256, before a precision ONNX is made from it
     have = onnx_precision(side)
     if have == precision:
         return path
@@ -286,8 +285,7 @@ def build_engine(
         OutputExistsError: a different plan of the same name exists and ``force`` is false.
     """
     onnx_path = Path(onnx_path)
-    side = read_sidecar(onnx_path)
-    verify_artifact(onnx_path, side)  # the ONNX is what its sidecar says (size, sha256)
+    side = open_artifact(onnx_path)  # the ONNX is what its sidecar says (size, sha256)
     check_precision(onnx_path, side, precision)
     name = check_plan_destination(onnx_path, out_dir, precision, side)
     given, shapes = build_profiles(side, profiles, decoder_max_batch)
