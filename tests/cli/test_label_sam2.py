@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -28,19 +26,13 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWa
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from zsplg_fast.models import build_sam, save_sam_checkpoint
-
+def setup(tmp_path_factory: pytest.TempPathFactory, sam2_tiny_ckpt: Path) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("sam2label")
     data = root / "world"
     make_toy_world(data, "ci")
     split = root / "one.txt"
     split.write_text("".join((data / "splits" / "unlabeled.txt").read_text().splitlines(True)[:1]))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.manual_seed(5)
-        ckpt = save_sam_checkpoint(build_sam("sam2_tiny"), root / "sam2_tiny.pt")
-    return {"root": root, "data": data, "split": split, "ckpt": ckpt}
+    return {"root": root, "data": data, "split": split, "ckpt": sam2_tiny_ckpt}
 
 
 def _args(s: dict[str, Path], out: Path, *extra: str) -> list[str]:
@@ -55,7 +47,7 @@ def _labels(out: Path) -> dict[str, np.ndarray]:
     return {p.name: np.array(Image.open(p)) for p in sorted((out / "labels").glob("*.png"))}
 
 
-def test_label_with_sam2_on_torch_ort_and_upstream(setup: dict[str, Path]) -> None:
+def test_label_with_sam2_on_torch_ort_and_upstream(setup: dict[str, Path], sam2_toy_engines: Path) -> None:
     s, run = setup, CliRunner()
     torch_out = s["root"] / "torch"
     res = run.invoke(app, _args(s, torch_out))
@@ -81,13 +73,8 @@ def test_label_with_sam2_on_torch_ort_and_upstream(setup: dict[str, Path]) -> No
     assert again.exit_code == 0, again.output
     assert [p.stat().st_mtime_ns for p in sorted((torch_out / "labels").glob("*.png"))] == mtimes
 
-    # onnxruntime: export the SAM 2 artifacts and the toy CLIP, label from them
-    engines = s["root"] / "export"
-    sam = ["--sam", "sam2_tiny", "--sam-checkpoint", str(s["ckpt"]), "--set", "export.exporter=legacy"]
-    sam += ["--only", "sam2_encoder", "--only", "sam2_decoder_batched"]  # what label runs
-    for what, extra in (("sam", sam), ("clip", [])):  # legacy: the encoder in 6 s, not 28 (same parity)
-        res = run.invoke(app, ["export", what, "--config", str(CONFIG), *extra, "--out", str(engines)])
-        assert res.exit_code == 0, res.output
+    # onnxruntime: the SAM 2 artifacts and the toy CLIP exported through the CLI (conftest), label from them
+    engines = sam2_toy_engines
     assert {p.name for p in engines.glob("sam2_*.onnx")} == {"sam2_encoder.onnx", "sam2_decoder_batched.onnx"}
     ort_out = s["root"] / "ort"
     res = run.invoke(app, _args(s, ort_out, "--backend", "ort", "--engines", str(engines)))

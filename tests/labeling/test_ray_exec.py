@@ -210,3 +210,52 @@ def test_ray_from_another_folder_on_gpu_actors_then_a_lost_device(local_ray, tmp
     assert lost["left"] == info.value.left and "illegal memory access" in lost["stopped"]
     errors = [json.loads(x) for x in (tmp_path / "lost" / "errors.jsonl").read_text().splitlines()]
     assert len(errors) == 1 and "illegal memory access" in errors[0]["message"]
+
+
+def test_ray_labels_with_a_sam2_proposer_as_the_local_job(local_ray, tmp_path, sam2_tiny_ckpt):
+    """``label --executor ray`` with ``sam.variant: sam2_tiny`` and its official .pt: the actor builds SAM 2
+    from the checkpoint, the CPU prepare stage does SAM 2's square resize; the labels are the local job's,
+    the driver's manifest records the proposer (family, checkpoint sha256) as the local one does, and a
+    rerun on Ray skips every image."""
+    from PIL import Image
+
+    from zsplg_fast.labeling.run import label_dataset
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "imgs").mkdir()
+    for name, (h, w) in (("a", (60, 88)), ("b", (72, 56))):
+        img = np.zeros((h, w, 3), np.uint8) + rng.integers(0, 255, 3, dtype=np.uint8)
+        img[h // 4 : h // 2, w // 3 : w - 4] = rng.integers(0, 255, 3, dtype=np.uint8)
+        Image.fromarray(img).save(tmp_path / "imgs" / f"{name}.png")
+    (tmp_path / "classes.txt").write_text("background\ncircle\nsquare\n")
+    over = {
+        "data.source": f"folder:{tmp_path / 'imgs'}",
+        "classify.classes": str(tmp_path / "classes.txt"),
+        "sam.variant": "sam2_tiny",
+        "sam.checkpoint": str(sam2_tiny_ckpt),
+        "amg.points_per_side": 4,
+        "amg.pred_iou_thresh": 0.0,
+        "amg.stability_score_thresh": 0.0,
+        "label.device": "cpu",
+        "label.io_workers": 0,
+    }
+
+    def cfg(out, **extra):
+        return load_config(TOY_CI, {**over, "label.out": str(tmp_path / out), **extra})
+
+    local = label_dataset(cfg("local"))
+    dist = label_dataset(cfg("ray", **{"label.executor": "ray", "label.num_gpus_per_worker": 0}))
+    assert (dist.labeled, dist.failed) == (local.labeled, local.failed) == (2, 0)
+    for sid in ("a", "b"):
+        a = read_label(tmp_path / "local" / "labels" / f"{sid}.png")
+        b = read_label(tmp_path / "ray" / "labels" / f"{sid}.png")
+        np.testing.assert_array_equal(a, b)
+        assert _meta(tmp_path / "local", sid) == _meta(tmp_path / "ray", sid)
+    m_local, m_ray = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("local", "ray"))
+    assert m_ray["proposer"] == m_local["proposer"] and m_ray["proposer"]["family"] == "sam2"
+    assert (
+        m_ray["proposer"]["sha256"] == m_local["weights"]["sam"]
+        and m_ray["fingerprint"] == m_local["fingerprint"]
+    )
+    again = label_dataset(cfg("ray", **{"label.executor": "ray", "label.num_gpus_per_worker": 0}))
+    assert (again.labeled, again.skipped) == (0, 2)

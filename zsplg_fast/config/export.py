@@ -72,8 +72,8 @@ class ExportConfig:
         256,
         ge=1,
         le=4096,
-        help="prompt-batched decoder plans (sam_decoder_batched, sam_decoder_shared): most prompts per "
-        "decoder call (profile batch opt and max); the labeler caps its prompt batch there",
+        help="prompt-batched decoder plans (sam_decoder_batched, sam_decoder_shared, sam2_decoder_batched): "
+        "most prompts per decoder call (profile batch opt and max); the labeler caps its prompt batch there",
     )
 
     def validate(self, prefix: str) -> None:

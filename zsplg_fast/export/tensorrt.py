@@ -273,7 +273,7 @@ def build_engine(
         onnx_path: ``export/<name>.onnx`` (fp32) or ``export/<name>.<precision>.onnx`` (from
             ``precision_artifact``); its sidecar's ``precision`` must equal ``precision``.
         decoder_max_batch: for the prompt-batched decoders (``sam_decoder_batched``,
-            ``sam_decoder_shared``), the profile's batch max (prompts per decoder
+            ``sam_decoder_shared``, ``sam2_decoder_batched``), the profile's batch max (prompts per decoder
             call; the labeler caps its batch there) unless ``profiles`` sets ``batch``.
     Returns:
         (the plan artifact, True if an identical cached plan was reused).

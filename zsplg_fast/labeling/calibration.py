@@ -3,12 +3,13 @@
 ``zsplg-fast build --precision int8 --calib SOURCE --calib-images N`` calls :func:`calibration_feeds`:
 static QDQ needs each artifact's inputs *as they are at inference time*, and a SAM decoder's inputs are
 the encoder's embeddings and the AMG's prompt batches, not images. So the fp32 artifacts beside the one
-being quantized (``sam_encoder.onnx``, ``sam_decoder_batched.onnx`` or the shared pair,
-``clip_dense.onnx``: one export folder) run the fast mask generator on onnxruntime CPU over the images
-(at the label config's working resolution, AMG settings and prompt batch), and every engine records
-the feeds it is called with (:class:`RecordingEngine`); the requested artifact's recorded feeds are the
-calibration data. ``clip_dense`` gets CLIP-preprocessed images (mean / std from its sidecar), the
-``segmenter`` ImageNet-normalised images (as ``infer``).
+being quantized (``sam_encoder.onnx``, ``sam_decoder_batched.onnx`` or the shared pair, for SAM 2
+``sam2_encoder.onnx`` + ``sam2_decoder_batched.onnx``, ``clip_dense.onnx``: one export folder) run the
+fast mask generator on onnxruntime CPU over the images (at the label config's working resolution, AMG
+settings and prompt batch), and every engine records the feeds it is called with
+(:class:`RecordingEngine`); the requested artifact's recorded feeds are the calibration data.
+``clip_dense`` gets CLIP-preprocessed images (mean / std from its sidecar), the ``segmenter``
+ImageNet-normalised images (as ``infer``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from zsplg_fast.config import Config
 from zsplg_fast.errors import ConfigError, DatasetError
 
 SAM_SPECS = ("sam_encoder", "sam_decoder", "sam_decoder_batched", "sam_decoder_image", "sam_decoder_shared")
+SAM2_SPECS = ("sam2_encoder", "sam2_decoder", "sam2_decoder_batched")
 Feeds = dict[str, np.ndarray]
 
 
@@ -60,25 +62,37 @@ def _ort(path: Path) -> Any:
     return load_engine(path, backend="ort", providers=["cpu"])
 
 
-def _sam_feeds(folder: Path, spec: str, images: Sequence[np.ndarray], cfg: Config, keep: int) -> list[Feeds]:
-    """Run the fast AMG on the fp32 SAM artifacts of ``folder``; the feeds ``spec`` saw."""
+SINGLE_PROMPT_DECODERS = ("sam_decoder", "sam2_decoder")
+"""Point-interface decoders: the labeler never runs them, so they have no recorded inputs."""
+
+
+def _sam_feeds(
+    folder: Path, spec: str, images: Sequence[np.ndarray], cfg: Config, keep: int, family: str = "sam"
+) -> list[Feeds]:
+    """Run the fast AMG on the fp32 artifacts of proposer ``family`` in ``folder`` (its encoder and the
+    decoder set that holds ``spec``; for the encoder, the first set whose decoder is there, as labeling
+    picks them); the feeds ``spec`` saw. SAM 2: ``sam2_encoder`` + ``sam2_decoder_batched``, with the
+    decoder sidecar's dynamic multimask settings and the AMG's m2m / mask-threshold settings."""
     import torch
 
+    from zsplg_fast.export.artifact import read_sidecar
     from zsplg_fast.labeling.amg import MaskGenerator
+    from zsplg_fast.labeling.engines import FAMILY_ARTIFACTS
     from zsplg_fast.labeling.labeler import to_working
+    from zsplg_fast.labeling.proposers import make_proposer
 
-    shared = spec in ("sam_decoder_image", "sam_decoder_shared") or (
-        spec == "sam_encoder" and (folder / "sam_decoder_shared.onnx").is_file()
-    )
-    decoder = "sam_decoder_shared" if shared else "sam_decoder_batched"
-    names = ["sam_encoder", decoder] + (["sam_decoder_image"] if shared else [])
-    if spec == "sam_decoder":
+    arts = FAMILY_ARTIFACTS[family]
+    if spec in SINGLE_PROMPT_DECODERS:
         raise ConfigError(
             "build --calib",
             spec,
             "the single-prompt decoder is not run by the labeler, so it has no recorded inputs",
-            valid="sam_encoder, sam_decoder_batched, sam_decoder_image, sam_decoder_shared",
+            valid=", ".join(n for n in (arts.encoder, *sum(arts.decoders, ())) if n != spec),
         )
+    decoders = next((d for d in arts.decoders if spec in d), None) or next(
+        (d for d in arts.decoders if (folder / f"{d[0]}.onnx").is_file()), arts.decoders[-1]
+    )
+    names = [arts.encoder, *decoders]
     missing = [n for n in names if not (folder / f"{n}.onnx").is_file()]
     if missing:
         raise ConfigError(
@@ -90,11 +104,13 @@ def _sam_feeds(folder: Path, spec: str, images: Sequence[np.ndarray], cfg: Confi
         )
     eng = {n: RecordingEngine(_ort(folder / f"{n}.onnx"), keep) for n in names}
     gen = MaskGenerator(
-        eng["sam_encoder"],
-        eng[decoder],
+        eng[arts.encoder],
+        eng[decoders[0]],
         cfg.amg,
-        decoder_image=eng.get("sam_decoder_image"),
+        decoder_image=eng[decoders[1]] if len(decoders) > 1 else None,
         prompt_batch=cfg.label.prompt_batch,
+        proposer=make_proposer(family, cfg.amg, read_sidecar(folder / f"{decoders[0]}.onnx")),
+        mask_threshold=cfg.amg.mask_threshold,
     )
     with torch.no_grad():
         for image in images:
@@ -124,6 +140,10 @@ def _segmenter_feeds(images: Sequence[np.ndarray]) -> list[Feeds]:
 FeedMaker = Callable[[Path, Mapping[str, Any], Sequence[np.ndarray], Config, int], list[Feeds]]
 FEED_MAKERS: dict[str, FeedMaker] = {
     **{s: (lambda p, side, ims, cfg, keep, s=s: _sam_feeds(p.parent, s, ims, cfg, keep)) for s in SAM_SPECS},
+    **{
+        s: (lambda p, side, ims, cfg, keep, s=s: _sam_feeds(p.parent, s, ims, cfg, keep, "sam2"))
+        for s in SAM2_SPECS
+    },
     "clip_dense": lambda p, side, ims, cfg, keep: _clip_feeds(side, ims, cfg),
     "segmenter": lambda p, side, ims, cfg, keep: _segmenter_feeds(ims),
     "sam_encoder_preprocess": lambda p, side, ims, cfg, keep: [],  # nothing is quantized in it

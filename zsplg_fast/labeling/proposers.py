@@ -42,7 +42,9 @@ def resize_square_sam2(crop: np.ndarray, image_size: int) -> np.ndarray:
     (bilinear, antialias, aspect ratio not kept), Normalize(ImageNet). Runs on the CPU, as upstream's."""
     from torchvision.transforms.functional import normalize, resize, to_tensor
 
-    x = resize(to_tensor(np.ascontiguousarray(crop)), [image_size, image_size], antialias=True)
+    # a read-only array (Ray's prepared batches) is copied: torch warns on non-writable numpy memory
+    crop = np.ascontiguousarray(crop) if crop.flags.writeable else np.array(crop)
+    x = resize(to_tensor(crop), [image_size, image_size], antialias=True)
     return normalize(x, list(SAM2_MEAN), list(SAM2_STD)).numpy()
 
 

@@ -134,8 +134,10 @@ def prepare_decoder_batched(sam: Sam, scale_first: bool = True) -> Prepared:
 # sends (default_prompt_batch is >= 256 with a few GB free), so the plan is tuned there (opt = max).
 # ``num_points`` is 1 from the AMG (the graph appends the padding point).
 PROMPT_PROFILES = {"batch": AxisRange(1, 256, 256), "num_points": AxisRange(1, 1, 4)}
-PROMPT_DECODERS = ("sam_decoder_batched", "sam_decoder_shared")
-"""Specs whose ``batch`` axis is the prompt batch (``export.decoder_max_batch`` sets its max)."""
+PROMPT_DECODERS = ("sam_decoder_batched", "sam_decoder_shared", "sam2_decoder_batched")
+"""Specs whose ``batch`` axis is the prompt batch (``export.decoder_max_batch`` sets its max): SAM's
+one-piece and shared decoders, and SAM 2's batched decoder (its ``batch`` also sizes ``mask_input``, the
+m2m pass's mask prompts)."""
 
 
 def decoder_metadata(sam: Sam, s: int, g: int) -> dict:
