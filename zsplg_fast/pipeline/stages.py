@@ -146,6 +146,18 @@ def _export(cfg: Config, ctx: Context, folder: Path) -> Result:
     return {"artifacts": [dataclasses.asdict(r) for r in rows]}
 
 
+def _label_weights(cfg: Config) -> dict[str, str]:
+    """The proposer's and CLIP's weights fingerprints (file sha256, cached): a checkpoint replaced under
+    the same path is a new zero-shot stage, not the old folder's labels reused."""
+    from zsplg_fast.models import resolve_sam_checkpoint, weights_fingerprint
+    from zsplg_fast.models.clip import clip_weights_fingerprint
+
+    return {
+        "sam": weights_fingerprint(resolve_sam_checkpoint(cfg.sam.variant, cfg.sam.checkpoint)),
+        "clip": clip_weights_fingerprint(cfg.clip.model, cfg.clip.pretrained),
+    }
+
+
 def _train_keys(cfg: Config) -> Any:
     t = cfg.train
     return {k: to_dict(getattr(t, k)) for k in ("model", "data", "optim", "run")} | {
@@ -165,6 +177,7 @@ STAGES: dict[str, StageDef] = {
                 **{k: to_dict(getattr(c, k)) for k in ("sam", "clip", "amg", "classify")},
                 "masks": c.label.masks,
                 "precision": c.label.precision,
+                "weights": _label_weights(c),
             },
             _zero_shot,
         ),
