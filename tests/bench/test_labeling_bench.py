@@ -99,3 +99,45 @@ def test_bench_ort_engines_keep_the_arena_for_decoders_only(tmp_path, monkeypatc
         "clip_dense.onnx": False,
         "sam_decoder_image.onnx": True,
     }
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+def test_bench_labeling_sam2_ours_on_onnxruntime(tmp_path: Path) -> None:
+    """SAM 2's variant C: ours on the exported sam2_encoder / sam2_decoder_batched (and a tiny CLIP's
+    clip_dense) in onnxruntime, against sam2's SAM2AutomaticMaskGenerator + dense CLIP (A) on the same
+    image: the same masks (fidelity), its own export step, its own row in the table."""
+    pytest.importorskip("sam2", reason="the [sam2] extra is not installed")
+    from zsplg_fast.models import open_clip_config_builder, register_clip_model
+
+    clip = "tiny-clip-bench-gem"  # 6 blocks: the bench's dense CLIP runs GEM at its default depth 6
+    vision = {"image_size": 64, "layers": 6, "width": 32, "patch_size": 16, "head_width": 16}
+    text = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
+    cfg_json = {"embed_dim": 32, "vision_cfg": vision, "text_cfg": text}
+    (tmp_path / f"{clip}.json").write_text(json.dumps(cfg_json))
+    register_clip_model(clip, open_clip_config_builder(tmp_path / f"{clip}.json"))
+    out = tmp_path / "labeling_sam2_ort"
+    cfg = LabelBenchConfig(
+        grids=(4,),
+        images=1,
+        image_hw=(96, 128),
+        sam_variant="sam2_tiny",
+        clip_model=clip,
+        clip_size=64,
+        variants=("A", "C"),
+        threads=1,
+        out=str(out),
+        colour_fidelity=False,  # the colour SAM 2's exactness: test_bench_labeling_sam2_upstream_and_ours
+        toy_images=0,
+        isolate=False,
+        exporter="legacy",
+        export_dir=str(tmp_path / "export"),
+    )
+    report = bench_labeling(cfg, log=lambda _m: None)
+    c = report["results"]["4x4"]["C"]
+    assert c["fidelity"]["mean_best_iou"] >= 0.98 and c["fidelity"]["count_ratio"] == 1.0, c["fidelity"]
+    assert c["fidelity"]["clip_feature_cosine_min"] > 0.999
+    assert report["export_s"] is not None
+    exported = {p.name for p in (tmp_path / "export").glob("*.onnx")}
+    assert {"sam2_encoder.onnx", "sam2_decoder_batched.onnx", "clip_dense.onnx"} <= exported, exported
+    assert "SAM2AutomaticMaskGenerator" in report["variants"]["A"]
+    assert "| 4x4 | C" in out.with_suffix(".md").read_text()
