@@ -18,7 +18,10 @@ On request (``--only``):
   and of bf16 to fp32 (final masks, per-prompt decoder masks, embedding cosine);
 - ``compile:vit_b`` / ``compile:vit_h``: ours with bf16 + ``torch.compile`` (compile time, steady time);
 - ``engines``: the batched decoder exported to ONNX and run on every GPU runtime that imports
-  (onnxruntime CUDA / TensorRT providers, TensorRT plans), parity against torch on the GPU.
+  (onnxruntime CUDA / TensorRT providers, TensorRT plans), parity against torch on the GPU;
+- SAM 2.1 (the ``[sam2]`` extra): ``label:sam2.1_hiera_l`` (the shipped ``label`` with SAM2.1-L, as
+  ``label:vit_b``, against ``SAM2AutomaticMaskGenerator`` + dense CLIP), ``sam2:sam2.1_hiera_l`` /
+  ``sam2:sam2.1_hiera_t`` (32×32 AMG, upstream vs ours fp32 / bf16; ``bench/gpu_check_sam2.py``).
 
 Output: ``$OUT/gpu_check.json`` and ``$OUT/gpu_check.md`` (one table to paste), also printed; never
 into the repository (without ``$OUT``: a fresh folder under the system's temp dir).
@@ -58,6 +61,11 @@ OPTIONAL_SECTIONS: dict[str, float] = {
     "compile:vit_b": 75,
     "amg:vit_h": 90,
     "compile:vit_h": 100,  # inductor compiles vit_h's 32 blocks: vit_b's first call alone took 34 s
+    # SAM 2.1 (issue 22; needs the [sam2] extra): `label` end to end (SAM2.1-L + ViT-B-16, 32×32), and the
+    # AMG alone against SAM2AutomaticMaskGenerator for SAM2.1-L and Hiera-T (bench/gpu_check_sam2.py)
+    "label:sam2.1_hiera_l": 240,
+    "sam2:sam2.1_hiera_l": 150,
+    "sam2:sam2.1_hiera_t": 90,
 }
 OPTIONAL_PURE_PYTHON = ("yaml", "tqdm", "ftfy", "regex", "huggingface_hub", "safetensors", "timm")
 
@@ -173,6 +181,19 @@ def label_rows(name: str, r: dict) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def sam2_rows(r: dict) -> list[tuple[str, str, str, str]]:
+    """Paste-table rows of a ``sam2:<variant>`` section (``gpu_check_sam2.check_model``'s rows)."""
+    rows = []
+    for row in r.get("rows", []):
+        note = f"{row['masks']} masks, peak {row['peak_gpu_mib']} MiB"
+        if "mean_best_iou" in row:
+            note += f"; IoU vs {row['fidelity_to']} {row['mean_best_iou']}, count ratio {row['count_ratio']}"
+        ratio = f"{row['speedup_vs_upstream']}× vs upstream" if "speedup_vs_upstream" in row else "1.00×"
+        check = f"AMG {row['model']} {r.get('grid')}×{r.get('grid')} {row['point']} {row['pipeline']}"
+        rows.append((check, str(row["s_per_img"]), ratio, note))
+    return rows
+
+
 def table_rows(report: dict) -> list[tuple[str, str, str, str]]:
     """(check, seconds, ratio, fidelity / note) rows for the paste table."""
     rows: list[tuple[str, str, str, str]] = []
@@ -182,7 +203,7 @@ def table_rows(report: dict) -> list[tuple[str, str, str, str]]:
             cap = f" at the {r['cap_s']} s cap" if "cap_s" in r and r.get("status") != "PARTIAL" else ""
             why = r.get("error") or r.get("reason") or ("partial results below" if r.get("partial") else "")
             rows.append((name, "–", "–", f"{r.get('status')}{cap}: {why}"[:160]))
-            if not (r.get("partial") and kind in ("amg", "label")):
+            if not (r.get("partial") and kind in ("amg", "label", "sam2")):
                 continue
         if kind == "env":
             rows.append(("env", "–", "–", f"{r.get('gpu', r.get('device'))}, torch {r.get('torch')}"))
@@ -202,6 +223,8 @@ def table_rows(report: dict) -> list[tuple[str, str, str, str]]:
             rows += _amg_rows(name, r)
         elif kind == "label":
             rows += label_rows(name, r)
+        elif kind == "sam2":
+            rows += sam2_rows(r)
         elif kind == "compile":
             rows.append(
                 (

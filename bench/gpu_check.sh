@@ -16,6 +16,7 @@
 #   OUT=/some/dir bash bench/gpu_check.sh          # the real check (GPU)
 #   bash bench/gpu_check.sh --smoke                # CPU code-path check, ~1 min
 #   bash bench/gpu_check.sh --only env,amg:vit_b   # some sections
+#   bash bench/gpu_check.sh --only label:sam2.1_hiera_l,sam2:sam2.1_hiera_l,sam2:sam2.1_hiera_t  # SAM 2.1
 #
 # Results go to $OUT (never into the repo; without OUT, a fresh temp folder).
 # Wheels in ${WHEELS:-<repo>/.whl} are installed with --no-deps --no-index into ${SITE:-/tmp/site}, which

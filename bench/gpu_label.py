@@ -121,8 +121,10 @@ def section_label(smoke: bool, dev: Any, variant: str) -> dict:
 
     from zsplg_fast.config import load_config
     from zsplg_fast.data.synthetic import generate_dataset
+    from zsplg_fast.models.sam import sam_family
 
-    sam, n, k_up, size, grid = ("tiny", 4, 2, 96, 4) if smoke else (variant, 50, 3, 768, 32)
+    smoke_sam = {"sam": "tiny", "sam2": "sam2_tiny"}[sam_family(variant)]  # the family's code path
+    sam, n, k_up, size, grid = (smoke_sam, 4, 2, 96, 4) if smoke else (variant, 50, 3, 768, 32)
     out: dict[str, Any] = gpu_sections.PARTIAL
     out |= {
         "variant": sam,

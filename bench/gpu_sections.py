@@ -385,4 +385,17 @@ def section_engines(smoke: bool, dev: Any) -> dict:
 
 from gpu_label import section_label  # noqa: E402  (beside this file; needs PARTIAL and _peak_mib above)
 
-__all__ = ["PARTIAL", "section_label"]
+
+def section_sam2(smoke: bool, dev: Any, variant: str) -> dict:
+    """SAM 2 AMG at 32×32 on a 1024×768 image (``bench/gpu_check_sam2.py``'s rows for ``variant``):
+    upstream ``SAM2AutomaticMaskGenerator`` fp32 vs ours fp32 / bf16, default thresholds and thresholds 0;
+    smoke: ``sam2_tiny``, 4×4, 96×128 on the CPU."""
+    import gpu_check_sam2  # beside this file
+
+    sam, grid, hw = ("sam2_tiny", 4, (96, 128)) if smoke else (variant, 32, (768, 1024))
+    PARTIAL.update({"variant": sam, "grid": grid, "image_hw": list(hw)})
+    PARTIAL["rows"] = gpu_check_sam2.check_model(sam, grid, hw, dev, 1 if smoke else 3)
+    return dict(PARTIAL)
+
+
+__all__ = ["PARTIAL", "section_label", "section_sam2"]

@@ -87,6 +87,41 @@ def test_optional_amg_section_still_runs(tmp_path: Path) -> None:
     assert amg["ours"]["fp32_shared"]["mean_best_iou_vs_ours_fp32"] == 1.0  # the decoder pair is exact
 
 
+@pytest.mark.slow  # two subprocesses, sam2_tiny + a 2-layer CLIP, 4×4: ~1 min of CPU
+def test_sam2_sections_run_the_label_command_and_the_amg_check(tmp_path: Path) -> None:
+    """The SAM 2.1 sections (issue 22) are wired: ``label:sam2.1_hiera_l`` runs the shipped ``label`` with
+    the SAM 2 family (smoke: sam2_tiny) against SAM2AutomaticMaskGenerator + dense CLIP, and
+    ``sam2:<variant>`` runs bench/gpu_check_sam2.py's 32×32 AMG check (smoke: 4×4); both land in the
+    JSON and in the paste table."""
+    pytest.importorskip("sam2", reason="the [sam2] extra is not installed")
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable}
+    only = "label:sam2.1_hiera_l,sam2:sam2.1_hiera_t"
+    proc = subprocess.run(
+        ["bash", str(ROOT / "bench" / "gpu_check.sh"), "--smoke", "--only", only],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    sections = json.loads((tmp_path / "gpu_check.json").read_text())["sections"]
+    assert set(sections) == set(only.split(","))
+    bad = {k: v.get("error") or v.get("reason") for k, v in sections.items() if v["status"] != "ok"}
+    assert not bad, bad
+    label = sections["label:sam2.1_hiera_l"]
+    assert label["variant"] == "sam2_tiny"
+    thr0 = label["runs"]["thr0"]
+    for run in ("fast", "fast_fp32", "upstream"):
+        assert thr0[run]["failed"] == 0 and thr0[run]["steady_s_per_img"] > 0, run
+    assert thr0["fidelity"]["fp32_vs_upstream"]["mean_best_iou"] >= 0.98  # ours vs SAM2AMG, same masks
+    rows = sections["sam2:sam2.1_hiera_t"]["rows"]
+    ours = [r for r in rows if r["pipeline"] == "ours fp32"]
+    assert len(ours) == 2 and all(r["mean_best_iou"] >= 0.98 for r in ours), rows
+    table = (tmp_path / "gpu_check.md").read_text()
+    assert "label sam2_tiny thr0 fast" in table and "AMG sam2_tiny 4×4 thresholds-0 ours fp32" in table
+
+
 def _engines_ok(sections: dict) -> None:
     # the exported decoder ran on onnxruntime CPU in smoke mode, with parity against torch
     dec = sections["engines"]["artifacts"]["sam_decoder_batched"]["ort-cpu"]
