@@ -90,3 +90,35 @@ def test_label_with_sam2_on_torch_ort_and_upstream(setup: dict[str, Path], sam2_
     up = _labels(up_out)
     assert json.loads((up_out / "manifest.json").read_text())["engines"]["proposer"] == "sam2"
     assert np.mean([np.mean(up[k] == v) for k, v in labels.items()]) >= 0.99
+
+
+def _meta_masks(out: Path) -> list[list[tuple]]:
+    """Per image: (RLE counts, area, box, predicted IoU, stability) of every mask in the meta."""
+    return [
+        [
+            (str(m["rle"]["counts"]), m["area"], m["bbox_xywh"], m["predicted_iou"], m["stability"])
+            for m in json.loads(p.read_text())["masks"]
+        ]
+        for p in sorted((out / "meta").glob("*.json"))
+    ]
+
+
+@pytest.mark.parametrize("m2m", [False, True])
+def test_label_fp32_is_sam2_automatic_mask_generator_exactly(setup: dict[str, Path], m2m: bool) -> None:
+    """Issue 22 item 5: the speed levers keep fp32 exactness. ``label`` as a user runs it on a CPU
+    (precision / compile auto → fp32 eager: no shared-image decoder, no compile; the fused filter before
+    upscaling, IoU-first) gives every mask SAM2AutomaticMaskGenerator gives, bit for bit: NMS off so
+    random weights keep all 48 candidates (16 points × 3), masks, boxes, areas, IoU and stability equal."""
+    s, run = setup, CliRunner()
+    extra = ["--set", "amg.box_nms_thresh=1.0", "--set", f"amg.use_m2m={str(m2m).lower()}"]
+    outs = {}
+    for masks in ("fast", "upstream"):
+        outs[masks] = s["root"] / f"exact-{masks}-{m2m}"
+        res = run.invoke(app, _args(s, outs[masks], "--masks", masks, *extra))
+        assert res.exit_code == 0, res.output
+    fast = json.loads((outs["fast"] / "manifest.json").read_text())
+    assert fast["run_mode"]["precision"] == "fp32" and fast["run_mode"]["compile"] is False
+    assert fast["engines"]["autocast"] == "fp32"
+    ours, ref = _meta_masks(outs["fast"]), _meta_masks(outs["upstream"])
+    assert [len(m) for m in ref] == [48]
+    assert ours == ref
