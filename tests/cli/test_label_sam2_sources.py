@@ -179,3 +179,26 @@ def test_sam2_devices_two_workers_write_the_one_process_labels(tmp_path: Path, s
     m1, m2 = (json.loads((d / "manifest.json").read_text()) for d in (one, two))
     assert m2["proposer"] == m1["proposer"] and m2["proposer"]["family"] == "sam2"
     assert m2["fingerprint"] == m1["fingerprint"]  # so either way of running resumes the other's folder
+
+
+def test_sam2_labels_on_onnxruntime_int8(
+    tmp_path: Path, sam2_tiny_ckpt: Path, sam2_toy_engines: Path
+) -> None:
+    """``--backend ort --precision int8``: the ``onnx-int8`` artifacts of sam2_encoder, sam2_decoder_batched
+    and clip_dense (quantized from the shared export) label every image; the manifest says int8 ran."""
+    import shutil
+
+    from zsplg_fast.export.quantize import quantize_artifact
+
+    engines = tmp_path / "engines"
+    shutil.copytree(sam2_toy_engines, engines)
+    for name in ("sam2_encoder", "sam2_decoder_batched", "clip_dense"):
+        q = quantize_artifact(engines / f"{name}.onnx")
+        assert q.sidecar["precision"] == "int8" and q.sidecar["spec"] == name
+    args, sizes = _folder(tmp_path / "data")
+    out = tmp_path / "int8"
+    _run(args, sam2_tiny_ckpt, out, "--backend", "ort", "--precision", "int8", "--engines", str(engines))
+    assert {k: v.shape for k, v in _labels(out).items()} == sizes
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["run_mode"]["precision"] == "int8" and manifest["proposer"]["family"] == "sam2"
+    assert manifest["engines"]["decoder"] == "sam2_decoder_batched"
