@@ -202,3 +202,27 @@ def test_sam2_labels_on_onnxruntime_int8(
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["run_mode"]["precision"] == "int8" and manifest["proposer"]["family"] == "sam2"
     assert manifest["engines"]["decoder"] == "sam2_decoder_batched"
+
+
+def test_label_with_the_real_sam21_hiera_t_config(tmp_path: Path) -> None:
+    """``--sam sam2.1_hiera_t`` as a user names it: the sam2 package's own config (Hiera-T, 1024 px), its
+    preset (SAM2AutomaticMaskGenerator's pred_iou_thresh 0.8), random weights warned and recorded as
+    ``random-init`` in the proposer record; one small image, 2×2 points."""
+    args, _ = _folder(tmp_path / "data")
+    (tmp_path / "data" / "imgs" / "trip" / "b.jpg").unlink()  # one image: Hiera-T at 1024 px on a CPU
+    out = tmp_path / "out"
+    cmd = ["label", *args, "--sam", "sam2.1_hiera_t", "--clip", "toy"]  # no config file: the presets
+    cmd += ["--set", "amg.points_per_side=2", "--device", "cpu", "--out", str(out)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = CliRunner().invoke(app, cmd)
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["proposer"] == {
+        "family": "sam2",
+        "variant": "sam2.1_hiera_t",
+        "checkpoint": None,
+        "sha256": "random-init",
+    }
+    assert manifest["config"]["amg"]["pred_iou_thresh"] == 0.8  # the SAM 2 preset
+    assert (out / "labels" / "a.png").is_file()
