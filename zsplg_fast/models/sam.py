@@ -33,7 +33,7 @@ from zsplg_fast.models.sam2 import (
     is_sam2_variant,
     sam2_input_size,
 )
-from zsplg_fast.utils.io import atomic_write_with, refuse_overwrite, sha256_file
+from zsplg_fast.utils.io import atomic_write_with, refuse_overwrite
 
 log = logging.getLogger(__name__)
 
@@ -341,10 +341,14 @@ def save_sam_checkpoint(model: torch.nn.Module, path: str | Path, overwrite: boo
 
 
 def weights_fingerprint(path: str | Path | None) -> str:
-    """``"random-init"`` for no weights, else the hex sha256 of the file's bytes (for manifests)."""
+    """``"random-init"`` for no weights, else the hex sha256 of the file's bytes (for manifests), from the
+    hash cache when the file's (path, size, mtime, ctime, inode) match: a vit_h or SAM2.1-L checkpoint is
+    hashed once, not at every ``label`` / ``run`` (a file replaced under its path has a new inode / ctime)."""
     if path is None:
         return RANDOM_INIT
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(p, "weights file not found; cannot fingerprint it")
-    return sha256_file(p)
+    from zsplg_runtime.integrity import file_sha256
+
+    return file_sha256(p)
