@@ -2,8 +2,8 @@
 
 With an fp32 base (:mod:`.int8`, the default), everything outside the quantized ops stays fp32, and a
 strongly typed TensorRT plan runs those layers in fp32. With an fp16 base the non-quantized layers run
-in fp16 as in the fp16 artifact (norms, softmax, reductions and the other :data:`FP32_OPS` kept fp32,
-fp32 I/O) and the quantized ones in int8: NVIDIA's recommended "int8 + fp16" mix for TensorRT.
+in fp16 as in the fp16 artifact (Softmax included; norms, reductions and the other :data:`FP32_OPS`
+kept fp32, fp32 I/O) and the quantized ones in int8: NVIDIA's recommended "int8 + fp16" mix for TensorRT.
 
 Tool: NVIDIA ModelOpt's ``modelopt.onnx.quantization.quantize(quantize_mode="int8",
 high_precision_dtype="fp16")``, which inserts the QDQ and casts the rest to fp16 in one pass (its
@@ -16,7 +16,8 @@ symmetric int8 (zero point 0) checked by :func:`~.qdq_lint.lint_qdq` are as for 
 
 On onnxruntime CPU this form runs only at graph level ``basic`` (its QDQ fusions refuse fp16 scales,
 recorded as the sidecar's ``onnxruntime_cpu_optimization``) and without int8 kernels, so the CPU paths
-keep the fp32 base; ``build --int8-base fp16`` asks for this one.
+keep the fp32 base (``precision_artifact``'s default, ``build --int8-base fp32``); ``build`` (TensorRT)
+makes this one by default.
 """
 
 from __future__ import annotations
@@ -48,15 +49,14 @@ from zsplg_fast.export.mixed_precision import FP32_OPS, PRECISION_EXTRA_INSTALL,
 from zsplg_fast.export.qdq_lint import lint_qdq
 
 INT8_BASES = ("fp32", "fp16")
+_INSTALL = f"{PRECISION_EXTRA_INSTALL}; or QDQ on the fp32 graph: build --int8-base fp32"
 
 
 def _modelopt_quantize() -> Any:
     try:
         from modelopt.onnx.quantization import quantize
     except ImportError as e:
-        raise MissingDependencyError(
-            "nvidia-modelopt", "int8 on an fp16 graph", PRECISION_EXTRA_INSTALL
-        ) from e
+        raise MissingDependencyError("nvidia-modelopt", "int8 on an fp16 graph", _INSTALL) from e
     return quantize
 
 
@@ -90,7 +90,7 @@ def quantize_int8_fp16(
     import importlib.util
 
     if importlib.util.find_spec("modelopt") is None:  # checked without importing it here (see below)
-        raise MissingDependencyError("nvidia-modelopt", "int8 on an fp16 graph", PRECISION_EXTRA_INSTALL)
+        raise MissingDependencyError("nvidia-modelopt", "int8 on an fp16 graph", _INSTALL)
     src, dst = Path(onnx_in), Path(onnx_out)
     external = uses_external_data(src) if external_data is None else bool(external_data)
     excluded = activation_matmuls(src) if weight_matmuls_only else []
