@@ -185,8 +185,7 @@ class MaskGenerator:
         return self.generate_batch([image])[0]
 
     def prepare(self, image: np.ndarray) -> PreparedImage:
-        """The CPU half (crops resized for the encoder): thread-safe, the job runs it in its decode
-        workers. (H, W, 3) uint8 RGB → PreparedImage."""
+        """(H, W, 3) uint8 RGB → its crops resized for the encoder (CPU, thread-safe: decode workers)."""
         return prepare_image(image, self.image_size, self.cfg, self.proposer.resize)
 
     def generate_batch(self, images: Sequence[np.ndarray]) -> list[AmgMasks]:
