@@ -11,8 +11,9 @@ scales typed to match). onnxruntime's ``quantize_static`` cannot do it: on an Au
 writes float32 scales for fp16 tensors (an invalid graph, "Type 'tensor(float16)' of input parameter
 ... of operator (QuantizeLinear) ... is invalid"; with the scales fixed by hand, onnxruntime's own QDQ
 fusions refuse fp16 scales). Calibration runs on onnxruntime CPU (``calibration_eps=["cpu"]``) through
-the same :class:`~.int8.FeedsReader` feeds; the op list per spec, the float attention MatMuls and the
-symmetric int8 (zero point 0) checked by :func:`~.qdq_lint.lint_qdq` are as for the fp32 base.
+the same feeds as the fp32 base (a replayable reader); the op list per spec, the float attention
+MatMuls and the symmetric int8 (zero point 0) checked by :func:`~.qdq_lint.lint_qdq` are as for the
+fp32 base.
 
 On onnxruntime CPU this form runs only at graph level ``basic`` (its QDQ fusions refuse fp16 scales,
 recorded as the sidecar's ``onnxruntime_cpu_optimization``) and without int8 kernels, so the CPU paths
@@ -39,7 +40,6 @@ import numpy as np
 from zsplg_fast.errors import ExportFailedError, MissingDependencyError
 from zsplg_fast.export.int8 import (
     Feeds,
-    _as_reader,
     _publish,
     activation_matmuls,
     count_qdq,
@@ -146,6 +146,34 @@ def quantize_int8_fp16(
     }
 
 
+def _replay_reader(feeds: list[dict[str, np.ndarray]]) -> Any:
+    """An onnxruntime ``CalibrationDataReader`` over ``feeds`` that also has what ModelOpt's own readers
+    have: ``get_first`` (its MatMul-exclusion pass runs the first feed before calibrating; without it a
+    model with MatMuls, e.g. SAM's decoders, failed with "'_Reader' object has no attribute 'get_first'")
+    and ``rewind``. ``count``: the feeds handed out (calibration batches)."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class _Replay(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.feeds = [{k: np.ascontiguousarray(v) for k, v in f.items()} for f in feeds]
+            self.pos = self.count = 0
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            if self.pos >= len(self.feeds):
+                return None
+            self.pos += 1
+            self.count = max(self.count, self.pos)
+            return self.feeds[self.pos - 1]
+
+        def get_first(self) -> dict[str, np.ndarray] | None:
+            return self.feeds[0] if self.feeds else None
+
+        def rewind(self) -> None:
+            self.pos = 0
+
+    return _Replay()
+
+
 def _child(job: dict[str, Any]) -> dict[str, Any]:
     """Run ModelOpt's int8 quantization (in a child process; see :func:`quantize_int8_fp16`)."""
     quantize = _modelopt_quantize()
@@ -154,7 +182,7 @@ def _child(job: dict[str, Any]) -> dict[str, Any]:
     for key in data.files:
         i, name = key.split("/", 1)
         feeds[int(i)][name] = data[key]
-    reader = _as_reader(feeds)
+    reader = _replay_reader(feeds)
     logging.getLogger("modelopt").setLevel(logging.CRITICAL)  # "no GPU" and per-node notes
     logging.getLogger().setLevel(logging.CRITICAL)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -173,7 +201,7 @@ def _child(job: dict[str, Any]) -> dict[str, Any]:
             output_path=job["out"],
             log_level="ERROR",
         )
-    return {"batches": reader.inner.count}
+    return {"batches": reader.count}
 
 
 if __name__ == "__main__":
