@@ -53,13 +53,10 @@ SECTIONS: dict[str, float] = {
     "engines": 130,  # exports vit_b's decoder and builds a TensorRT plan where TensorRT imports
     "label:vit_h": 240,
 }
-# Estimated seconds per default section on one H100 / H200 (recorded in the report beside each wall time).
-# From the last check (H200, vit_b AMG 32×32 at thresholds 0: 0.26 s/img bf16, 0.31 fp32; bf16 +
-# compile 0.13 s vit_b / 0.15 s vit_h after a 34 s cold compile of vit_b): per label section, SAM built
-# once (gpu_label caches it), 50 images × (fast, fast_fp32) × 2 operating points, 3 upstream images at
-# the default thresholds, then fast_compile; upstream at thresholds 0 comes last and is expected to be
-# stopped at the cap (upstream RLE-encodes ~3000 noisy masks per image in Python: > 75 s per vit_b
-# image), which makes the section PARTIAL with every other run kept.
+# Estimated seconds per default section on one H100 / H200 (in the report beside each wall time), from the
+# last H200 check (vit_b AMG 32×32 thresholds 0: 0.26 s/img bf16, 0.31 fp32; compiled 0.13 s vit_b /
+# 0.15 s vit_h, 34 s cold compile of vit_b). Upstream at thresholds 0 runs last and is expected to hit
+# the cap (> 75 s per vit_b image: Python RLE of ~3000 noisy masks): PARTIAL, every other run kept.
 ESTIMATE_S: dict[str, float] = {
     "env": 10,  # imports, CUDA init
     "label:vit_b": 125,  # 4 × 50 images at 0.1–0.45 s + upstream 3 × ~1 s + compile 34 s + 50 × 0.13 s
