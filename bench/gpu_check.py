@@ -1,6 +1,7 @@
 """The one GPU check (called by ``bench/gpu_check.sh``; see its header for how to run it).
 
-Sections (``bench/gpu_sections.py``), each in its own subprocess with a hard time cap; the whole run
+Sections (``bench/gpu_sections.py``), each in its own subprocess with a hard time cap (:data:`SECTIONS`;
+estimated times in :data:`ESTIMATE_S`); the whole run
 stays under 9 minutes (one device call: at most 10) and the report is rewritten after every section, so
 a run cut short still says what it did; a section stopped part-way is recorded ``PARTIAL`` with the
 reason and what it finished. Default sections:
@@ -54,6 +55,16 @@ SECTIONS: dict[str, float] = {
     "label:vit_b": 140,
     "engines": 130,  # exports vit_b's decoder and builds a TensorRT plan where TensorRT imports
     "label:vit_h": 240,
+}
+# Estimated seconds per default section on one H100 / H200 (in the report beside each wall time), from the
+# last H200 check (vit_b AMG 32×32 thresholds 0: 0.26 s/img bf16, 0.31 fp32; compiled 0.13 s vit_b /
+# 0.15 s vit_h, 34 s cold compile of vit_b). Upstream at thresholds 0 runs last and is expected to hit
+# the cap (> 75 s per vit_b image: Python RLE of ~3000 noisy masks): PARTIAL, every other run kept.
+ESTIMATE_S: dict[str, float] = {
+    "env": 10,  # imports, CUDA init
+    "label:vit_b": 125,  # 4 × 50 images at 0.1–0.45 s + upstream 3 × ~1 s + compile 34 s + 50 × 0.13 s
+    "engines": 60,  # vit_b decoder export on the CPU (~40 s) + onnxruntime / TensorRT where they import
+    "label:vit_h": 235,  # 4 × 50 images at 0.3–0.9 s + upstream 3 × ~3 s + cold compile ~90 s (cut first)
 }
 OPTIONAL_SECTIONS: dict[str, float] = {
     "clip": 40,
@@ -200,7 +211,7 @@ def table_rows(report: dict) -> list[tuple[str, str, str, str]]:
     for name, r in report["sections"].items():
         kind = name.partition(":")[0]
         if r.get("status") != "ok":
-            cap = f" at the {r['cap_s']} s cap" if "cap_s" in r and r.get("status") != "PARTIAL" else ""
+            cap = f" at the {r['cap_s']} s cap" if "cap_s" in r and r.get("status") == "timeout" else ""
             why = r.get("error") or r.get("reason") or ("partial results below" if r.get("partial") else "")
             rows.append((name, "–", "–", f"{r.get('status')}{cap}: {why}"[:160]))
             if not (r.get("partial") and kind in ("amg", "label", "sam2")):
@@ -255,10 +266,22 @@ def table_rows(report: dict) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def section_times(report: dict) -> str:
+    """One line: each section's wall time and status, with its estimate and cap where recorded."""
+    parts = []
+    for name, r in report["sections"].items():
+        labels = (("estimate_s", "est"), ("cap_s", "cap"))
+        known = [f"{label} {r[key]:g} s" for key, label in labels if key in r]
+        wall = f"{r['wall_s']:g} s" if isinstance(r.get("wall_s"), (int, float)) else "–"
+        parts.append(f"{name} {wall} {r.get('status')}" + (f" ({', '.join(known)})" if known else ""))
+    return "sections: " + "; ".join(parts)
+
+
 def render_table(report: dict) -> str:
     head = "| check | seconds | ratio | fidelity / note |\n|---|---|---|---|\n"
     body = "".join(f"| {a} | {b} | {c} | {d} |\n" for a, b, c, d in table_rows(report))
-    return head + body + f"\nsmoke={report['smoke']}, total {report.get('total_s', '?')} s\n"
+    tail = f"\n{section_times(report)}\n" if report["sections"] else "\n"
+    return head + body + tail + f"smoke={report['smoke']}, total {report.get('total_s', '?')} s\n"
 
 
 def _write(report: dict, out: Path) -> None:
@@ -386,6 +409,9 @@ def main() -> None:
             limit = min(cap * (3 if args.smoke else 1), left)
             print(f"[gpu_check] {name} (cap {limit:.0f} s)", flush=True)
             report["sections"][name] = _run_worker(cmd, frag, limit)
+            report["sections"][name].setdefault("cap_s", round(limit, 1))
+            if name in ESTIMATE_S and not args.smoke:
+                report["sections"][name]["estimate_s"] = ESTIMATE_S[name]
             report["total_s"] = round(time.perf_counter() - start, 1)
             _write(report, out)
             print(f"[gpu_check] {name}: {report['sections'][name].get('status')}", flush=True)

@@ -1,13 +1,14 @@
 """What an fp16 Softmax in SAM's decoder attention costs in label fidelity, on the trained toy models.
 
-Why a torch emulation: the fp16 ONNX keeps Softmax in fp32 (``mixed_precision.FP32_OPS``); an fp16
-Softmax would matter on TensorRT / CUDA, but onnxruntime's CPU provider computes an fp16 Softmax in
-fp32 (it inserts Casts and decomposes it: Cast → ReduceMax → Sub → Exp → ReduceSum → Div → Cast,
-checked on onnxruntime 1.32), so an fp16-Softmax ONNX gives the fp32-Softmax numbers on this CPU and
-cannot show the effect. Here the toy SAM decoder (``sam_decoder_batched`` as torch module, the
-encoder and dense CLIP as fp32 onnxruntime engines) labels toy-world val images twice: attention
-softmax in fp32, and with its input rounded to fp16 and computed in fp16 (the graph's precision).
-Both with the exported attention order (scale on Q first). Reports mask fidelity and label mIoU.
+Why a torch emulation: the fp16 ONNX computes Softmax in fp16 (``mixed_precision.FP32_OPS`` no longer
+holds it, after this measurement); that matters on TensorRT / CUDA, but onnxruntime's CPU provider
+computes an fp16 Softmax in fp32 (it inserts Casts and decomposes it: Cast → ReduceMax → Sub → Exp →
+ReduceSum → Div → Cast, checked on onnxruntime 1.32), so an fp16-Softmax ONNX gives the fp32-Softmax
+numbers on this CPU and cannot show the effect. Here the toy SAM decoder (``sam_decoder_batched`` as
+torch module, the encoder and dense CLIP as fp32 onnxruntime engines) labels toy-world val images twice:
+attention softmax in fp32, and with its input rounded to fp16 and computed in fp16 (the graph's
+precision). Both with the exported attention order (scale on Q first). Reports mask fidelity and label
+mIoU.
 
     MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000 MALLOC_TOP_PAD_=1000000000 \\
       nice -n 5 .venv/bin/python bench/softmax_fp16.py --val 12 --out bench/results/softmax_fp16

@@ -52,11 +52,13 @@ def test_gpu_check_smoke_writes_every_section(tmp_path: Path) -> None:
     assert thr0["fast"]["masks_per_image"] > 0  # every candidate kept: masks to encode
     assert thr0["fidelity"]["bf16_vs_fp32"]["mean_best_iou"] == 1.0  # CPU: auto is fp32 on both
     assert thr0["fidelity"]["fp32_vs_upstream"]["mean_best_iou"] >= 0.98
+    assert label["sam_builds"] == 1  # every run (fast, fp32, upstream) reused the section's SAM
     _engines_ok(sections)
     table = (tmp_path / "gpu_check.md").read_text()
     assert table.startswith("| check | seconds | ratio | fidelity / note |")
     assert "sam_decoder_batched on ort-cpu" in table and "sam_decoder_batched on ort-cpu" in proc.stdout
     assert "label tiny thr0 fast" in table
+    assert "\nsections: env " in table and "label:vit_b " in table.split("sections: ")[1]
     assert not list(ROOT.glob("gpu_check*"))  # nothing written into the repository
 
 
@@ -201,6 +203,9 @@ def test_default_sections_fit_one_device_call() -> None:
     assert list(gpu_check.SECTIONS) == ["env", "label:vit_b", "engines", "label:vit_h"]
     assert gpu_check.SECTIONS["engines"] >= 120  # was a 45 s cap: the engines section gets its time
     assert sum(gpu_check.SECTIONS.values()) <= gpu_check.TOTAL_BUDGET_S <= 560
+    # every default section states its estimated time, within its cap
+    assert set(gpu_check.ESTIMATE_S) == set(gpu_check.SECTIONS)
+    assert all(gpu_check.ESTIMATE_S[k] <= cap for k, cap in gpu_check.SECTIONS.items())
     sh = (ROOT / "bench" / "gpu_check.sh").read_text()
     assert "exec timeout 580 " in sh  # the device tool stops a command at 600 s
 
@@ -230,3 +235,41 @@ def test_label_rows_render_runs_and_fidelity() -> None:
     assert rows[-1] == ("label vit_h thr0 upstream", "–", "–", "error: OutOfMemoryError: CUDA")
     assert "12.5 masks/img, peak 9000.0 MiB, bf16" in rows[0][3]
     assert rows[1][3] == "bf16 vs fp32 0.99 (20 imgs); fp32 vs upstream 1.0 (3 imgs)"
+
+
+def test_section_times_line_names_wall_estimate_and_cap() -> None:
+    gpu_check = _gpu_check()
+    report = {
+        "smoke": False,
+        "sections": {
+            "env": {"status": "ok", "wall_s": 8.2, "estimate_s": 10, "cap_s": 20.0},
+            "label:vit_h": {"status": "PARTIAL", "wall_s": 240.1, "estimate_s": 235, "cap_s": 240.0},
+        },
+    }
+    line = gpu_check.section_times(report)
+    assert line == (
+        "sections: env 8.2 s ok (est 10 s, cap 20 s); label:vit_h 240.1 s PARTIAL (est 235 s, cap 240 s)"
+    )
+    assert line in gpu_check.render_table(report)
+    # an error keeps its message; "at the cap" is said of timeouts only
+    err = {"status": "error", "error": "RuntimeError: x", "cap_s": 20.0}
+    assert gpu_check.table_rows({"sections": {"env": err}})[0][3] == "error: RuntimeError: x"
+
+
+def test_label_section_builds_sam_once() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        gpu_label = __import__("gpu_sections") and sys.modules["gpu_label"]  # gpu_sections imports it
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    import zsplg_fast.models as models
+
+    original = models.build_sam
+    try:
+        cache = gpu_label._cache_sam_builds()
+        a, b = models.build_sam("tiny", None, device="cpu"), models.build_sam("tiny", device="cpu")
+        assert a is b and list(cache) == [("tiny", "cpu")]
+        gpu_label._cache_sam_builds()  # wrapping again wraps the original, not the cache
+        assert models.build_sam.__wrapped__ is original
+    finally:
+        models.build_sam = original

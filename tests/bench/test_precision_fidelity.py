@@ -88,3 +88,17 @@ def test_precision_artifacts_say_what_they_are(runs: dict[str, Any]) -> None:
             assert Path(path).name == f"{name}.{p}.onnx"
     enc = onnx.load(str(runs["int8_paths"]["sam_encoder"]))
     assert any(n.op_type == "QuantizeLinear" for n in enc.graph.node)
+
+
+def test_fp16_artifacts_keep_softmax_in_fp16(runs: dict[str, Any]) -> None:
+    """Issue 20 (14): every attention Softmax of the fp16 toy SAM / CLIP graphs computes in fp16 (no
+    Cast pair splitting TensorRT's MatMul → Softmax → MatMul fusion); the floors above hold with it."""
+    import onnx
+
+    for name, path in runs["fp16_paths"].items():
+        g = onnx.shape_inference.infer_shapes(onnx.load(str(path))).graph
+        types = {v.name: v.type.tensor_type.elem_type for v in [*g.value_info, *g.output]}
+        softmax = [n for n in g.node if n.op_type == "Softmax"]
+        assert softmax, name
+        assert {types.get(n.input[0]) for n in softmax} == {onnx.TensorProto.FLOAT16}, name
+        assert {types.get(n.output[0]) for n in softmax} == {onnx.TensorProto.FLOAT16}, name

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import warnings
 from pathlib import Path
@@ -164,6 +165,14 @@ def _images(folder: Path, n: int = 2) -> Path:
     return folder
 
 
+def _softmax_types(path: Path) -> set[int]:
+    """Element types of every Softmax output of an ONNX model."""
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path), load_external_data=False))
+    g = model.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*g.value_info, *g.output]}
+    return {types.get(n.output[0], 0) for n in g.node if n.op_type == "Softmax"}
+
+
 def _dq_fed(path: Path, op: str) -> list[str]:
     """Nodes of type ``op`` with an input produced by a DequantizeLinear."""
     model = onnx.load(str(path), load_external_data=False)
@@ -210,7 +219,8 @@ def test_cli_build_int8_calibrates_from_a_folder(
 ) -> None:
     """Issue 20 (2): `build --precision int8 --calib DIR --calib-images N` makes the int8 ONNX from the
     images (the encoder's and decoder's recorded feeds), records the calibration in its sidecar, and
-    then stops at the missing TensorRT with its one-line message (exit 2, no traceback)."""
+    then stops at the missing TensorRT with its one-line message (exit 2, no traceback). Issue 20 (14):
+    for TensorRT the QDQ sits on the fp16 AutoCast graph (Softmax fp16 too), unless --int8-base fp32."""
     from zsplg_fast.export.trt_info import tensorrt_missing_reason
 
     if tensorrt_missing_reason() is None:
@@ -221,6 +231,9 @@ def test_cli_build_int8_calibrates_from_a_folder(
     args = ["build", str(paths["sam_decoder_batched"]), "--precision", "int8", "--out", "engines"]
     args += ["--calib", str(calib), "--calib-images", "2", "--set", "amg.points_per_side=4"]
     args += ["--set", "label.prompt_batch=8"]
+    fp16_base = importlib.util.find_spec("modelopt") is not None  # not imported: it patches onnxruntime
+    if not fp16_base:  # without the [precision] extra, the fp32 base is asked for
+        args += ["--int8-base", "fp32"]
     code, output = _main(args, capsys)
     assert code == 2, output
     assert "needs the 'tensorrt' package" in output and "Traceback" not in output
@@ -230,6 +243,9 @@ def test_cli_build_int8_calibrates_from_a_folder(
     assert side["calibration"]["source"] == str(calib) and side["calibration"]["images"] == 2
     assert side["calibration"]["feeds_used"] == side["precision_settings"]["calibration_batches"] > 0
     assert not _dq_fed(int8, "MatMul")
+    if fp16_base:  # the default: ModelOpt's QDQ on the fp16 graph, Softmax in fp16
+        assert side["precision_settings"]["base"] == "fp16" and "modelopt" in side["precision_tool"]
+        assert _softmax_types(int8) == {onnx.TensorProto.FLOAT16}
 
 
 def test_cli_build_int8_without_calibration_says_how(

@@ -89,13 +89,17 @@ def _types(path: Path) -> tuple[dict[str, int], list[onnx.NodeProto]]:
 
 
 def _check_mixed(path: Path, low: int) -> None:
-    """fp32 I/O; Softmax, LayerNorm and the decomposed norm fp32; the matmuls in ``low``."""
+    """fp32 I/O; LayerNorm and the decomposed norm fp32; the matmuls and the Softmax in ``low`` (issue
+    20, item 14: Softmax in the graph's precision, for TensorRT's attention fusion)."""
     types, nodes = _types(path)
     model = onnx.load(str(path))
     f32 = onnx.TensorProto.FLOAT
     assert [i.type.tensor_type.elem_type for i in [*model.graph.input, *model.graph.output]] == [f32, f32]
+    assert "Softmax" not in FP32_OPS
+    softmax = [n for n in nodes if n.op_type == "Softmax"]
+    assert softmax and all(types[n.input[0]] == types[n.output[0]] == low for n in softmax)
     kept = [n for n in nodes if n.op_type in FP32_OPS]
-    assert {n.op_type for n in kept} >= {"Softmax", "LayerNormalization", "ReduceMean", "Pow", "Sqrt"}
+    assert {n.op_type for n in kept} >= {"LayerNormalization", "ReduceMean", "Pow", "Sqrt"}
     floats = (f32, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)  # (not the int64 axes inputs)
     for n in kept:
         assert all(types[t] == f32 for t in [*n.input, *n.output] if t and types[t] in floats), n.name

@@ -82,7 +82,7 @@ def _softmax_inputs(path: Path) -> list[tuple[str, str]]:
     return out
 
 
-@pytest.mark.parametrize("name", ["sam_decoder_shared", "sam_decoder_batched"])
+@pytest.mark.parametrize("name", ["sam_decoder_shared", "sam_decoder_batched", "sam_decoder"])
 def test_exported_decoder_scales_q_before_qk(tiny_sam: Any, tmp_path: Path, name: str) -> None:
     """Issue 20 (14): every attention of the exported decoder is MatMul(Q·s, Kᵀ) → Softmax (TensorRT's
     MHA fusion pattern), not MatMul → Div → Softmax; the export still validates against the module, and

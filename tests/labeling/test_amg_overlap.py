@@ -13,7 +13,7 @@ import torch
 from zsplg_fast.bench.synthetic_sam import build_colour_sam, sam_module_engines
 from zsplg_fast.config.labeling import AmgConfig
 from zsplg_fast.labeling.amg import MaskGenerator
-from zsplg_fast.labeling.amg_overlap import Streams, pipelined
+from zsplg_fast.labeling.amg_overlap import Launched, Streams, pipelined
 
 torch.set_num_threads(1)
 
@@ -35,7 +35,7 @@ class _FakeStreams(Streams):
     """A CUDA-like encoder stream on the CPU: records entering it and each handoff."""
 
     def __init__(self, log: list[str], state: dict[str, bool]) -> None:
-        super().__init__(torch.device("cpu"))
+        super().__init__(torch.device("cpu"), overlap=True)
         self.log, self.state = log, state
 
     def encoder(self) -> contextlib.AbstractContextManager[Any]:
@@ -49,8 +49,9 @@ class _FakeStreams(Streams):
 
         return ctx()
 
-    def handoff(self, outputs: Any) -> None:
-        self.log.append(f"handoff{len(outputs)}")
+    def handoff(self, launched: Launched) -> list[Any]:
+        self.log.append(f"handoff{len(launched.outputs)}")
+        return super().handoff(launched)
 
 
 def _image(h: int, w: int, seed: int) -> np.ndarray:
@@ -128,3 +129,25 @@ def test_side_stream_on_cuda_gives_the_sequential_masks() -> None:
     together = gen.generate_batch(images)
     for img, res in zip(images, together, strict=True):
         assert torch.equal(gen.generate_tensors(img).masks, res.masks)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the real second stream")
+def test_encode_ahead_on_cuda_gives_the_sequential_masks() -> None:
+    """The job's schedule on a real side stream: image i+1 encoded ahead, image i finished after."""
+    sam = build_colour_sam(256).cuda()
+    enc, dec = sam_module_engines(sam, device="cuda")
+    cfg = AmgConfig(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.5)
+    gen = MaskGenerator(enc, dec, cfg)
+    assert gen.overlap and gen.streams.side is not None
+    images = [_image(100, 140, s) for s in range(3)]
+    ref = [MaskGenerator(enc, dec, cfg, overlap=False).generate_tensors(im) for im in images]
+    pending = gen.encode_ahead(gen.prepare(images[0]))
+    got = []
+    for im in images[1:]:
+        ahead = gen.encode_ahead(gen.prepare(im))
+        got.append(gen.finish_encoded(pending))
+        pending = ahead
+    got.append(gen.finish_encoded(pending))
+    for r, g in zip(ref, got, strict=True):
+        assert torch.equal(r.masks, g.masks) and torch.equal(r.boxes, g.boxes)

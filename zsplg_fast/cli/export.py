@@ -127,7 +127,10 @@ def build_cmd(
     calib_images: int = typer.Option(16, "--calib-images", min=1, help="int8: calibration images used"),
     calib_split: str | None = typer.Option(None, "--calib-split", help="int8: split of --calib"),
     int8_base: str = typer.Option(
-        "fp32", "--int8-base", help="int8: QDQ on the fp32 graph (default) or on the fp16 graph (fp16)"
+        "fp16",
+        "--int8-base",
+        help="int8: QDQ on the fp16 AutoCast graph (default: unquantized layers run fp16 in TensorRT; "
+        "[precision] extra) or on the fp32 graph (fp32: onnxruntime's QDQ, also what CPUs run best)",
     ),
     config: Path | None = ConfigOpt,
     set_: list[str] | None = SetOpt,

@@ -2,8 +2,8 @@
 
 With an fp32 base (:mod:`.int8`, the default), everything outside the quantized ops stays fp32, and a
 strongly typed TensorRT plan runs those layers in fp32. With an fp16 base the non-quantized layers run
-in fp16 as in the fp16 artifact (norms, softmax, reductions and the other :data:`FP32_OPS` kept fp32,
-fp32 I/O) and the quantized ones in int8: NVIDIA's recommended "int8 + fp16" mix for TensorRT.
+in fp16 as in the fp16 artifact (Softmax included; norms, reductions and the other :data:`FP32_OPS`
+kept fp32, fp32 I/O) and the quantized ones in int8: NVIDIA's recommended "int8 + fp16" mix for TensorRT.
 
 Tool: NVIDIA ModelOpt's ``modelopt.onnx.quantization.quantize(quantize_mode="int8",
 high_precision_dtype="fp16")``, which inserts the QDQ and casts the rest to fp16 in one pass (its
@@ -11,12 +11,14 @@ scales typed to match). onnxruntime's ``quantize_static`` cannot do it: on an Au
 writes float32 scales for fp16 tensors (an invalid graph, "Type 'tensor(float16)' of input parameter
 ... of operator (QuantizeLinear) ... is invalid"; with the scales fixed by hand, onnxruntime's own QDQ
 fusions refuse fp16 scales). Calibration runs on onnxruntime CPU (``calibration_eps=["cpu"]``) through
-the same :class:`~.int8.FeedsReader` feeds; the op list per spec, the float attention MatMuls and the
-symmetric int8 (zero point 0) checked by :func:`~.qdq_lint.lint_qdq` are as for the fp32 base.
+the same feeds as the fp32 base (a replayable reader); the op list per spec, the float attention
+MatMuls and the symmetric int8 (zero point 0) checked by :func:`~.qdq_lint.lint_qdq` are as for the
+fp32 base.
 
 On onnxruntime CPU this form runs only at graph level ``basic`` (its QDQ fusions refuse fp16 scales,
 recorded as the sidecar's ``onnxruntime_cpu_optimization``) and without int8 kernels, so the CPU paths
-keep the fp32 base; ``build --int8-base fp16`` asks for this one.
+keep the fp32 base (``precision_artifact``'s default, ``build --int8-base fp32``); ``build`` (TensorRT)
+makes this one by default.
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ import numpy as np
 from zsplg_fast.errors import ExportFailedError, MissingDependencyError
 from zsplg_fast.export.int8 import (
     Feeds,
-    _as_reader,
     _publish,
     activation_matmuls,
     count_qdq,
@@ -48,15 +49,14 @@ from zsplg_fast.export.mixed_precision import FP32_OPS, PRECISION_EXTRA_INSTALL,
 from zsplg_fast.export.qdq_lint import lint_qdq
 
 INT8_BASES = ("fp32", "fp16")
+_INSTALL = f"{PRECISION_EXTRA_INSTALL}; or QDQ on the fp32 graph: build --int8-base fp32"
 
 
 def _modelopt_quantize() -> Any:
     try:
         from modelopt.onnx.quantization import quantize
     except ImportError as e:
-        raise MissingDependencyError(
-            "nvidia-modelopt", "int8 on an fp16 graph", PRECISION_EXTRA_INSTALL
-        ) from e
+        raise MissingDependencyError("nvidia-modelopt", "int8 on an fp16 graph", _INSTALL) from e
     return quantize
 
 
@@ -90,7 +90,7 @@ def quantize_int8_fp16(
     import importlib.util
 
     if importlib.util.find_spec("modelopt") is None:  # checked without importing it here (see below)
-        raise MissingDependencyError("nvidia-modelopt", "int8 on an fp16 graph", PRECISION_EXTRA_INSTALL)
+        raise MissingDependencyError("nvidia-modelopt", "int8 on an fp16 graph", _INSTALL)
     src, dst = Path(onnx_in), Path(onnx_out)
     external = uses_external_data(src) if external_data is None else bool(external_data)
     excluded = activation_matmuls(src) if weight_matmuls_only else []
@@ -146,6 +146,34 @@ def quantize_int8_fp16(
     }
 
 
+def _replay_reader(feeds: list[dict[str, np.ndarray]]) -> Any:
+    """An onnxruntime ``CalibrationDataReader`` over ``feeds`` that also has what ModelOpt's own readers
+    have: ``get_first`` (its MatMul-exclusion pass runs the first feed before calibrating; without it a
+    model with MatMuls, e.g. SAM's decoders, failed with "'_Reader' object has no attribute 'get_first'")
+    and ``rewind``. ``count``: the feeds handed out (calibration batches)."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class _Replay(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.feeds = [{k: np.ascontiguousarray(v) for k, v in f.items()} for f in feeds]
+            self.pos = self.count = 0
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            if self.pos >= len(self.feeds):
+                return None
+            self.pos += 1
+            self.count = max(self.count, self.pos)
+            return self.feeds[self.pos - 1]
+
+        def get_first(self) -> dict[str, np.ndarray] | None:
+            return self.feeds[0] if self.feeds else None
+
+        def rewind(self) -> None:
+            self.pos = 0
+
+    return _Replay()
+
+
 def _child(job: dict[str, Any]) -> dict[str, Any]:
     """Run ModelOpt's int8 quantization (in a child process; see :func:`quantize_int8_fp16`)."""
     quantize = _modelopt_quantize()
@@ -154,7 +182,7 @@ def _child(job: dict[str, Any]) -> dict[str, Any]:
     for key in data.files:
         i, name = key.split("/", 1)
         feeds[int(i)][name] = data[key]
-    reader = _as_reader(feeds)
+    reader = _replay_reader(feeds)
     logging.getLogger("modelopt").setLevel(logging.CRITICAL)  # "no GPU" and per-node notes
     logging.getLogger().setLevel(logging.CRITICAL)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -173,7 +201,7 @@ def _child(job: dict[str, Any]) -> dict[str, Any]:
             output_path=job["out"],
             log_level="ERROR",
         )
-    return {"batches": reader.inner.count}
+    return {"batches": reader.count}
 
 
 if __name__ == "__main__":

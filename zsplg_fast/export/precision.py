@@ -5,13 +5,18 @@ from the graph, so no builder precision flags are needed or, on TensorRT 11, pos
 - **fp32**: the exported artifact itself (its sidecar's ``precision`` is ``"fp32"``; a sidecar without
   the field is read as fp32).
 - **fp16 / bf16**: mixed precision by NVIDIA ModelOpt's ONNX AutoCast (:mod:`.mixed_precision`):
-  normalisation, softmax, reductions, and the ops of decomposed norms and of positional encodings stay
-  fp32; graph I/O stays fp32.
+  normalisation, reductions, and the ops of decomposed norms and of positional encodings stay fp32;
+  Softmax computes in fp16 / bf16 (TensorRT's attention fusion); graph I/O stays fp32.
 - **int8**: static QDQ from onnxruntime's ``quantize_static`` with ``QuantizeBias: False``
   (:mod:`.int8`), refused by :func:`lint_qdq` when TensorRT could not parse it. Attention matmuls stay
   float, and :data:`INT8_OP_TYPES` narrows the quantized op types of the specs where the default cost
-  label accuracy (measured, see the figures there). onnxruntime's tool, not ModelOpt's int8 quantizer:
-  it runs and calibrates on this CPU, is already a dependency, and its QDQ output passes the lint.
+  label accuracy (measured, see the figures there). onnxruntime's tool on the fp32 graph by default
+  (``int8_base="fp32"``): it runs and calibrates on this CPU, is already a dependency, its QDQ output
+  passes the lint, and it is what onnxruntime CPU runs best. For TensorRT (``build``, whose default is
+  ``int8_base="fp16"``) the QDQ sits on the fp16 AutoCast graph instead (:mod:`.int8_fp16`, ModelOpt),
+  so the layers left unquantized run fp16, not fp32.
+
+The shared parts (sidecar, validation, reuse) are in :mod:`.derived`.
 
 The sidecar records ``precision``, ``precision_tool``, ``precision_tool_version``,
 ``precision_source_sha256`` (the fp32 artifact it came from) and ``validation`` (cosine and max abs of
@@ -54,8 +59,16 @@ from typing import Any
 
 import numpy as np
 
-from zsplg_fast.errors import ConfigError, OutputExistsError
-from zsplg_fast.export.artifact import Artifact, files_sha256, read_sidecar, sidecar_path
+from zsplg_fast.errors import ConfigError
+from zsplg_fast.export.artifact import Artifact, files_sha256
+from zsplg_fast.export.derived import (
+    ORT_CPU_OPTIMIZATION,
+    copy_unquantized,
+    probe_feeds,
+    reuse_derived,
+    validate_derived,
+    write_derived_sidecar,
+)
 from zsplg_fast.export.int8 import (
     CALIBRATE_METHODS,
     QUANT_OP_TYPES,
@@ -72,6 +85,7 @@ __all__ = [
     "CALIBRATE_METHODS",
     "FP32_OPS",
     "INT8_OP_TYPES",
+    "ORT_CPU_OPTIMIZATION",
     "PRECISIONS",
     "QUANT_OP_TYPES",
     "FeedsReader",
@@ -83,6 +97,7 @@ __all__ = [
     "precision_artifact",
     "precision_of",
     "precision_path",
+    "probe_feeds",
     "qdq_problems",
     "quantize_int8",
     "write_derived_sidecar",
@@ -141,7 +156,6 @@ def int8_op_types(spec: str | None, target: str = "tensorrt") -> tuple[str, ...]
     return INT8_OP_TYPES.get(key, QUANT_OP_TYPES)
 
 
-ORT_CPU_OPTIMIZATION = {"fp32": "all", "int8": "all", "fp16": "extended", "bf16": "extended"}
 Feeds = Mapping[str, np.ndarray]
 
 
@@ -166,132 +180,6 @@ def convert_fp16(onnx_in: str | Path, onnx_out: str | Path, keep_io_types: bool 
     if not keep_io_types:
         raise ConfigError("keep_io_types", keep_io_types, "fp16 artifacts keep float32 inputs and outputs")
     return {"method": "nvidia-modelopt onnx.autocast", **convert_mixed(onnx_in, onnx_out, "fp16")}
-
-
-def write_derived_sidecar(
-    src_onnx: str | Path, dst_onnx: str | Path, precision: str, extra: Mapping[str, Any]
-) -> dict[str, Any]:
-    """Write ``dst_onnx``'s sidecar: the fp32 artifact's (IO, profiles, preprocessing, classes, source)
-    with file, precision, sha256, size and ``extra`` (e.g. ``{"quantization": ...}``) of the derived model.
-
-    The ``validation`` figures of the fp32 export are kept under ``derived_from`` (they describe the
-    fp32 graph, not this one). Returns the record.
-    """
-    from zsplg_runtime.integrity import file_records
-
-    from zsplg_fast.export.artifact import data_path, now_iso
-    from zsplg_fast.utils.io import atomic_write_json
-
-    src, dst = Path(src_onnx), Path(dst_onnx)
-    side = read_sidecar(src)
-    files = [dst, *([data_path(dst)] if data_path(dst).is_file() else [])]
-    record: dict[str, Any] = {
-        **{k: v for k, v in side.items() if k not in ("validation", "sha256", "size_bytes", "file")},
-        "kind": f"onnx-{precision}",
-        "name": f"{side.get('name', src.stem)}.{precision}",
-        "file": dst.name,
-        "external_data": files[1].name if len(files) > 1 else None,
-        "precision": precision,
-        **dict(extra),
-        "derived_from": {
-            "file": src.name,
-            "sha256": side.get("sha256"),
-            "validation": side.get("validation"),
-        },
-        "sha256": files_sha256(files),
-        "files": file_records(files),  # checked at every load (zsplg_runtime.integrity)
-        "size_bytes": sum(f.stat().st_size for f in files),
-        "created": now_iso(),
-    }
-    atomic_write_json(sidecar_path(dst), record)
-    return record
-
-
-def _validate(
-    src: Path, dst: Path, precision: str, feeds: list[dict[str, np.ndarray]], level: str | None = None
-) -> dict[str, Any]:
-    """Cosine / max abs of every output of ``dst`` against the fp32 ``src``, onnxruntime CPU, worst
-    over ``feeds``; bf16 is recorded as skipped where onnxruntime's CPU provider lacks its kernels."""
-    import onnxruntime as ort
-    from zsplg_runtime.ort import OrtSession
-
-    from zsplg_fast.export.parity import compare
-    from zsplg_fast.export.quantize import FIDELITY_TOLERANCE
-
-    # no CPU memory arena: its power-of-two growth on vit_b's attention buffers runs hosts out of memory
-    opts = {"enable_cpu_mem_arena": False}
-    ref = OrtSession(src, optimization="all", session_options=opts)
-    try:
-        got = OrtSession(dst, optimization=level or ORT_CPU_OPTIMIZATION[precision], session_options=opts)
-    except (ort.capi.onnxruntime_pybind11_state.NotImplemented, RuntimeError) as e:
-        return {"skipped": f"onnxruntime CPU cannot run {precision}: {str(e).strip()[:200]}"}
-    worst: dict[str, dict[str, Any]] = {}
-    for f in feeds:
-        r, g = ref(f), got(f)
-        for name in r:
-            c = compare(name, np.asarray(r[name]), np.asarray(g[name]), FIDELITY_TOLERANCE).to_dict()
-            w = worst.get(name)
-            if w is None or c["cosine"] < w["cosine"]:
-                worst[name] = {**c, "max_abs": max(c["max_abs"], (w or c)["max_abs"])}
-            else:
-                w["max_abs"] = max(w["max_abs"], c["max_abs"])
-    return {
-        "vs": "fp32 ONNX, onnxruntime CPU",
-        "feeds": len(feeds),
-        "outputs": list(worst.values()),
-        "worst_cosine": min(o["cosine"] for o in worst.values()),
-        "worst_max_abs": max(o["max_abs"] for o in worst.values()),
-    }
-
-
-def probe_feeds(art: Artifact, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded random feeds at each symbolic axis' profile 'opt' size: float32 N(0, 1), int64 token ids
-    in [0, 8) (valid in any vocabulary); a SAM decoder gets a valid prompt and image size."""
-    from zsplg_fast.export.quantize import _probe_feeds
-
-    feeds = _probe_feeds(art.inputs, art.sidecar.get("profiles", {}), seed)
-    g = np.random.default_rng(seed)
-    for k, v in feeds.items():
-        if v.dtype == np.int64:
-            feeds[k] = g.integers(0, 8, size=v.shape).astype(np.int64)
-    return feeds
-
-
-def _reuse(dst: Path, src_sha: str, tool: str, settings: dict[str, Any], force: bool) -> Artifact | None:
-    """The existing derived artifact when made from the same source by the same tool with the same
-    ``settings`` (a subset of its ``precision_settings``); else refuse (``force`` replaces it)."""
-    if not dst.exists() and not sidecar_path(dst).exists():
-        return None
-    side = read_sidecar(dst) if sidecar_path(dst).is_file() else {}
-    made = side.get("precision_settings", {})
-    same_src = side.get("precision_source_sha256") == src_sha and side.get("precision_tool") == tool
-    same = same_src and all(made.get(k) == v for k, v in settings.items())
-    if same and dst.is_file() and not force:
-        return Artifact(dst, side)
-    if not force:
-        why = (
-            f"made with other settings ({ {k: made.get(k) for k in settings} })"
-            if same_src
-            else f"made by {side.get('precision_tool') or side.get('kind') or 'unknown'} from another "
-            f"source (sha256 {str(side.get('precision_source_sha256'))[:12]})"
-        )
-        raise OutputExistsError(dst, f"exists, {why}; pass force=True (--force) to replace it")
-    return None
-
-
-def _copy_unquantized(src: Path, dst: Path, batches: int) -> dict[str, Any]:
-    """The int8 artifact of a spec with no op to quantize: the fp32 graph as is (+ its data file)."""
-    from zsplg_fast.export.artifact import data_path
-
-    shutil.copyfile(src, dst)
-    if data_path(src).is_file():
-        shutil.copyfile(data_path(src), data_path(dst))
-    return {
-        "method": "none (no quantizable op in this spec)",
-        "op_types": [],
-        "qdq_nodes": 0,
-        "calibration_batches": batches,
-    }
 
 
 def precision_artifact(
@@ -355,7 +243,7 @@ def precision_artifact(
     wanted = {"op_types": list(ops)} if precision == "int8" else {"keep_fp32_ops": list(FP32_OPS)}
     if fp16_base:
         wanted["base"] = "fp16"
-    reused = _reuse(dst, src_sha, tool, wanted, force)
+    reused = reuse_derived(dst, src_sha, tool, wanted, force)
     if reused is not None:
         return reused
     calib = list(calibration) if calibration is not None else []
@@ -377,7 +265,7 @@ def precision_artifact(
 
             settings = quantize_int8_fp16(src.path, tmp, calib, op_types=ops)
         elif precision == "int8" and not ops:  # nothing to quantize (e.g. preprocessing): the fp32 graph
-            settings = _copy_unquantized(src.path, tmp, len(calib))
+            settings = copy_unquantized(src.path, tmp, len(calib))
         elif precision == "int8":
             settings = quantize_int8(src.path, tmp, calib, op_types=ops).to_dict()
         else:
@@ -386,7 +274,7 @@ def precision_artifact(
         # fp16-base int8: onnxruntime's QDQ fusions (extended, all) refuse fp16 scales ("Type
         # 'tensor(float16)' of input parameter ... of operator (QLinearConcat)"): basic level on the CPU
         level = "basic" if fp16_base else ORT_CPU_OPTIMIZATION[precision]
-        validation = _validate(src.path, tmp, precision, feeds, level)
+        validation = validate_derived(src.path, tmp, precision, feeds, level)
         _publish(tmp, dst)  # with its external data (vit_h)
         record = write_derived_sidecar(
             src.path,

@@ -187,13 +187,14 @@ def precision_onnx(
     *,
     calibration: Iterable[dict[str, Any]] | None = None,
     calibration_record: Mapping[str, Any] | None = None,
-    int8_base: str = "fp32",
+    int8_base: str = "fp16",
     force: bool = False,
 ) -> Path:
     """The ONNX a ``precision`` build reads: ``onnx_path`` itself when its sidecar already has that
     precision, else the precision ONNX made from this fp32 artifact beside it (``<stem>.<precision>.onnx``
     by :func:`zsplg_fast.export.precision.precision_artifact`; int8 needs ``calibration`` feeds, and
-    ``calibration_record`` (source, images) goes into its sidecar).
+    ``calibration_record`` (source, images) goes into its sidecar). TensorRT's int8 is QDQ on the fp16
+    AutoCast graph by default (``int8_base="fp16"``: the unquantized layers run fp16, not fp32).
 
     Raises:
         ConfigError: unknown precision, or a reduced-precision ONNX asked for another precision.

@@ -49,20 +49,13 @@ from zsplg_fast.labeling.amg_output import (
     postprocess_small_regions,
     to_records,
 )
-from zsplg_fast.labeling.amg_overlap import Streams, pipelined
+from zsplg_fast.labeling.amg_overlap import EncodedImage, Streams, pipelined
 from zsplg_fast.labeling.amg_prepare import PreparedImage, prepare_image, resize_longest
 from zsplg_fast.labeling.masks import MaskSet
 from zsplg_fast.labeling.proposers import SamProposer
 
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
-
-
-def _device_of(engine: Engine) -> torch.device:
-    try:
-        return torch.device(str(getattr(engine, "device", "cpu")))
-    except RuntimeError:
-        return torch.device("cpu")
 
 
 _POST_STAGES = ("filter", "nms", "upsample", "small_regions", "encode")
@@ -106,6 +99,9 @@ class MaskGenerator:
         proposer: the mask-proposer family's conventions (``proposers.SamProposer`` by default;
             ``Sam2Proposer`` for ``sam2_encoder`` / ``sam2_decoder_batched`` engines, whose inputs are
             SAM 2's: pixel mean/std and padding do not apply).
+        overlap: encode ahead (the next encoder batch, or with :meth:`encode_ahead` the job's next image)
+            while the current image is decoded and filtered: on a second CUDA stream (``amg_overlap``);
+            None = on CUDA only. Same masks either way.
     """
 
     def __init__(
@@ -128,6 +124,7 @@ class MaskGenerator:
         compile_filter: bool = False,
         sync_timings: bool = False,
         proposer: Any | None = None,
+        overlap: bool | None = None,
     ) -> None:
         if output_mode not in OUTPUT_MODES:
             raise ConfigError(
@@ -143,7 +140,7 @@ class MaskGenerator:
         self.full_res_filter = bool(full_res_filter)
         self.encoder_batch = max(1, int(encoder_batch))
         self.image_size = image_size or self._spec_image_size()
-        self.device = _device_of(decoder)
+        self.device = ops.device_of(decoder)
         self.mean = torch.tensor(pixel_mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(pixel_std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.mask_threshold = float(mask_threshold)
@@ -159,7 +156,7 @@ class MaskGenerator:
         self.sync_free = self.device.type != "cpu" if sync_free is None else bool(sync_free)
         self.sync_timings = bool(sync_timings)
         self._flags = torch.compile(filter_flags) if compile_filter else filter_flags  # automatic dynamic
-        self.streams = Streams(self.device)
+        self.streams = Streams(self.device, overlap)
         """Where the encoder runs: a second CUDA stream (overlaps the decoder), or inline on CPUs."""
         self.proposer = proposer if proposer is not None else SamProposer()
         self.timings: dict[str, float] = {}
@@ -187,14 +184,43 @@ class MaskGenerator:
         """(H, W, 3) uint8 RGB → AmgMasks on the device (masks (K, H, W) bool)."""
         return self.generate_batch([image])[0]
 
+    def prepare(self, image: np.ndarray) -> PreparedImage:
+        """(H, W, 3) uint8 RGB → its crops resized for the encoder (CPU, thread-safe: decode workers)."""
+        return prepare_image(image, self.image_size, self.cfg, self.proposer.resize)
+
     def generate_batch(self, images: Sequence[np.ndarray]) -> list[AmgMasks]:
         """Several images: the encoder sees all their crops in batches of ``encoder_batch``."""
         t0 = time.perf_counter()
-        prepared = [prepare_image(im, self.image_size, self.cfg, self.proposer.resize) for im in images]
+        prepared = [self.prepare(im) for im in images]
         t_resize = time.perf_counter() - t0
         result = self.generate_prepared(prepared)
         self.timings["preprocess"] = self.timings.get("preprocess", 0.0) + t_resize
         return result
+
+    @property
+    def overlap(self) -> bool:
+        """True when :meth:`encode_ahead` should be called as soon as an image is ready (CUDA)."""
+        return bool(self.streams.overlaps)
+
+    @torch.inference_mode()
+    def encode_ahead(self, prepared: PreparedImage) -> EncodedImage:
+        """Launch the encoder on every crop of ``prepared`` on the encoder stream and return at once (CUDA
+        runs it while the current stream decodes the previous image); :meth:`finish_encoded` ends it."""
+        saved, self.timings = self.timings, {}
+        try:
+            launched = self.streams.launch(self._encode, [c.resized for c in prepared.crops])
+        finally:
+            spent, self.timings = self.timings, saved
+        return EncodedImage(prepared, launched, spent)
+
+    @torch.inference_mode()
+    def finish_encoded(self, encoded: EncodedImage) -> AmgMasks:
+        """The masks of an image from :meth:`encode_ahead` (decoder, filter, NMS, upsampling on the
+        current stream, after waiting for its encoder only); may be called again (out-of-memory retry)."""
+        self.timings = dict(encoded.timings)
+        embs = self.streams.handoff(encoded.launched)
+        crops = [(c.box, c.layer, e) for c, e in zip(encoded.prepared.crops, embs, strict=True)]
+        return self._generate_one(encoded.prepared.hw, crops)
 
     @torch.inference_mode()
     def generate_prepared(self, prepared: Sequence[PreparedImage]) -> list[AmgMasks]:
@@ -263,7 +289,7 @@ class MaskGenerator:
                 chunk = resized[start : start + self.encoder_batch]
                 x = torch.cat([self.proposer.to_input(c, self) for c in chunk])
             with self._stage("encoder"):
-                res = self.encoder({"image": _feed(self.encoder, x)})
+                res = self.encoder({"image": ops.feed(self.encoder, x)})
             out += [{n: res[n][j : j + 1] for n in names} for j in range(x.shape[0])]
         return out
 
@@ -274,7 +300,7 @@ class MaskGenerator:
             result = cat_crops(parts, self.device, (h, w))
             if len(crops) > 1 and len(result):  # prefer masks from smaller crops
                 scores = 1.0 / box_area(result.crop_boxes.float())
-                keep = batched_nms(result.boxes.float(), scores, _zeros(scores), self.cfg.crop_nms_thresh)
+                keep = batched_nms(result.boxes.float(), scores, ops.zeros(scores), self.cfg.crop_nms_thresh)
                 result = result.select(keep)
         if self.cfg.min_mask_region_area > 0 and len(result):
             with self._stage("small_regions"):
@@ -304,15 +330,15 @@ class MaskGenerator:
         with self._stage("decoder"):
             image_feeds = self.decoder_image({"image_embeddings": emb}) if self.decoder_image else feeds
             # every prompt of the crop goes to the device once (no copy per batch)
-            coords_all = _feed(self.decoder, coords)
-            labels_all = _feed(self.decoder, torch.ones((len(coords), 1)))
+            coords_all = ops.feed(self.decoder, coords)
+            labels_all = ops.feed(self.decoder, torch.ones((len(coords), 1)))
             points_all = points.to(self.device)
         geom: CropGeometry | None = None
         for start in range(0, len(pts), batch):
             sl = slice(start, start + batch)
             with self._stage("decoder"):
                 low, iou = self.proposer.decode(
-                    self.decoder, image_feeds, coords_all[sl], labels_all[sl], _feed, batch
+                    self.decoder, image_feeds, coords_all[sl], labels_all[sl], ops.feed, batch
                 )
                 low, iou = low.to(self.device), iou.to(self.device)
             with self._stage("filter"):
@@ -325,7 +351,7 @@ class MaskGenerator:
             c, n_unsure = resolve(Pending.cat(pending), geom, self.params, crop_box, orig_hw)
             self.unsure_stability += n_unsure
         with self._stage("nms"):
-            keep = batched_nms(c.boxes.float(), c.iou.float(), _zeros(c.iou), self.cfg.box_nms_thresh)
+            keep = batched_nms(c.boxes.float(), c.iou.float(), ops.zeros(c.iou), self.cfg.box_nms_thresh)
         with self._stage("upsample"):
             masks, stab, boxes = self._upsample(c.low[keep], geom)
         off = torch.tensor([x0, y0], device=self.device)
@@ -372,15 +398,3 @@ class MaskGenerator:
             )
             torch.gt(full, self.mask_threshold, out=masks[i : i + step])
         return masks, stab, ops.masks_to_boxes(masks)
-
-
-def _zeros(x: torch.Tensor) -> torch.Tensor:
-    return torch.zeros(len(x), dtype=torch.int64, device=x.device)
-
-
-def _feed(engine: Engine, x: torch.Tensor) -> Any:
-    """A feed in the engine's native type: numpy for CPU engines, a torch tensor on its device otherwise."""
-    dev = _device_of(engine)
-    if dev.type == "cpu":
-        return x.detach().cpu().contiguous().numpy()
-    return x.to(dev).contiguous()

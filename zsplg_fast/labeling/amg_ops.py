@@ -170,3 +170,24 @@ def default_prompt_batch(device: torch.device, grid_hw: tuple[int, int], channel
     per_prompt = 4 * cells * (10 * channels + 48)
     n = int(0.25 * available_memory(device) / per_prompt)
     return max(16, min(1024, n // 16 * 16))
+
+
+def device_of(engine: Any) -> torch.device:
+    """The torch device an engine runs on (its ``device`` attribute; CPU when it has none)."""
+    try:
+        return torch.device(str(getattr(engine, "device", "cpu")))
+    except RuntimeError:
+        return torch.device("cpu")
+
+
+def zeros(x: torch.Tensor) -> torch.Tensor:
+    """(len(x),) int64 zeros on x's device (one NMS category)."""
+    return torch.zeros(len(x), dtype=torch.int64, device=x.device)
+
+
+def feed(engine: Any, x: torch.Tensor) -> Any:
+    """A feed in the engine's native type: numpy for CPU engines, a torch tensor on its device otherwise."""
+    dev = device_of(engine)
+    if dev.type == "cpu":
+        return x.detach().cpu().contiguous().numpy()
+    return x.to(dev).contiguous()

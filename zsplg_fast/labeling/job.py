@@ -1,9 +1,12 @@
 """The dataset job: label every image once, atomically, resumably, in a bounded pipeline.
 
 The output folder's layout is described in :mod:`zsplg_fast.labeling.outputs`. Stages overlap:
-decoding runs in ``io_workers`` threads with a bounded prefetch queue, the labeler
-runs on the caller's thread, and a writer thread encodes PNGs, so the model is not idle while files
-are written. Memory stays bounded by ``prefetch`` decoded images and ``prefetch`` pending writes.
+decoding and the labeler's CPU half (``prepare``: working-size and encoder resizes) run in
+``io_workers`` threads with a bounded prefetch queue, the labeler runs on the caller's thread, and a
+writer thread encodes PNGs, so the model is not idle while files are written. One image at a time, the
+labeler's ``start`` (the encoder, launched on a second CUDA stream when the labeler overlaps) runs for
+image i+1 before ``finish`` (decoder, filter, classes) of image i. Memory stays bounded by ``prefetch``
+decoded images, one started image and ``prefetch`` pending writes.
 """
 
 from __future__ import annotations
@@ -102,6 +105,11 @@ class _Decoded:
     sample: Sample
     image: np.ndarray | None
     error: BaseException | None
+    prepared: Any = None  # the labeler's ``prepare(image)``, made in the decode worker
+    stage: str = "load"  # where ``error`` happened: load | label (prepare)
+
+
+Outcome = tuple[_Decoded, LabelResult | None, BaseException | None, str]
 
 
 class LabelJob:
@@ -160,9 +168,16 @@ class LabelJob:
     # ----------------------------------------------------------------- stages
     def _decode(self, sample: Sample, stats: LoadStats) -> _Decoded:
         try:
-            return _Decoded(sample, load_image(sample.image_path, stats=stats, **self.load_kwargs), None)
+            image = load_image(sample.image_path, stats=stats, **self.load_kwargs)
         except Exception as e:  # recorded and counted, never fatal for the job
             return _Decoded(sample, None, e)
+        prepare = getattr(self.labeler, "prepare", None)
+        if prepare is None:
+            return _Decoded(sample, image, None)
+        try:  # the labeler's CPU half (resizes) in this worker thread, off the GPU-driving thread
+            return _Decoded(sample, image, None, prepare(image))
+        except Exception as e:
+            return _Decoded(sample, image, e, stage="label")
 
     def _decoded_stream(self, todo: Sequence[Sample], stats: LoadStats) -> Iterator[_Decoded]:
         if self.io_workers == 0:
@@ -194,21 +209,22 @@ class LabelJob:
         if group:
             yield group
 
-    def _label_group(
-        self, group: list[_Decoded]
-    ) -> list[tuple[_Decoded, LabelResult | None, BaseException | None, str]]:
+    def _label_group(self, group: list[_Decoded]) -> list[Outcome]:
         """Label the decodable images of ``group`` together; a failing batch is retried image by image.
 
         After a sticky device error nothing more is labeled: the image it struck has stage ``"device"``,
         the group's images not labeled yet have stage ``"left"`` (no error)."""
         ok = [it for it in group if it.error is None and it.image is not None]
         results: dict[int, tuple[LabelResult | None, BaseException | None, str]] = {
-            id(it): (None, it.error, "load") for it in group if it not in ok
+            id(it): (None, it.error, it.stage) for it in group if it not in ok
         }
         batch_fn = getattr(self.labeler, "label_batch", None)
         if len(ok) > 1 and batch_fn is not None:
+            preps = [it.prepared for it in ok]
             try:
-                for it, res in zip(ok, batch_fn([it.image for it in ok]), strict=True):
+                images = [it.image for it in ok]
+                out = batch_fn(images, preps) if all(p is not None for p in preps) else batch_fn(images)
+                for it, res in zip(ok, out, strict=True):
                     results[id(it)] = (res, None, "")
                 ok = []
             except Exception as e:  # isolate the bad image: fall through to one at a time
@@ -217,7 +233,7 @@ class LabelJob:
                     results[id(ok[0])], ok = (None, e, "device"), []
         for k, it in enumerate(ok):
             try:
-                results[id(it)] = (self.labeler(it.image), None, "")
+                results[id(it)] = (self._label_one(it), None, "")
             except Exception as e:  # one bad image never kills the job
                 sticky = is_sticky_device_error(e)
                 results[id(it)] = (None, e, "device" if sticky else "label")
@@ -225,6 +241,38 @@ class LabelJob:
                     results.update({id(rest): (None, None, "left") for rest in ok[k + 1 :]})
                     break
         return [(it, *results[id(it)]) for it in group]
+
+    def _label_one(self, item: _Decoded) -> LabelResult:
+        if item.prepared is not None:
+            return self.labeler.finish(self.labeler.start(item.prepared))  # type: ignore[attr-defined]
+        return self.labeler(item.image)  # type: ignore[arg-type]
+
+    def _one_ahead(self, stream: Iterator[_Decoded]) -> Iterator[list[Outcome]]:
+        """One image at a time, the next one started before this one is finished: its encoder runs (on
+        a second CUDA stream) while this image is decoded, filtered and classified. Labelers without
+        ``start`` / ``finish`` are called image by image."""
+        prepare, start, finish = (getattr(self.labeler, n, None) for n in ("prepare", "start", "finish"))
+        if prepare is None or start is None or finish is None:
+            yield from (self._label_group([item]) for item in stream)
+            return
+        pending: tuple[_Decoded, Any] | None = None
+        for item in stream:
+            ok = item.error is None and item.prepared is not None
+            started = (item, start(item.prepared) if ok else None)  # never raises: errors come at finish
+            if pending is not None:
+                yield [self._finish_one(finish, *pending)]
+            pending = started
+        if pending is not None:
+            yield [self._finish_one(finish, *pending)]
+
+    @staticmethod
+    def _finish_one(finish: Callable[[Any], LabelResult], item: _Decoded, started: Any) -> Outcome:
+        if started is None:
+            return (item, None, item.error, item.stage)
+        try:
+            return (item, finish(started), None, "")
+        except Exception as e:  # one bad image never kills the job
+            return (item, None, e, "device" if is_sticky_device_error(e) else "label")
 
     # ------------------------------------------------------------------- run
     def run(self) -> JobSummary:
@@ -265,9 +313,16 @@ class LabelJob:
         aborted: str | None = None
         reached: set[str] = set()  # ids labeled or failed in this run
         device_lost: tuple[Sample, BaseException] | None = None
+        stream = self._decoded_stream(todo, stats)
+        batches: Iterator[list[Outcome]] = iter(())
         try:
-            for group in self._groups(self._decoded_stream(todo, stats)):
-                for item, result, err, stage in self._label_group(group):
+            batches = (
+                self._one_ahead(stream)
+                if self.image_batch == 1
+                else (self._label_group(g) for g in self._groups(stream))
+            )
+            for outcomes in batches:
+                for item, result, err, stage in outcomes:
                     if stage == "left":
                         continue
                     if stage == "device":
@@ -295,6 +350,8 @@ class LabelJob:
         except OSError as e:  # errors.jsonl could not be written
             stop.append(e)
         finally:
+            for gen in (batches, stream):  # stop decoding now: the decode pool shuts down
+                getattr(gen, "close", lambda: None)()
             writes.put(None)
             wthread.join()
         summary.labeled = written[0]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,8 +34,10 @@ def is_out_of_memory(err: BaseException) -> bool:
     return any(m in str(err).lower() for m in OOM_MARKERS)
 
 
-def masks_with_oom_retry(source: MaskSource, image: np.ndarray) -> tuple[MaskSet, int]:
-    """Run ``source(image)``; on out-of-memory halve ``source.prompt_batch`` and retry.
+def masks_with_oom_retry(
+    source: MaskSource, image: np.ndarray | None, run: Callable[[], MaskSet] | None = None
+) -> tuple[MaskSet, int]:
+    """Run ``source(image)`` (or ``run()``); on out-of-memory halve ``source.prompt_batch`` and retry.
 
     Returns (masks, number of halvings). The halved batch is kept for the next images; with an
     automatic batch (``prompt_batch`` None) the halving starts from the one the source last used
@@ -41,9 +45,10 @@ def masks_with_oom_retry(source: MaskSource, image: np.ndarray) -> tuple[MaskSet
     already 1 or the source has no prompt batch to shrink.
     """
     halvings = 0
+    call = run if run is not None else (lambda: source(image))  # type: ignore[arg-type]
     while True:
         try:
-            return source(image), halvings
+            return call(), halvings
         except Exception as e:
             current = getattr(source, "prompt_batch", None)
             if not is_out_of_memory(e) or not hasattr(source, "prompt_batch") or current == 1:
@@ -78,6 +83,29 @@ def to_display(label: np.ndarray, hw: tuple[int, ...]) -> np.ndarray:
     import cv2
 
     return cv2.resize(label, (int(hw[1]), int(hw[0])), interpolation=cv2.INTER_NEAREST)
+
+
+@dataclass
+class PreparedLabel:
+    """An image made ready on a CPU worker thread (:meth:`ZeroShotLabeler.prepare`): ``hw`` its (H, W),
+    ``work`` the (h, w, 3) uint8 working image, ``crops`` its SAM crops resized for the encoder (None when
+    the mask source has no CPU half, e.g. upstream's generator)."""
+
+    hw: tuple[int, int]
+    work: np.ndarray
+    crops: PreparedImage | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class Started:
+    """An image handed to :meth:`ZeroShotLabeler.start`: its encoder launched (``encoded``, when the mask
+    source overlaps), or the error the launch raised (reported by :meth:`ZeroShotLabeler.finish`)."""
+
+    prepared: PreparedLabel
+    encoded: Any = None
+    error: BaseException | None = None
+    seconds: float = 0.0
 
 
 @dataclass
@@ -116,31 +144,70 @@ class ZeroShotLabeler:
 
     def __call__(self, image: np.ndarray) -> LabelResult:
         """(H, W, 3) uint8 RGB → LabelResult with timings (seconds) per stage in ``meta``."""
+        return self.finish(self.start(self.prepare(image)))
+
+    def prepare(self, image: np.ndarray) -> PreparedLabel:
+        """The CPU half: the working image and the mask source's resized crops. Thread-safe (the job runs
+        it in its decode workers, off the thread that drives the GPU)."""
         t0 = time.perf_counter()
         work = to_working(image, self.work_long_side)
-        ms, halvings = masks_with_oom_retry(self.masks, work)
-        return self._finish(image.shape[:2], work, ms, halvings, time.perf_counter() - t0)
+        cpu_half = getattr(self.masks, "prepare", None)
+        crops = cpu_half(work) if cpu_half is not None else None
+        hw = (int(image.shape[0]), int(image.shape[1]))
+        return PreparedLabel(hw, work, crops, time.perf_counter() - t0)
 
-    def label_batch(self, images: list[np.ndarray]) -> list[LabelResult]:
+    def start(self, prepared: PreparedLabel) -> Started:
+        """Launch the encoder of ``prepared`` when the mask source overlaps it with the previous image's
+        decoding (CUDA: a second stream); otherwise nothing runs until :meth:`finish`. Never raises: an
+        error is kept for :meth:`finish` (the image it belongs to)."""
+        ahead = getattr(self.masks, "encode_ahead", None)
+        if prepared.crops is None or ahead is None or not getattr(self.masks, "overlap", False):
+            return Started(prepared)
+        t0 = time.perf_counter()
+        try:
+            return Started(prepared, ahead(prepared.crops), None, time.perf_counter() - t0)
+        except Exception as e:  # the next image's error: reported when that image is finished
+            return Started(prepared, None, e, time.perf_counter() - t0)
+
+    def finish(self, started: Started) -> LabelResult:
+        """Masks (the decoder etc. on the current stream), classes and the label of a started image. The
+        out-of-memory retry halves the prompt batch and keeps the launched embedding."""
+        t0 = time.perf_counter()
+        p, ms = started.prepared, self.masks
+        if started.error is not None and not is_out_of_memory(started.error):
+            raise started.error
+        run: Callable[[], MaskSet] | None = None  # None: the source's own call on the working image
+        if started.encoded is not None:
+            run = functools.partial(_finish_encoded, ms, started.encoded)
+        elif p.crops is not None and hasattr(ms, "generate_prepared"):
+            run = functools.partial(_generate_prepared, ms, p.crops)
+        masks, halvings = masks_with_oom_retry(ms, p.work, run)
+        t_masks = p.seconds + started.seconds + time.perf_counter() - t0
+        return self._finish(p.hw, p.work, masks, halvings, t_masks)
+
+    def label_batch(
+        self, images: list[np.ndarray], prepared: list[PreparedLabel] | None = None
+    ) -> list[LabelResult]:
         """Several images; the encoder sees them in one batch when the mask source supports it.
 
+        ``prepared``: the images' :meth:`prepare` (done in the job's decode workers); None = here.
         Falls back to one image at a time (with the out-of-memory retry) if the batch does not fit.
         """
-        batch_fn = getattr(self.masks, "generate_batch", None)
-        if batch_fn is None or len(images) < 2:
-            return [self(im) for im in images]
+        gen = getattr(self.masks, "generate_prepared", None)
+        if gen is None or len(images) < 2:
+            return [self.finish(self.start(p)) for p in prepared] if prepared else [self(i) for i in images]
         t0 = time.perf_counter()
-        works = [to_working(im, self.work_long_side) for im in images]
+        preps = prepared if prepared is not None else [self.prepare(im) for im in images]
         try:
-            sets = [r.to_maskset() for r in batch_fn(works)]
+            sets = [r.to_maskset() for r in gen([p.crops for p in preps])]
         except Exception as e:
             if not is_out_of_memory(e):
                 raise
             log.warning("out of memory on a batch of %d images; labeling them one by one", len(images))
-            return [self(im) for im in images]
+            return [self.finish(Started(p)) for p in preps]
         share = (time.perf_counter() - t0) / len(images)
         return [
-            self._finish(im.shape[:2], w, ms, 0, share) for im, w, ms in zip(images, works, sets, strict=True)
+            self._finish(p.hw, p.work, ms, 0, share + p.seconds) for p, ms in zip(preps, sets, strict=True)
         ]
 
     def label_prepared(self, prepared: list[PreparedImage], clip_inputs: torch.Tensor) -> list[LabelResult]:
@@ -230,6 +297,14 @@ class ZeroShotLabeler:
             },
         }
         return LabelResult(label, meta)
+
+
+def _finish_encoded(source: Any, encoded: Any) -> MaskSet:
+    return source.finish_encoded(encoded).to_maskset()
+
+
+def _generate_prepared(source: Any, crops: PreparedImage) -> MaskSet:
+    return source.generate_prepared([crops])[0].to_maskset()
 
 
 def review_fields(masks: torch.Tensor, cls: Classification) -> dict[str, Any]:

@@ -11,6 +11,8 @@ The PyPI segment-anything 1.0 ``SamOnnxModel`` crops with ``int(prepadded_size[i
 bakes in: the masks are wrong at any aspect ratio but the dummy's (upstream issue #56; measured cosine
 0.43 at 768×1024). Fixed here as upstream PR #58 did: crop with the 0-dim int64 tensors, so the crop
 stays in the graph. Validation runs at ≥ 3 ``orig_im_size`` values, none of them the dummy's ratio.
+As the labeler's decoders, the exported attention scales Q before Q·Kᵀ (``scale_first``, TensorRT's
+attention-fusion pattern: ``specs/attention.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 from segment_anything.modeling import Sam
 from segment_anything.utils.onnx import SamOnnxModel
 
+from zsplg_fast.export.specs.attention import scale_before_qk
 from zsplg_fast.export.specs.base import ExportSpec, Prepared, rand, randn, seeded
 from zsplg_fast.export.tensors import AxisRange, TensorSpec, Tolerance
 from zsplg_fast.models import sam_info
@@ -30,7 +33,27 @@ _DUMMY = (5, (1500, 2250), 1.0)  # upstream's dummy orig_im_size
 
 
 class SamDecoderOfficial(SamOnnxModel):
-    """Upstream ``SamOnnxModel`` with the aspect-ratio crop fixed (follows segment-anything PR #58)."""
+    """Upstream ``SamOnnxModel`` with the aspect-ratio crop fixed (follows segment-anything PR #58);
+    ``scale_first``: the attention scale on Q before Q·Kᵀ (same numbers up to rounding)."""
+
+    def __init__(self, model: Sam, return_single_mask: bool, scale_first: bool = False) -> None:
+        super().__init__(model, return_single_mask=return_single_mask)
+        self.scale_first = scale_first
+
+    def forward(
+        self,
+        image_embeddings: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+        orig_im_size: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Upstream's six inputs (module docstring) → (masks, iou_predictions, low_res_masks)."""
+        with scale_before_qk(self.scale_first):
+            return super().forward(
+                image_embeddings, point_coords, point_labels, mask_input, has_mask_input, orig_im_size
+            )
 
     def mask_postprocessing(self, masks: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
         """(1, M, 4g, 4g) logits → (1, M, H, W) logits, cropped to the un-padded region first."""
@@ -60,14 +83,15 @@ def _feeds(
     }
 
 
-def prepare_decoder(sam: Sam, return_single_mask: bool = False) -> Prepared:
-    """Bind ``sam_decoder`` to ``sam`` (``return_single_mask`` as upstream's ``--return-single-mask``)."""
+def prepare_decoder(sam: Sam, return_single_mask: bool = False, scale_first: bool = True) -> Prepared:
+    """Bind ``sam_decoder`` to ``sam`` (``return_single_mask`` as upstream's ``--return-single-mask``;
+    ``scale_first``: the exported attention order, see the module docstring)."""
     info = sam_info(sam)
     s, g, c = info.img_size, info.embedding_size, info.prompt_embed_dim
     m = 1 if return_single_mask else int(sam.mask_decoder.num_mask_tokens)
     gen = seeded(2)
     return Prepared(
-        module=SamDecoderOfficial(sam, return_single_mask=return_single_mask).eval(),
+        module=SamDecoderOfficial(sam, return_single_mask, scale_first).eval(),
         inputs=(
             TensorSpec("image_embeddings", "float32", (1, c, g, g)),
             TensorSpec("point_coords", "float32", (1, "num_points", 2), allow_float64=True),
@@ -95,7 +119,7 @@ def prepare_decoder(sam: Sam, return_single_mask: bool = False) -> Prepared:
             "mask_threshold": float(sam.mask_threshold),
             "return_single_mask": return_single_mask,
         },
-        options={"return_single_mask": return_single_mask},
+        options={"return_single_mask": return_single_mask, "scale_first": scale_first},
     )
 
 
