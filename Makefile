@@ -42,11 +42,16 @@ sysdeps:
 demo: venv
 	$(BIN)/zsplg-fast demo --out demo_out
 
+# CI's machine has 2 cores and most tests run torch on one thread: 2 pytest-xdist workers, each test
+# module (or folder sharing costly session fixtures) on one of them, the longest first (tests/conftest.py).
+# `make test XDIST=` runs the suite in one process.
+XDIST ?= -n 2 --dist loadgroup --no-loadscope-reorder
+
 test: venv runtime-venv sysdeps
 	$(BIN)/ruff check zsplg_fast runtime tests bench
 	$(BIN)/ruff format --check zsplg_fast runtime tests bench
 	@# pytest exit 5 = no tests collected: a broken suite, never a pass.
-	$(BIN)/pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$rc
+	$(BIN)/pytest -q $(XDIST); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$rc
 
 test-fast: venv
 	$(BIN)/pytest -q -m "not slow"

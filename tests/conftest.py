@@ -5,10 +5,64 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from typing import Any
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# `make test` runs the suite on 2 pytest-xdist workers (`-n 2 --dist loadgroup --no-loadscope-reorder`).
+# The unit of work is a test module, except in the folders whose conftest builds costly session fixtures
+# (every spec exported, a trained and deployed segmenter, a bench run, toy labels) or that share a cache
+# folder (hypothesis' under the temp folder): their tests share one worker, so each fixture is built
+# once. Units are handed out in collection order, so the longest go first (measured with
+# --durations=0; the demo alone is a third of the suite) and the last unit to start is a short one.
+# tests/toy is one unit too: xdist gives a worker a second unit at once when its first has at most 2
+# tests (the demo module has 2), which would queue another long unit behind the demo.
+UNIT_DIRS = frozenset({"bench", "deploy", "engines", "export", "fuzz", "review", "toy"})
+LONGEST_FIRST = ("toy", "bench", "export", "labeling/test_ray_exec.py")
+
+
+def _xdist_unit(nodeid: str) -> str:
+    """A test's node id (``tests/<folder>/<file>::<name>``) → the unit of work it runs in."""
+    rel = nodeid.split("::", 1)[0].removeprefix("tests/")
+    top = rel.split("/", 1)[0]
+    return top if top in UNIT_DIRS else rel
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup``: xdist's load-scope scheduler with our units as scopes. (xdist 3.8 marks a
+    group by rewriting ``item._nodeid``, which pytest 9 no longer reads: its own groups do not form.)"""
+    if config.getoption("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class UnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _xdist_unit(nodeid)
+
+    return UnitScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``--dist loadgroup`` the longest units first (units are handed out in collection order).
+
+    Workers collect with ``dist`` reset to "no" and ``loadgroup`` set (xdist's remote.setup_config)."""
+    if not (config.getoption("loadgroup", False) or config.getoption("dist", "no") == "loadgroup"):
+        return
+    rank = {u: i for i, u in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda it: rank.get(_xdist_unit(it.nodeid), len(rank)))  # stable: order kept within
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread_per_worker() -> None:
+    """Under xdist each of the 2 workers has a core: torch on one thread (the serial suite's state too,
+    where tests/bench/conftest.py, the first folder, sets it for the rest of the session)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -5,12 +5,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from zsplg_fast.cli.main import app
 
 
-def test_cli_chain(synth: Path, tmp_path: Path) -> None:
+def test_cli_chain(synth: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from zsplg_fast.cli import common
+
+    # the summary table folds a long path at 80 columns: the run folder's path length (xdist's
+    # popen-gwN/ adds 10 characters) must not split "final.pth"
+    monkeypatch.setattr(common.console, "width", 200)
     common = ["--data", f"synthetic:{synth}", "--backbone", "tiny"]
     sets = [
         "train.data.crop_size=64",
