@@ -113,8 +113,12 @@ def _torch(cfg: Config, sam: torch.nn.Module, dense: torch.nn.Module, device: to
     engines, meta = [], {}
     # SAM 2 under autocast (not exact anyway): the decoder shares its image-side work (1.45x on CPU fp32)
     share = {"share_image": True} if family == "sam2" and autocast != "fp32" else {}
-    # SAM's shared decoder in upstream's attention order (exports scale Q first, for TensorRT's fusion)
-    options = {"sam2_decoder_batched": share, "sam_decoder_shared": {"scale_first": False}}
+    # the decoders in upstream's attention order and upscaling modules (exports scale Q first, for
+    # TensorRT's fusion, and upscale with MatMuls on token rows, for onnxruntime's CPU kernels)
+    options = {
+        "sam2_decoder_batched": {**share, "token_upscaling": False},
+        "sam_decoder_shared": {"scale_first": False, "token_upscaling": False},
+    }
     for name in (arts.encoder, *arts.decoders[0]):
         p = get_spec(name).bind(sam, **options.get(name, {}))
         meta[name] = p.metadata

@@ -29,6 +29,7 @@ from torch import nn
 
 from zsplg_fast.export.specs.base import ExportSpec, Prepared, rand, randn, seeded
 from zsplg_fast.export.specs.sam2_encoder import encoder_output_specs
+from zsplg_fast.export.specs.upscaling import masks_from_rows, upscale_rows
 from zsplg_fast.export.tensors import AxisRange, TensorSpec, Tolerance
 from zsplg_fast.models.sam2 import sam2_info
 
@@ -65,12 +66,15 @@ class Sam2PromptDecoder(nn.Module):
     (bf16 / fp16 autocast).
     """
 
-    def __init__(self, model: nn.Module, share_image: bool = False) -> None:
+    def __init__(self, model: nn.Module, share_image: bool = False, token_upscaling: bool = False) -> None:
         super().__init__()
         self.prompt_encoder = model.sam_prompt_encoder
         self.mask_decoder = model.sam_mask_decoder
         # a structured stand-in without a two-way transformer keeps its own predict_masks
-        self.share_image = share_image and hasattr(self.mask_decoder, "transformer")
+        real = hasattr(self.mask_decoder, "transformer")
+        self.share_image = share_image and real
+        # exported: the upscaling as MatMuls on token rows, no ConvTranspose (upscaling.py)
+        self.token_upscaling = token_upscaling and real
 
     def all_tokens(
         self,
@@ -87,36 +91,53 @@ class Sam2PromptDecoder(nn.Module):
         sparse = pe._embed_points(point_coords, point_labels, pad=True)
         no_mask = pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
         dense = torch.where(has_mask_input.reshape(1, 1, 1, 1) > 0, pe._embed_masks(mask_input), no_mask)
+        high_res = (high_res_feats_0, high_res_feats_1)
         if self.share_image:
-            return self._predict_shared(image_embed + dense, sparse, [high_res_feats_0, high_res_feats_1])
+            return self._predict(image_embed + dense, pe.get_dense_pe(), sparse, high_res)
+        if self.token_upscaling:  # upstream's tiling (repeat_image), then the token-row upscaling
+            b = sparse.shape[0]
+            src = torch.repeat_interleave(image_embed, b, dim=0) + dense
+            return self._predict(src, torch.repeat_interleave(pe.get_dense_pe(), b, dim=0), sparse, high_res)
         masks, iou, _, _ = self.mask_decoder.predict_masks(
             image_embeddings=image_embed,
             image_pe=pe.get_dense_pe(),
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             repeat_image=True,
-            high_res_features=[high_res_feats_0, high_res_feats_1],
+            high_res_features=list(high_res),
         )
         return masks, iou
 
-    def _predict_shared(
-        self, src: torch.Tensor, sparse: torch.Tensor, high_res: list[torch.Tensor]
+    def _predict(
+        self,
+        src: torch.Tensor,
+        pos: torch.Tensor,
+        sparse: torch.Tensor,
+        high_res: tuple[torch.Tensor, torch.Tensor],
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``MaskDecoder.predict_masks`` (followed) with ``src`` (1 or B, C, g, g) never tiled."""
+        """``MaskDecoder.predict_masks`` (followed) on ``src`` (1 or B, C, g, g) as given (never tiled
+        here) and positional encoding ``pos``; the upscaling in token rows with ``token_upscaling``."""
         md = self.mask_decoder
         s = 1 if md.pred_obj_scores else 0
         lead = [md.obj_score_token.weight] if s else []
         out = torch.cat([*lead, md.iou_token.weight, md.mask_tokens.weight], dim=0)
         tokens = torch.cat((out.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse), dim=1)
         c, h, w = src.shape[1], src.shape[2], src.shape[3]
-        hs, keys = md.transformer(src, self.prompt_encoder.get_dense_pe(), tokens)  # keys: (B, g², C)
-        grid = keys.transpose(1, 2).reshape(keys.shape[0], c, h, w)
-        dc1, ln1, act1, dc2, act2 = md.output_upscaling
-        up = act2(dc2(act1(ln1(dc1(grid) + high_res[1]))) + high_res[0])
+        hs, keys = md.transformer(src, pos, tokens)  # keys: (B, g², C)
         tok = hs[:, s + 1 : s + 1 + md.num_mask_tokens, :]
         hyper = torch.stack(
             [md.output_hypernetworks_mlps[i](tok[:, i, :]) for i in range(md.num_mask_tokens)], 1
         )
+        feats = high_res if md.use_high_res_features else None
+        if self.token_upscaling:
+            masks = masks_from_rows(hyper, upscale_rows(md.output_upscaling, keys, feats), h, w)
+            return masks, md.iou_prediction_head(hs[:, s, :])
+        grid = keys.transpose(1, 2).reshape(keys.shape[0], c, h, w)
+        if feats is None:
+            up = md.output_upscaling(grid)
+        else:
+            dc1, ln1, act1, dc2, act2 = md.output_upscaling
+            up = act2(dc2(act1(ln1(dc1(grid) + feats[1]))) + feats[0])
         b, cu, hu, wu = up.shape
         masks = (hyper @ up.reshape(b, cu, hu * wu)).reshape(b, -1, hu, wu)
         return masks, md.iou_prediction_head(hs[:, s, :])
@@ -149,8 +170,10 @@ class Sam2DecoderBatched(Sam2PromptDecoder):
 class Sam2Decoder(Sam2PromptDecoder):
     """The point interface: one prompt set → masks at (H, W), IoU, low-res logits (see module docstring)."""
 
-    def __init__(self, model: nn.Module, multimask_output: bool = True) -> None:
-        super().__init__(model)  # one prompt set: nothing to share
+    def __init__(
+        self, model: nn.Module, multimask_output: bool = True, token_upscaling: bool = False
+    ) -> None:
+        super().__init__(model, token_upscaling=token_upscaling)  # one prompt set: nothing to share
         self.multimask_output = multimask_output
         md = model.sam_mask_decoder
         self.dynamic = bool(md.dynamic_multimask_via_stability)
@@ -221,8 +244,11 @@ def _decoder_metadata(model: nn.Module) -> dict:
     }
 
 
-def prepare_sam2_decoder(model: nn.Module, multimask_output: bool = True) -> Prepared:
-    """Bind ``sam2_decoder``: dummy N=3 at 1500×2250; validation at other N and aspect ratios."""
+def prepare_sam2_decoder(
+    model: nn.Module, multimask_output: bool = True, token_upscaling: bool = True
+) -> Prepared:
+    """Bind ``sam2_decoder``: dummy N=3 at 1500×2250; validation at other N and aspect ratios.
+    ``token_upscaling``: the upscaling as MatMuls on token rows (upscaling.py; the export default)."""
     info = sam2_info(model)
     s, g = info.img_size, info.embedding_size
     m = 3 if multimask_output else 1
@@ -238,7 +264,7 @@ def prepare_sam2_decoder(model: nn.Module, multimask_output: bool = True) -> Pre
         }
 
     return Prepared(
-        module=Sam2Decoder(model, multimask_output=multimask_output).eval(),
+        module=Sam2Decoder(model, multimask_output, token_upscaling).eval(),
         inputs=(
             *encoder_output_specs(model, batch=1),
             *_prompt_inputs(1, 1, g),
@@ -258,13 +284,17 @@ def prepare_sam2_decoder(model: nn.Module, multimask_output: bool = True) -> Pre
             "interface": "SAM2ImagePredictor._predict(return_logits=True) on set_image features",
             "multimask_output": multimask_output,
         },
-        options={"multimask_output": multimask_output},
+        options={"multimask_output": multimask_output, "token_upscaling": token_upscaling},
     )
 
 
-def prepare_sam2_decoder_batched(model: nn.Module, share_image: bool = False) -> Prepared:
+def prepare_sam2_decoder_batched(
+    model: nn.Module, share_image: bool = False, token_upscaling: bool = True
+) -> Prepared:
     """Bind ``sam2_decoder_batched``: dummy B=5, N=2 with a mask prompt; validation (1, 1) and (7, 1)
-    without, (7, 3) with. ``share_image``: see :class:`Sam2PromptDecoder` (off: bit-equal to upstream)."""
+    without, (7, 3) with. ``share_image``: see :class:`Sam2PromptDecoder` (off: upstream's tiling).
+    ``token_upscaling``: the upscaling as MatMuls on token rows (upscaling.py; the export default;
+    off: the module is bit-equal to upstream)."""
     info = sam2_info(model)
     s, g, k = info.img_size, info.embedding_size, info.num_mask_tokens
     gen = seeded(13)
@@ -281,7 +311,7 @@ def prepare_sam2_decoder_batched(model: nn.Module, share_image: bool = False) ->
         }
 
     return Prepared(
-        module=Sam2DecoderBatched(model, share_image=share_image).eval(),
+        module=Sam2DecoderBatched(model, share_image, token_upscaling).eval(),
         inputs=(*encoder_output_specs(model, batch=1), *_prompt_inputs("batch", "batch", g)),
         outputs=(
             TensorSpec("low_res_masks", "float32", ("batch", k, 4 * g, 4 * g)),
@@ -296,7 +326,7 @@ def prepare_sam2_decoder_batched(model: nn.Module, share_image: bool = False) ->
         tolerances={"low_res_masks": _TOL, "iou_predictions": _TOL},
         profiles={"batch": AxisRange(1, 64, 256), "num_points": AxisRange(1, 1, 4)},
         metadata={**_decoder_metadata(model), "tokens": "all (0 = single mask, 1..3 = multimask)"},
-        options={"share_image": share_image},
+        options={"share_image": share_image, "token_upscaling": token_upscaling},
     )
 
 
