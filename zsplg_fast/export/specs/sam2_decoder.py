@@ -60,10 +60,11 @@ class Sam2PromptDecoder(nn.Module):
 
     ``share_image``: do not tile the image embedding per prompt (upstream ``predict_masks`` repeats it B
     times); the two-way transformer's first block then computes its image-side projections once and
-    broadcasts them (as ``sam_decoder_batched`` does for SAM). Measured on Hiera-T, 16 prompts, one
-    CPU thread: 5.55 → 3.82 s (1.45×); max abs difference to upstream 1.1e-6 (not bit-equal: batch-1
-    GEMMs round differently), so it is off for fp32 artifacts and on where exactness is not kept anyway
-    (bf16 / fp16 autocast).
+    broadcasts them (as ``sam_decoder_batched`` does for SAM) when the dense prompt is one map (the
+    ignored mask prompt fed at batch 1). Measured on Hiera-T, 16 prompts, one CPU thread: 5.55 → 3.82 s
+    (1.45×); max abs difference to upstream 1.1e-6 (not bit-equal: batch-1 GEMMs round differently).
+    On in the exported artifacts (onnxruntime is not bit-equal to torch anyway; the exports are
+    validated with the fatal tolerances) and under bf16 / fp16 autocast; off in the torch labeler at fp32.
     """
 
     def __init__(self, model: nn.Module, share_image: bool = False, token_upscaling: bool = False) -> None:
@@ -289,12 +290,17 @@ def prepare_sam2_decoder(
 
 
 def prepare_sam2_decoder_batched(
-    model: nn.Module, share_image: bool = False, token_upscaling: bool = True
+    model: nn.Module, share_image: bool = True, token_upscaling: bool = True
 ) -> Prepared:
     """Bind ``sam2_decoder_batched``: dummy B=5, N=2 with a mask prompt; validation (1, 1) and (7, 1)
-    without, (7, 3) with. ``share_image``: see :class:`Sam2PromptDecoder` (off: upstream's tiling).
-    ``token_upscaling``: the upscaling as MatMuls on token rows (upscaling.py; the export default;
-    off: the module is bit-equal to upstream)."""
+    without (the ignored mask prompt at batch 1, broadcast), (7, 3) with one per prompt.
+    ``share_image`` / ``token_upscaling``: the exported forms (the defaults; :class:`Sam2PromptDecoder`,
+    upscaling.py); both off: the module is bit-equal to upstream (the torch labeler's fp32 module).
+
+    ``mask_input`` has its own batch axis, ``mask_batch``: 1 (an ignored all-zero prompt,
+    ``has_mask_input`` 0: AMG's first pass) or B (the m2m step). At 1 the dense prompt embedding is one
+    (1, C, g, g) map, so with ``share_image`` the first block's image-side projections run once per call
+    instead of once per prompt."""
     info = sam2_info(model)
     s, g, k = info.img_size, info.embedding_size, info.num_mask_tokens
     gen = seeded(13)
@@ -306,13 +312,13 @@ def prepare_sam2_decoder_batched(
             **_points(gen, b, n, s),
             "mask_input": randn((b, 1, 4 * g, 4 * g), gen, 8.0)
             if has_mask
-            else torch.zeros(b, 1, 4 * g, 4 * g),
+            else torch.zeros(1, 1, 4 * g, 4 * g),
             "has_mask_input": torch.tensor([has_mask], dtype=torch.float32),
         }
 
     return Prepared(
         module=Sam2DecoderBatched(model, share_image, token_upscaling).eval(),
-        inputs=(*encoder_output_specs(model, batch=1), *_prompt_inputs("batch", "batch", g)),
+        inputs=(*encoder_output_specs(model, batch=1), *_prompt_inputs("batch", "mask_batch", g)),
         outputs=(
             TensorSpec("low_res_masks", "float32", ("batch", k, 4 * g, 4 * g)),
             TensorSpec("iou_predictions", "float32", ("batch", k)),
@@ -324,7 +330,11 @@ def prepare_sam2_decoder_batched(
             feeds(7, 3, 1.0, image),
         ],
         tolerances={"low_res_masks": _TOL, "iou_predictions": _TOL},
-        profiles={"batch": AxisRange(1, 64, 256), "num_points": AxisRange(1, 1, 4)},
+        profiles={
+            "batch": AxisRange(1, 64, 256),
+            "mask_batch": AxisRange(1, 1, 256),  # 1: AMG's first pass; B only for m2m
+            "num_points": AxisRange(1, 1, 4),
+        },
         metadata={**_decoder_metadata(model), "tokens": "all (0 = single mask, 1..3 = multimask)"},
         options={"share_image": share_image, "token_upscaling": token_upscaling},
     )

@@ -56,8 +56,10 @@ def deconv_as_matmul(conv: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tens
 def _deconv(conv: nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor:
     """(B, n, C_in) rows → (B, 4·n, C_out) rows of ``conv`` (a row's four output pixels, (a, b) order)."""
     weight, bias = deconv_as_matmul(conv)
-    # one 2-D GEMM with its bias (onnxruntime fuses MatMul + Add into Gemm only on 2-D inputs)
-    y = torch.addmm(bias, x.reshape(-1, int(conv.in_channels)), weight)
+    # 2-D: onnxruntime fuses MatMul + Add into one Gemm (bias in the GEMM) only on 2-D inputs. Written as
+    # MatMul + Add, not addmm (an ONNX Gemm): the int8 op lists (export/precision.py) name Gemm for the
+    # decoders' small MLP heads, and these weights were a ConvTranspose, never quantized.
+    y = torch.matmul(x.reshape(-1, int(conv.in_channels)), weight) + bias
     return y.reshape(x.shape[0], -1, int(conv.out_channels))
 
 
