@@ -17,7 +17,7 @@ That is one MatMul of the (h·w, C_in) tokens by a (C_in, 4·C_out) matrix whose
   the last (channel) axis (one onnxruntime kernel), GELU (fused by onnxruntime), no ConvTranspose;
 - rows end in the order (i, j, a, b, a', b'): pixel (4i + 2a + a', 4j + 2b + b') of the 4h×4w grid;
   SAM 2's feature maps are permuted into that order once per call (batch 1), not per prompt;
-- the hypernetwork product runs on the (B, 16·h·w, C/8) rows, and only its (B, 16·h·w, K) result
+- the hypernetwork product runs on the (B, 16·h·w, C/8) rows, and only its (B, K, 16·h·w) result
   (K = 3 or 4 masks) is permuted back to (B, K, 4h, 4w).
 
 Same arithmetic as upstream's modules up to the order of the sums (last-bit differences; the exports
@@ -70,21 +70,26 @@ def _channel_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def grid_to_rows(feat: torch.Tensor, levels: int) -> torch.Tensor:
     """(b, C, 2^L·h, 2^L·w) NCHW map → (b, 4^L·h·w, C) rows in the upscaling's order (L = ``levels``,
-    1 or 2): (i, j, a, b) for L = 1, (i, j, a, b, a', b') for L = 2."""
+    1 or 2): (i, j, a, b) for L = 1, (i, j, a, b, a', b') for L = 2. NCHW → NHWC first (one axis
+    moves: a fast transpose), then the pixels' blocks move with their C channels contiguous (onnxruntime
+    CPU, (1, 32, 256, 256): 7.7 ms against 12.7 ms for one element-wise 8-D transpose)."""
     b, c, hh, ww = feat.shape
     s = 1 << levels
     h, w = hh // s, ww // s
-    if levels == 1:  # (c, i, a, j, b) → (i, j, a, b, c)
-        x = feat.reshape(b, c, h, 2, w, 2).permute(0, 2, 4, 3, 5, 1)
-    else:  # (c, i, a, a', j, b, b') → (i, j, a, b, a', b', c)
-        x = feat.reshape(b, c, h, 2, 2, w, 2, 2).permute(0, 2, 5, 3, 6, 4, 7, 1)
+    x = feat.permute(0, 2, 3, 1)  # (b, 2^L·h, 2^L·w, C)
+    if levels == 1:  # (i, a, j, b, c) → (i, j, a, b, c)
+        x = x.reshape(b, h, 2, w, 2, c).permute(0, 1, 3, 2, 4, 5)
+    else:  # (i, a, a', j, b, b', c) → (i, j, a, b, a', b', c)
+        x = x.reshape(b, h, 2, 2, w, 2, 2, c).permute(0, 1, 4, 2, 5, 3, 6, 7)
     return x.reshape(b, s * s * h * w, c)
 
 
-def rows_to_grid(rows: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """(B, 16·h·w, K) rows in (i, j, a, b, a', b') order → (B, K, 4h, 4w), pixel (4i+2a+a', 4j+2b+b')."""
-    b, k = rows.shape[0], rows.shape[-1]
-    x = rows.reshape(b, h, w, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6)
+def grid_from_rows(masks: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(B, K, 16·h·w) with the last axis in (i, j, a, b, a', b') order → (B, K, 4h, 4w), pixel
+    (4i+2a+a', 4j+2b+b') (onnxruntime CPU, B = 16, K = 4, 64×64: 26 ms against 49 ms for the same
+    permutation from (B, 16·h·w, K))."""
+    b, k = masks.shape[0], masks.shape[1]
+    x = masks.reshape(b * k, h, w, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6)
     return x.reshape(b, k, 4 * h, 4 * w)
 
 
@@ -101,7 +106,7 @@ def upscale_rows(
         high_res: SAM 2's (feat_s0 (b, C/8, 4h, 4w), feat_s1 (b, C/4, 2h, 2w)) with b = 1 or B, added
             as upstream's ``predict_masks`` does (``use_high_res_features``); None for SAM.
     Returns:
-        (B, 16·h·w, C/8) rows in (i, j, a, b, a', b') order (see :func:`rows_to_grid`).
+        (B, 16·h·w, C/8) rows in (i, j, a, b, a', b') order (see :func:`grid_from_rows`).
     """
     dc1, ln1, act1, dc2, act2 = upscaling
     x = _deconv(dc1, tokens)
@@ -116,4 +121,4 @@ def upscale_rows(
 def masks_from_rows(hyper: torch.Tensor, rows: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """Hypernetwork vectors (B, K, C/8) · upscaled rows (B, 16·h·w, C/8) → (B, K, 4h, 4w) logits (the
     ``hyper_in @ upscaled`` of upstream's ``predict_masks``)."""
-    return rows_to_grid(torch.matmul(rows, hyper.transpose(1, 2)), h, w)
+    return grid_from_rows(torch.matmul(hyper, rows.transpose(1, 2)), h, w)
