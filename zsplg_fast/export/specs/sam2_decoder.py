@@ -354,5 +354,6 @@ SAM2_DECODER_BATCHED = ExportSpec(
     "SAM 2 decoder for AMG: one image's features, B prompt sets (+ mask prompts) → (B,4,4g,4g), (B,4)",
     prepare_sam2_decoder_batched,
     exporter="legacy",
-    exporter_reason="legacy: 10x faster export than dynamo (tiny: 4 s vs 34 s), same parity",
+    exporter_reason="legacy: 10x faster export than dynamo (tiny: 4 s vs 34 s); and dynamo cannot keep the "
+    "separate mask_batch axis (it unifies it with batch: validation fails)",
 )
