@@ -82,7 +82,7 @@ def check_model(
             if autocast == "bf16" and device.type != "cuda":
                 continue
             # as the label command's torch backend binds it (labeling/engines.py): upstream's modules
-            share = {"share_image": autocast != "fp32", "token_upscaling": False}
+            share = {"share_image": autocast != "fp32", "token_upscaling": False, "scale_first": False}
             engines = []
             for spec in ("sam2_encoder", "sam2_decoder_batched"):
                 p = get_spec(spec).bind(model, **(share if spec == "sam2_decoder_batched" else {}))

@@ -132,7 +132,11 @@ def test_shared_image_decoder_matches_the_tiled_one(
     numbers as upstream's tiled predict_masks within 1e-5, first pass and m2m, and it exports."""
     model, _ = tiny2
     p = get_spec("sam2_decoder_batched").bind(model, share_image=True)
-    assert p.module.share_image and p.options == {"share_image": True, "token_upscaling": True}
+    assert p.module.share_image and p.options == {
+        "share_image": True,
+        "token_upscaling": True,
+        "scale_first": True,
+    }
     tiled = Sam2DecoderBatched(model)
     with torch.inference_mode():
         for feeds in p.validation:
@@ -142,4 +146,5 @@ def test_shared_image_decoder_matches_the_tiled_one(
     assert art.sidecar["validation"]["passed"] and art.sidecar["spec_options"] == {
         "share_image": True,
         "token_upscaling": True,
+        "scale_first": True,
     }

@@ -162,3 +162,34 @@ def test_exported_sam2_decoders_have_no_conv_transpose_and_equal_upstream(
         out = engine({k: v.numpy() for k, v in feeds.items()})
         for spec, want in zip(p.outputs, ref, strict=True):
             np.testing.assert_allclose(out[spec.name], want.numpy(), atol=1e-4, err_msg=spec.name)
+
+
+def _key_side_scaled(path: str) -> list[bool]:
+    """For every Softmax of the graph: is a Mul within two nodes above the K side of its Q·Kᵀ MatMul?"""
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+    made = {o: n for n in model.graph.node for o in n.output}
+    out = []
+    for n in model.graph.node:
+        if n.op_type != "Softmax":
+            continue
+        mm = made[n.input[0]]
+        assert mm.op_type == "MatMul", mm.op_type
+        k1 = made.get(mm.input[1])
+        k2 = made.get(k1.input[0]) if k1 is not None and k1.input else None
+        out.append(any(x is not None and x.op_type == "Mul" for x in (k1, k2)))
+    return out
+
+
+def test_exported_sam2_decoder_scales_q_only_before_qk(sam2_tiny: Any, tmp_path: Path) -> None:
+    """sam2's Attention calls scaled_dot_product_attention, whose export scales Q and K by √s (and
+    transposes K apart: no fused MatMul). The exported decoder scales Q once before Q·Kᵀ (issue 20 item
+    14's TensorRT pattern, as SAM's); upstream's order (scale_first=False) still has the K-side Mul."""
+    art = export_onnx(get_spec("sam2_decoder_batched").bind(sam2_tiny), tmp_path, exporter="legacy")
+    assert art.sidecar["validation"]["passed"] and art.sidecar["spec_options"]["scale_first"] is True
+    scaled = _key_side_scaled(art.path)
+    assert len(scaled) == 3 * len(sam2_tiny.sam_mask_decoder.transformer.layers) + 1 and not any(scaled)
+    old = get_spec("sam2_decoder_batched").bind(sam2_tiny, scale_first=False)
+    sdpa = export_onnx(old, tmp_path / "sdpa", exporter="legacy")
+    assert all(_key_side_scaled(sdpa.path)), "SDPA's export scales K too"

@@ -61,7 +61,7 @@ FAMILY_ARTIFACTS: dict[str, ProposerArtifacts] = {
 
 TORCH_SPEC_OPTIONS: dict[str, dict[str, bool]] = {
     "sam_decoder_shared": {"scale_first": False, "token_upscaling": False},
-    "sam2_decoder_batched": {"share_image": False, "token_upscaling": False},
+    "sam2_decoder_batched": {"share_image": False, "token_upscaling": False, "scale_first": False},
 }
 """Spec options of the torch backend at fp32: upstream's attention order, upscaling modules and tiling
 (the exported forms scale Q first for TensorRT's fusion, upscale with MatMuls on token rows for

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zsplg_fast.export.specs.attention import scale_before_qk
 from zsplg_fast.export.specs.base import ExportSpec, Prepared, rand, randn, seeded
 from zsplg_fast.export.specs.sam2_encoder import encoder_output_specs
 from zsplg_fast.export.specs.upscaling import masks_from_rows, upscale_rows
@@ -67,7 +68,13 @@ class Sam2PromptDecoder(nn.Module):
     validated with the fatal tolerances) and under bf16 / fp16 autocast; off in the torch labeler at fp32.
     """
 
-    def __init__(self, model: nn.Module, share_image: bool = False, token_upscaling: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        share_image: bool = False,
+        token_upscaling: bool = False,
+        scale_first: bool = False,
+    ) -> None:
         super().__init__()
         self.prompt_encoder = model.sam_prompt_encoder
         self.mask_decoder = model.sam_mask_decoder
@@ -76,6 +83,16 @@ class Sam2PromptDecoder(nn.Module):
         self.share_image = share_image and real
         # exported: the upscaling as MatMuls on token rows, no ConvTranspose (upscaling.py)
         self.token_upscaling = token_upscaling and real
+        # exported: the attention scale on Q only, before Q·Kᵀ (attention.py), not SDPA's √s on Q and K
+        self.scale_first = scale_first and real
+
+    def forward_all(self, *feeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`all_tokens` in the attention order of ``scale_first``."""
+        if not self.scale_first:
+            return self.all_tokens(*feeds)
+        attention = type(self.mask_decoder.transformer.final_attn_token_to_image)  # sam2's Attention
+        with scale_before_qk(True, attention):
+            return self.all_tokens(*feeds)
 
     def all_tokens(
         self,
@@ -157,7 +174,7 @@ class Sam2DecoderBatched(Sam2PromptDecoder):
         mask_input: torch.Tensor,
         has_mask_input: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.all_tokens(
+        return self.forward_all(
             image_embed,
             high_res_feats_0,
             high_res_feats_1,
@@ -172,9 +189,14 @@ class Sam2Decoder(Sam2PromptDecoder):
     """The point interface: one prompt set → masks at (H, W), IoU, low-res logits (see module docstring)."""
 
     def __init__(
-        self, model: nn.Module, multimask_output: bool = True, token_upscaling: bool = False
+        self,
+        model: nn.Module,
+        multimask_output: bool = True,
+        token_upscaling: bool = False,
+        scale_first: bool = False,
     ) -> None:
-        super().__init__(model, token_upscaling=token_upscaling)  # one prompt set: nothing to share
+        # one prompt set: nothing to share
+        super().__init__(model, token_upscaling=token_upscaling, scale_first=scale_first)
         self.multimask_output = multimask_output
         md = model.sam_mask_decoder
         self.dynamic = bool(md.dynamic_multimask_via_stability)
@@ -192,7 +214,7 @@ class Sam2Decoder(Sam2PromptDecoder):
         has_mask_input: torch.Tensor,
         orig_im_size: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        masks, iou = self.all_tokens(
+        masks, iou = self.forward_all(
             image_embed,
             high_res_feats_0,
             high_res_feats_1,
@@ -246,10 +268,11 @@ def _decoder_metadata(model: nn.Module) -> dict:
 
 
 def prepare_sam2_decoder(
-    model: nn.Module, multimask_output: bool = True, token_upscaling: bool = True
+    model: nn.Module, multimask_output: bool = True, token_upscaling: bool = True, scale_first: bool = True
 ) -> Prepared:
     """Bind ``sam2_decoder``: dummy N=3 at 1500×2250; validation at other N and aspect ratios.
-    ``token_upscaling``: the upscaling as MatMuls on token rows (upscaling.py; the export default)."""
+    ``token_upscaling`` / ``scale_first``: the upscaling as MatMuls on token rows (upscaling.py), the
+    attention scale on Q before Q·Kᵀ (attention.py); the export defaults."""
     info = sam2_info(model)
     s, g = info.img_size, info.embedding_size
     m = 3 if multimask_output else 1
@@ -265,7 +288,7 @@ def prepare_sam2_decoder(
         }
 
     return Prepared(
-        module=Sam2Decoder(model, multimask_output, token_upscaling).eval(),
+        module=Sam2Decoder(model, multimask_output, token_upscaling, scale_first).eval(),
         inputs=(
             *encoder_output_specs(model, batch=1),
             *_prompt_inputs(1, 1, g),
@@ -285,17 +308,22 @@ def prepare_sam2_decoder(
             "interface": "SAM2ImagePredictor._predict(return_logits=True) on set_image features",
             "multimask_output": multimask_output,
         },
-        options={"multimask_output": multimask_output, "token_upscaling": token_upscaling},
+        options={
+            "multimask_output": multimask_output,
+            "token_upscaling": token_upscaling,
+            "scale_first": scale_first,
+        },
     )
 
 
 def prepare_sam2_decoder_batched(
-    model: nn.Module, share_image: bool = True, token_upscaling: bool = True
+    model: nn.Module, share_image: bool = True, token_upscaling: bool = True, scale_first: bool = True
 ) -> Prepared:
     """Bind ``sam2_decoder_batched``: dummy B=5, N=2 with a mask prompt; validation (1, 1) and (7, 1)
     without (the ignored mask prompt at batch 1, broadcast), (7, 3) with one per prompt.
-    ``share_image`` / ``token_upscaling``: the exported forms (the defaults; :class:`Sam2PromptDecoder`,
-    upscaling.py); both off: the module is bit-equal to upstream (the torch labeler's fp32 module).
+    ``share_image`` / ``token_upscaling`` / ``scale_first``: the exported forms (the defaults;
+    :class:`Sam2PromptDecoder`, upscaling.py, attention.py); all off: the module is bit-equal to upstream
+    (the torch labeler's fp32 module).
 
     ``mask_input`` has its own batch axis, ``mask_batch``: 1 (an ignored all-zero prompt,
     ``has_mask_input`` 0: AMG's first pass) or B (the m2m step). At 1 the dense prompt embedding is one
@@ -317,7 +345,7 @@ def prepare_sam2_decoder_batched(
         }
 
     return Prepared(
-        module=Sam2DecoderBatched(model, share_image, token_upscaling).eval(),
+        module=Sam2DecoderBatched(model, share_image, token_upscaling, scale_first).eval(),
         inputs=(*encoder_output_specs(model, batch=1), *_prompt_inputs("batch", "mask_batch", g)),
         outputs=(
             TensorSpec("low_res_masks", "float32", ("batch", k, 4 * g, 4 * g)),
@@ -336,7 +364,7 @@ def prepare_sam2_decoder_batched(
             "num_points": AxisRange(1, 1, 4),
         },
         metadata={**_decoder_metadata(model), "tokens": "all (0 = single mask, 1..3 = multimask)"},
-        options={"share_image": share_image, "token_upscaling": token_upscaling},
+        options={"share_image": share_image, "token_upscaling": token_upscaling, "scale_first": scale_first},
     )
 
 
