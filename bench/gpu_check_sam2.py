@@ -81,7 +81,8 @@ def check_model(
         for name, autocast in (("ours fp32", "fp32"), ("ours bf16", "bf16")):
             if autocast == "bf16" and device.type != "cuda":
                 continue
-            share = {"share_image": True} if autocast != "fp32" else {}
+            # as the label command's torch backend binds it (labeling/engines.py): upstream's modules
+            share = {"share_image": autocast != "fp32", "token_upscaling": False, "scale_first": False}
             engines = []
             for spec in ("sam2_encoder", "sam2_decoder_batched"):
                 p = get_spec(spec).bind(model, **(share if spec == "sam2_decoder_batched" else {}))

@@ -26,3 +26,22 @@ def test_bf16_labeling_fidelity_floors_on_toy_world() -> None:
     assert 0.98 <= e["count_ratio"] <= 1.02, e
     assert abs(e["label_miou_diff_points"]) <= 0.5, e
     assert out["reference"]["label_miou"] > 0.5  # the toy labeler names shapes (not a degenerate map)
+
+
+def test_prompt_masks_feed_the_generators_per_image_feeds() -> None:
+    """``prompt_masks`` (the toy fidelity's per-prompt masks) takes the generator's per-image feeds as they
+    come from ``_encode`` (a dict since SAM 2): every grid prompt's 3 masks, as the decoder computes them."""
+    import numpy as np
+    import torch
+
+    from zsplg_fast.bench.labeling_toy import prompt_masks
+    from zsplg_fast.bench.synthetic_sam import build_colour_sam, sam_module_engines
+    from zsplg_fast.config.labeling import AmgConfig
+    from zsplg_fast.labeling.amg import MaskGenerator
+
+    sam = build_colour_sam(256)
+    gen = MaskGenerator(*sam_module_engines(sam), AmgConfig(points_per_side=4))
+    image = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    masks = prompt_masks(gen, image)
+    assert masks.shape == (4 * 4 * 3, 96, 128) and masks.dtype == torch.bool
+    assert 0 < int(masks.sum()) < masks.numel()  # region masks, not empty or full

@@ -132,11 +132,19 @@ def test_shared_image_decoder_matches_the_tiled_one(
     numbers as upstream's tiled predict_masks within 1e-5, first pass and m2m, and it exports."""
     model, _ = tiny2
     p = get_spec("sam2_decoder_batched").bind(model, share_image=True)
-    assert p.module.share_image and p.options == {"share_image": True}
+    assert p.module.share_image and p.options == {
+        "share_image": True,
+        "token_upscaling": True,
+        "scale_first": True,
+    }
     tiled = Sam2DecoderBatched(model)
     with torch.inference_mode():
         for feeds in p.validation:
             for a, b in zip(p.module(**feeds), tiled(**feeds), strict=True):
                 assert float((a - b).abs().max()) <= 1e-5
     art = export_onnx(p, tmp_path, exporter="legacy")
-    assert art.sidecar["validation"]["passed"] and art.sidecar["spec_options"] == {"share_image": True}
+    assert art.sidecar["validation"]["passed"] and art.sidecar["spec_options"] == {
+        "share_image": True,
+        "token_upscaling": True,
+        "scale_first": True,
+    }

@@ -174,6 +174,9 @@ def test_full_res_filter_and_batch_size_give_the_same_masks(colour_sam) -> None:
 def test_default_prompt_batch_is_cache_sized_on_cpu_and_memory_aware_on_cuda(colour_sam, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     cpu = torch.device("cpu")
     assert ops.default_prompt_batch(cpu, (64, 64), 256) == 4  # vit_b: one (4, 4096, 256) fp32 tensor = 16 MiB
+    # onnxruntime's exported decoders (MatMul upscaling, GEMM-bound): 128 MiB, 32 prompts for vit_b
+    assert ops.default_prompt_batch(cpu, (64, 64), 256, "ort") == 32
+    assert ops.default_prompt_batch(cpu, (64, 64), 256, "torch") == 4
     assert ops.default_prompt_batch(cpu, (16, 16), 128) == 128  # the toy SAM
     assert ops.default_prompt_batch(cpu, (128, 128), 1024) == 1  # never 0
     assert ops.default_prompt_batch(cpu, (2, 2), 8) == 256  # capped

@@ -53,10 +53,12 @@ def colour2() -> Any:
 
 
 def _torch_engines(model: Any) -> list[TorchEngine]:
-    """The label command's torch backend: the export specs' own modules."""
+    """The label command's torch backend: the export specs' own modules, with its fp32 options."""
+    from zsplg_fast.labeling.engines import TORCH_SPEC_OPTIONS
+
     out = []
     for name in SPECS:
-        p = get_spec(name).bind(model)
+        p = get_spec(name).bind(model, **TORCH_SPEC_OPTIONS.get(name, {}))
         out.append(TorchEngine(p.module, p.inputs, p.outputs, device="cpu", name=name))
     return out
 

@@ -11,6 +11,9 @@ runs the same AMG code on the colour SAM (``synthetic_sam``).
 
 ``zsplg-fast bench labeling`` (CLI owned elsewhere) and ``bench/labeling.py`` both call
 :func:`bench_labeling` with a :class:`LabelBenchConfig`; results go to ``<out>.json`` and ``<out>.md``.
+The configuration and variants live in ``labeling_config``, the structured-mask (colour SAM / SAM 2)
+fidelity in ``labeling_colour``, the pipelines in ``labeling_pipelines``, the toy fidelity in
+``labeling_toy`` and the markdown in ``labeling_report``.
 """
 
 from __future__ import annotations
@@ -23,13 +26,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from zsplg_fast.bench.labeling_config import TOY_FIDELITY_OF, VARIANTS, LabelBenchConfig, bench_image
 from zsplg_fast.bench.labeling_pipelines import (
     EnginePipeline,
     PipelineResult,
@@ -47,65 +51,7 @@ from zsplg_fast.config.labeling import AmgConfig
 from zsplg_fast.errors import ConfigError
 from zsplg_fast.utils.io import atomic_write_json, atomic_write_text
 
-VARIANTS = {
-    "A": "upstream SamAutomaticMaskGenerator (SAM 2: SAM2AutomaticMaskGenerator) + eager DenseClip (PyTorch)",
-    "B": "ours: MaskGenerator on TorchEngines (spec modules, eager fp32)",
-    "C": "ours: MaskGenerator on OrtEngines (CPU, fp32)",
-    "D": "ours: MaskGenerator on OrtEngines with quantize_dynamic INT8 artifacts",
-    "B0": "B with the one-piece sam_decoder_batched (image-side work once per decoder call: before sharing)",
-    "E": "ours: MaskGenerator on TorchEngines under CPU bf16 autocast (label --precision bf16)",
-}
-TOY_FIDELITY_OF = {"B": "B", "B0": "B", "C": "C", "D": "D", "E": "E"}
-"""Speed variant → the toy-fidelity variant that runs the same code (B0's decoder is bit-identical to B's)."""
-
-
-@dataclass
-class LabelBenchConfig:
-    """What to run. ``precision="int8"`` adds variant D. Thresholds default to 0 so random weights keep
-    their masks. ``points_per_batch`` is upstream's (A); ``prompt_batch`` ours (None = the library's
-    automatic default, ``default_prompt_batch``). ``toy_images`` / ``toy_grid``: the trained-weights
-    fidelity (0 images: skip it)."""
-
-    grids: tuple[int, ...] = (16, 32)
-    images: int = 2
-    image_hw: tuple[int, int] = (768, 1024)
-    precision: str = "fp32"
-    sam_variant: str = "vit_b"
-    clip_model: str = "ViT-B-16"
-    clip_size: int = 448
-    pred_iou_thresh: float = 0.0
-    stability_score_thresh: float = 0.0
-    points_per_batch: int = 64
-    prompt_batch: int | None = None  # ours; None = the library default (default_prompt_batch)
-    threads: int | None = None
-    export_dir: str | None = None
-    colour_fidelity: bool = True
-    toy_images: int = 4
-    toy_grid: int = 16
-    seed: int = 0
-    out: str | None = "bench/results/labeling_cpu"
-    note: str = ""
-    variants: tuple[str, ...] = field(default=("A", "B", "C"))
-    exporter: str | None = None  # the SAM artifacts' exporter; None: each spec's preferred one
-    isolate: bool = True  # one process per variant
-
-
-def bench_image(h: int, w: int, seed: int) -> np.ndarray:
-    """A synthetic (h, w, 3) uint8 scene: gradient background, flat discs and boxes, mild noise."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:h, :w].astype(np.float32)
-    img = (rng.random(3) * 255 * (0.6 + 0.4 * (yy / h)[..., None])).astype(np.float32)
-    img = np.broadcast_to(img, (h, w, 3)).copy()
-    for _ in range(14):
-        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
-        r = rng.uniform(min(h, w) / 14, min(h, w) / 3)
-        shape = (
-            (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
-            if rng.random() < 0.5
-            else (abs(yy - cy) < r) & (abs(xx - cx) < 0.6 * r)
-        )
-        img[shape] = rng.integers(0, 256, 3)
-    return np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+__all__ = ["VARIANTS", "LabelBenchConfig", "bench_image", "bench_labeling", "run_variant"]
 
 
 def _amg_kwargs(cfg: LabelBenchConfig, grid: int) -> dict[str, Any]:
@@ -142,102 +88,10 @@ def _run(pipe: Callable[[np.ndarray], Any], image: np.ndarray) -> tuple[Any, dic
     return res, {"seconds": time.perf_counter() - t0, "stages": res.stages, "peak_rss_mib": peak_rss_mib()}
 
 
-def _colour_fidelity(cfg: LabelBenchConfig, log: Callable[[str], None]) -> list[dict[str, Any]]:
-    """Structured masks: upstream vs ours on the colour SAM (same AMG code paths, no learned weights)."""
-    from segment_anything import SamAutomaticMaskGenerator
-
-    from zsplg_fast.bench.labeling_pipelines import best_iou
-    from zsplg_fast.bench.synthetic_sam import build_colour_sam, sam_module_engines
-    from zsplg_fast.labeling.amg import MaskGenerator
-    from zsplg_fast.labeling.masks import MaskSet
-
-    sam = build_colour_sam(1024)
-    enc, dec = sam_module_engines(sam)
-    image = bench_image(*cfg.image_hw, seed=cfg.seed + 100)
-    rows = []
-    cases = [(g, 0.0, 0.0) for g in cfg.grids] + [(cfg.grids[0], 0.5, 0.8)]
-    for grid, iou_t, stab_t in cases:
-        kw = {"points_per_side": grid, "pred_iou_thresh": iou_t, "stability_score_thresh": stab_t}
-        t0 = time.perf_counter()
-        ref = SamAutomaticMaskGenerator(sam, **kw).generate(image)
-        t_ref = time.perf_counter() - t0
-        gen = MaskGenerator(enc, dec, AmgConfig(**kw), prompt_batch=cfg.prompt_batch)
-        t0 = time.perf_counter()
-        ours = gen.generate_tensors(image)
-        t_ours = time.perf_counter() - t0
-        ref_m = MaskSet.from_records(ref, cfg.image_hw).masks
-        row = {
-            **kw,
-            "masks_upstream": len(ref),
-            "masks_ours": len(ours),
-            "mean_best_iou": round(best_iou(ref_m, ours.masks.cpu()), 5),
-            "count_ratio": round(len(ours) / max(1, len(ref)), 4),
-            "upstream_s": round(t_ref, 2),
-            "ours_s": round(t_ours, 2),
-            "ours_stages_s": {k: round(v, 3) for k, v in gen.timings.items()},
-            "stability_decided_at_full_res": gen.unsure_stability,
-        }
-        log(f"colour SAM {row}")
-        rows.append(row)
-    return rows
-
-
 def _family(cfg: LabelBenchConfig) -> str:
     from zsplg_fast.models.sam import sam_family
 
     return sam_family(cfg.sam_variant)
-
-
-def _colour2_fidelity(cfg: LabelBenchConfig, log: Callable[[str], None]) -> list[dict[str, Any]]:
-    """SAM 2: sam2's SAM2AutomaticMaskGenerator vs ours (the ``sam2_*`` spec modules) on the colour SAM 2,
-    at sam2's defaults (pred_iou 0.8, stability 0.95) and at thresholds 0: exact mask equality expected."""
-    from zsplg_fast.bench.labeling_pipelines import BENCH_SPECS, best_iou
-    from zsplg_fast.bench.synthetic_sam2 import build_colour_sam2
-    from zsplg_fast.engines.torch_engine import TorchEngine
-    from zsplg_fast.export.specs import get_spec
-    from zsplg_fast.labeling.amg import MaskGenerator
-    from zsplg_fast.labeling.masks import MaskSet, upstream_sam2_generator
-    from zsplg_fast.labeling.proposers import make_proposer
-
-    model = build_colour_sam2(1024)
-    spec = BENCH_SPECS["sam2"]
-    engines = []
-    for name in (spec.encoder, spec.decoder):
-        p = get_spec(name).bind(model)
-        engines.append(TorchEngine(p.module, p.inputs, p.outputs, device="cpu", name=name))
-    image = bench_image(*cfg.image_hw, seed=cfg.seed + 100)
-    rows = []
-    for grid in cfg.grids:
-        for iou_t, stab_t, m2m in ((0.8, 0.95, False), (0.8, 0.95, True), (0.0, 0.0, False)):
-            amg = AmgConfig(
-                points_per_side=grid, pred_iou_thresh=iou_t, stability_score_thresh=stab_t, use_m2m=m2m
-            )
-            t0 = time.perf_counter()
-            ref = upstream_sam2_generator(model, amg).generate(image)
-            t_ref = time.perf_counter() - t0
-            gen = MaskGenerator(
-                *engines, amg, proposer=make_proposer("sam2", amg), prompt_batch=cfg.prompt_batch
-            )
-            t0 = time.perf_counter()
-            ours = gen.generate_tensors(image)
-            t_ours = time.perf_counter() - t0
-            ref_m = MaskSet.from_records(ref, cfg.image_hw).masks
-            same = len(ref_m) == len(ours) and bool(torch.equal(ref_m, ours.masks.cpu()))
-            row = {
-                "points_per_side": grid,
-                "pred_iou_thresh": iou_t,
-                "stability_score_thresh": stab_t,
-                "use_m2m": m2m,
-                "masks_upstream": len(ref),
-                "masks_ours": len(ours),
-                "identical_masks": same,
-                "mean_best_iou": round(best_iou(ref_m, ours.masks.cpu()), 5),
-                "upstream_s": round(t_ref, 2),
-                "ours_s": round(t_ours, 2),
-            }
-            log(f"colour SAM 2 {row}")
-            rows.append(row)
-    return rows
 
 
 def _ref_path(ref_dir: Path, grid: int, i: int) -> Path:
@@ -391,7 +245,9 @@ def bench_labeling(cfg: LabelBenchConfig | None = None, log: Callable[[str], Non
             if "decoder_parity_vs_upstream" in per_variant[v]:
                 report["decoder_parity_vs_upstream"] = per_variant[v]["decoder_parity_vs_upstream"]
             _write(cfg, report, log)  # partial results after each variant
-    colour = _colour2_fidelity if _family(cfg) == "sam2" else _colour_fidelity
+    from zsplg_fast.bench.labeling_colour import colour2_fidelity, colour_fidelity
+
+    colour = colour2_fidelity if _family(cfg) == "sam2" else colour_fidelity
     report["colour_sam_fidelity"] = colour(cfg, log) if cfg.colour_fidelity else None
     _write(cfg, report, log)
     if cfg.toy_images:

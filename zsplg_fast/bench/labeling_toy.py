@@ -93,8 +93,8 @@ def export_toy_artifacts(out: Path, classes: Path, int8: bool = True) -> Path:
 def prompt_masks(gen: Any, image: np.ndarray, chunk: int = 64) -> torch.Tensor:
     """Every first-layer grid prompt of a fast ``MaskGenerator`` → (P*3, H, W) bool masks, unfiltered:
     the decoder's 3 outputs per prompt, upsampled (upstream's two-stage bilinear) and thresholded at 0."""
-    emb = gen._encode([image])[0]
-    feeds = gen.decoder_image({"image_embeddings": emb}) if gen.decoder_image else {"image_embeddings": emb}
+    feeds = gen._encode([image])[0]  # the decoder's per-image feeds: {"image_embeddings": (1, C, h, w)}
+    feeds = gen.decoder_image(feeds) if gen.decoder_image else feeds
     h, w = image.shape[:2]
     input_hw = ops.preprocess_shape(h, w, gen.image_size)
     pts = gen.grids[0] * np.array([input_hw[1], input_hw[0]], dtype=np.float64)

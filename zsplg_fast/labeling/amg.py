@@ -321,7 +321,7 @@ class MaskGenerator:
         coords, points = self.proposer.prompts(pts, crop_hw, input_hw, self.image_size)
         emb = next(iter(feeds.values()))  # the (1, C, h, w) embedding sizes the prompt batch
         batch = self.prompt_batch or ops.default_prompt_batch(
-            self.device, tuple(emb.shape[-2:]), emb.shape[1]
+            self.device, tuple(emb.shape[-2:]), emb.shape[1], str(getattr(self.decoder, "backend", ""))
         )
         limit = ops.engine_max_batch(self.decoder)
         batch = min(batch, limit) if limit else batch  # a plan built for 256 refuses 1024 prompts

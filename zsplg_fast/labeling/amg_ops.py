@@ -145,6 +145,13 @@ def available_memory(device: torch.device) -> int:
 # embeddings, 2 EPYC cores, per prompt): batch 4 took 0.57× the time of batch 32 in upstream's
 # decoder, 0.69–0.82× in ours (torch) and 0.71–0.76× in onnxruntime. One activation per batch ≤ 16 MiB.
 CPU_ACTIVATION_BYTES = 16 << 20
+# onnxruntime since the exported decoders upscale with MatMuls on token rows (export/specs/upscaling.py)
+# and SAM 2's shares its image side per call: GEMM-bound, larger batches win. Measured on the exported
+# decoders (2 EPYC cores, ms per prompt at batch 4 / 8 / 16 / 32 / 64, alternated in one process):
+# vit_b sam_decoder_shared 81.7 / 77.8 / 72.6 / 68.2 / 66.3; Hiera-B+ sam2_decoder_batched 104.8 / 93.3 /
+# 83.0 / 76.3 / 76.1. So 128 MiB per activation: 32 prompts for a 64×64×256 embedding.
+CPU_ACTIVATION_BYTES_BY_BACKEND: dict[str, int] = {"ort": 128 << 20}
+"""Decoder engine backend → its CPU activation budget (others: ``CPU_ACTIVATION_BYTES``)."""
 
 
 def engine_max_batch(decoder: Any, input_name: str = "point_coords") -> int | None:
@@ -155,17 +162,21 @@ def engine_max_batch(decoder: Any, input_name: str = "point_coords") -> int | No
     return int(profile[2][0]) if profile else None
 
 
-def default_prompt_batch(device: torch.device, grid_hw: tuple[int, int], channels: int = 256) -> int:
+def default_prompt_batch(
+    device: torch.device, grid_hw: tuple[int, int], channels: int = 256, backend: str = "torch"
+) -> int:
     """Prompts per decoder call when the user sets none (answers never depend on it).
 
     CUDA: memory-aware — a quarter of free memory at ~10 embedding-sized activations plus the
     (3, 4h, 4w) float32 logits per prompt; a multiple of 16 in [16, 1024] (64×64 grid, 20 GB free → 112).
     CPU: cache-aware — the largest power of two in [1, 256] whose (B, h·w, C) float32 activation fits
-    ``CPU_ACTIVATION_BYTES`` (vit_b's 64×64×256 → 4; the 16×16×128 toy SAM → 128).
+    the decoder ``backend``'s budget, ``CPU_ACTIVATION_BYTES_BY_BACKEND`` or ``CPU_ACTIVATION_BYTES``
+    (vit_b's 64×64×256 → 4 on torch, 32 on onnxruntime; the 16×16×128 toy SAM → 128 on torch).
     """
     cells = grid_hw[0] * grid_hw[1]
     if device.type != "cuda":
-        fit = max(1, CPU_ACTIVATION_BYTES // (4 * cells * channels))
+        budget = CPU_ACTIVATION_BYTES_BY_BACKEND.get(backend, CPU_ACTIVATION_BYTES)
+        fit = max(1, budget // (4 * cells * channels))
         return min(256, 1 << (fit.bit_length() - 1))
     per_prompt = 4 * cells * (10 * channels + 48)
     n = int(0.25 * available_memory(device) / per_prompt)

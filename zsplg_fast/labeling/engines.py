@@ -59,6 +59,15 @@ FAMILY_ARTIFACTS: dict[str, ProposerArtifacts] = {
 """Proposer family (``models.sam.sam_family`` of ``sam.variant``) → the artifacts labeling runs."""
 
 
+TORCH_SPEC_OPTIONS: dict[str, dict[str, bool]] = {
+    "sam_decoder_shared": {"scale_first": False, "token_upscaling": False},
+    "sam2_decoder_batched": {"share_image": False, "token_upscaling": False, "scale_first": False},
+}
+"""Spec options of the torch backend at fp32: upstream's attention order, upscaling modules and tiling
+(the exported forms scale Q first for TensorRT's fusion, upscale with MatMuls on token rows for
+onnxruntime's CPU kernels and share SAM 2's image side; not bit-equal to upstream)."""
+
+
 def _family(cfg: Config) -> str:
     from zsplg_fast.models.sam import sam_family
 
@@ -111,10 +120,9 @@ def _torch(cfg: Config, sam: torch.nn.Module, dense: torch.nn.Module, device: to
     family = _family(cfg)
     arts = FAMILY_ARTIFACTS[family]
     engines, meta = [], {}
+    options = {k: dict(v) for k, v in TORCH_SPEC_OPTIONS.items()}
     # SAM 2 under autocast (not exact anyway): the decoder shares its image-side work (1.45x on CPU fp32)
-    share = {"share_image": True} if family == "sam2" and autocast != "fp32" else {}
-    # SAM's shared decoder in upstream's attention order (exports scale Q first, for TensorRT's fusion)
-    options = {"sam2_decoder_batched": share, "sam_decoder_shared": {"scale_first": False}}
+    options["sam2_decoder_batched"]["share_image"] = family == "sam2" and autocast != "fp32"
     for name in (arts.encoder, *arts.decoders[0]):
         p = get_spec(name).bind(sam, **options.get(name, {}))
         meta[name] = p.metadata

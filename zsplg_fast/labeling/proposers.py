@@ -150,7 +150,8 @@ class Sam2Proposer:
         """→ (B, K, 4g, 4g) logits, (B, K) IoU; K = 3 (multimask) or 1, after m2m when on."""
         n = len(coords)
         low_hw = _low_hw(image_feeds)
-        zeros = torch.zeros((n, 1, *low_hw))  # ignored (has_mask_input 0): SamPredictor's no-mask path
+        # ignored (has_mask_input 0): SamPredictor's no-mask path, one row when the decoder broadcasts it
+        zeros = torch.zeros((_no_mask_rows(decoder, n), 1, *low_hw))
         masks, iou = self._tokens(decoder, image_feeds, (coords, labels), zeros, False, feed)
         masks, iou = self._select(masks, iou, self.multimask_output)
         if not self.use_m2m:
@@ -174,6 +175,14 @@ class Sam2Proposer:
         if multimask:  # MaskDecoder.forward(multimask_output=True)
             return masks[:, 1:], iou[:, 1:]
         return dynamic_multimask(masks, iou, self.delta, self.thresh)
+
+
+def _no_mask_rows(decoder: Engine, n: int) -> int:
+    """Rows of the ignored mask prompt for ``n`` prompt sets: 1 where ``mask_input`` has its own batch
+    axis (``mask_batch``: the decoder broadcasts it, and a decoder that shares its image side does the
+    image-side work once per call), else ``n`` (artifacts whose ``mask_input`` follows ``batch``)."""
+    spec = next((s for s in getattr(decoder, "inputs", ()) if s.name == "mask_input"), None)
+    return n if spec is None or spec.shape[0] == "batch" else 1
 
 
 def _low_hw(image_feeds: dict[str, Any]) -> tuple[int, int]:

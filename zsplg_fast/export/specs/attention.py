@@ -24,8 +24,8 @@ _LOCK = threading.RLock()
 
 
 def scale_first_forward(self: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Upstream ``Attention.forward`` with Q scaled by 1/sqrt(d) before Q·Kᵀ. q (B, Tq, C), k/v (B, Tk, C)
-    → (B, Tq, C)."""
+    """Upstream ``Attention.forward`` with Q scaled by 1/sqrt(d) before Q·Kᵀ (sam2's: the same without
+    ``scaled_dot_product_attention``; no dropout at inference). q (B, Tq, C), k/v (B, Tk, C) → (B, Tq, C)."""
     q = self._separate_heads(self.q_proj(q), self.num_heads)
     k = self._separate_heads(self.k_proj(k), self.num_heads)
     v = self._separate_heads(self.v_proj(v), self.num_heads)
@@ -35,15 +35,18 @@ def scale_first_forward(self: Attention, q: torch.Tensor, k: torch.Tensor, v: to
 
 
 @contextlib.contextmanager
-def scale_before_qk(enabled: bool = True) -> Iterator[None]:
-    """Run SAM's ``Attention`` modules with :func:`scale_first_forward` inside the block (re-entrant)."""
+def scale_before_qk(enabled: bool = True, attention: type = Attention) -> Iterator[None]:
+    """Run the ``attention`` class's modules (SAM's ``Attention`` by default; sam2's ``Attention``, which
+    has the same projections and head helpers but calls ``scaled_dot_product_attention``, whose export
+    scales Q AND K by √s and transposes K apart) with :func:`scale_first_forward` inside the block
+    (re-entrant)."""
     if not enabled:
         yield
         return
     with _LOCK:
-        original = Attention.forward
-        Attention.forward = scale_first_forward  # type: ignore[method-assign]
+        original = attention.forward
+        attention.forward = scale_first_forward  # type: ignore[method-assign]
         try:
             yield
         finally:
-            Attention.forward = original  # type: ignore[method-assign]
+            attention.forward = original  # type: ignore[method-assign]

@@ -27,8 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zsplg_fast.export.specs.attention import scale_before_qk
 from zsplg_fast.export.specs.base import ExportSpec, Prepared, rand, randn, seeded
 from zsplg_fast.export.specs.sam2_encoder import encoder_output_specs
+from zsplg_fast.export.specs.upscaling import masks_from_rows, upscale_rows
 from zsplg_fast.export.tensors import AxisRange, TensorSpec, Tolerance
 from zsplg_fast.models.sam2 import sam2_info
 
@@ -59,18 +61,38 @@ class Sam2PromptDecoder(nn.Module):
 
     ``share_image``: do not tile the image embedding per prompt (upstream ``predict_masks`` repeats it B
     times); the two-way transformer's first block then computes its image-side projections once and
-    broadcasts them (as ``sam_decoder_batched`` does for SAM). Measured on Hiera-T, 16 prompts, one
-    CPU thread: 5.55 → 3.82 s (1.45×); max abs difference to upstream 1.1e-6 (not bit-equal: batch-1
-    GEMMs round differently), so it is off for fp32 artifacts and on where exactness is not kept anyway
-    (bf16 / fp16 autocast).
+    broadcasts them (as ``sam_decoder_batched`` does for SAM) when the dense prompt is one map (the
+    ignored mask prompt fed at batch 1). Measured on Hiera-T, 16 prompts, one CPU thread: 5.55 → 3.82 s
+    (1.45×); max abs difference to upstream 1.1e-6 (not bit-equal: batch-1 GEMMs round differently).
+    On in the exported artifacts (onnxruntime is not bit-equal to torch anyway; the exports are
+    validated with the fatal tolerances) and under bf16 / fp16 autocast; off in the torch labeler at fp32.
     """
 
-    def __init__(self, model: nn.Module, share_image: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        share_image: bool = False,
+        token_upscaling: bool = False,
+        scale_first: bool = False,
+    ) -> None:
         super().__init__()
         self.prompt_encoder = model.sam_prompt_encoder
         self.mask_decoder = model.sam_mask_decoder
         # a structured stand-in without a two-way transformer keeps its own predict_masks
-        self.share_image = share_image and hasattr(self.mask_decoder, "transformer")
+        real = hasattr(self.mask_decoder, "transformer")
+        self.share_image = share_image and real
+        # exported: the upscaling as MatMuls on token rows, no ConvTranspose (upscaling.py)
+        self.token_upscaling = token_upscaling and real
+        # exported: the attention scale on Q only, before Q·Kᵀ (attention.py), not SDPA's √s on Q and K
+        self.scale_first = scale_first and real
+
+    def forward_all(self, *feeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`all_tokens` in the attention order of ``scale_first``."""
+        if not self.scale_first:
+            return self.all_tokens(*feeds)
+        attention = type(self.mask_decoder.transformer.final_attn_token_to_image)  # sam2's Attention
+        with scale_before_qk(True, attention):
+            return self.all_tokens(*feeds)
 
     def all_tokens(
         self,
@@ -87,36 +109,53 @@ class Sam2PromptDecoder(nn.Module):
         sparse = pe._embed_points(point_coords, point_labels, pad=True)
         no_mask = pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
         dense = torch.where(has_mask_input.reshape(1, 1, 1, 1) > 0, pe._embed_masks(mask_input), no_mask)
+        high_res = (high_res_feats_0, high_res_feats_1)
         if self.share_image:
-            return self._predict_shared(image_embed + dense, sparse, [high_res_feats_0, high_res_feats_1])
+            return self._predict(image_embed + dense, pe.get_dense_pe(), sparse, high_res)
+        if self.token_upscaling:  # upstream's tiling (repeat_image), then the token-row upscaling
+            b = sparse.shape[0]
+            src = torch.repeat_interleave(image_embed, b, dim=0) + dense
+            return self._predict(src, torch.repeat_interleave(pe.get_dense_pe(), b, dim=0), sparse, high_res)
         masks, iou, _, _ = self.mask_decoder.predict_masks(
             image_embeddings=image_embed,
             image_pe=pe.get_dense_pe(),
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             repeat_image=True,
-            high_res_features=[high_res_feats_0, high_res_feats_1],
+            high_res_features=list(high_res),
         )
         return masks, iou
 
-    def _predict_shared(
-        self, src: torch.Tensor, sparse: torch.Tensor, high_res: list[torch.Tensor]
+    def _predict(
+        self,
+        src: torch.Tensor,
+        pos: torch.Tensor,
+        sparse: torch.Tensor,
+        high_res: tuple[torch.Tensor, torch.Tensor],
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``MaskDecoder.predict_masks`` (followed) with ``src`` (1 or B, C, g, g) never tiled."""
+        """``MaskDecoder.predict_masks`` (followed) on ``src`` (1 or B, C, g, g) as given (never tiled
+        here) and positional encoding ``pos``; the upscaling in token rows with ``token_upscaling``."""
         md = self.mask_decoder
         s = 1 if md.pred_obj_scores else 0
         lead = [md.obj_score_token.weight] if s else []
         out = torch.cat([*lead, md.iou_token.weight, md.mask_tokens.weight], dim=0)
         tokens = torch.cat((out.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse), dim=1)
         c, h, w = src.shape[1], src.shape[2], src.shape[3]
-        hs, keys = md.transformer(src, self.prompt_encoder.get_dense_pe(), tokens)  # keys: (B, g², C)
-        grid = keys.transpose(1, 2).reshape(keys.shape[0], c, h, w)
-        dc1, ln1, act1, dc2, act2 = md.output_upscaling
-        up = act2(dc2(act1(ln1(dc1(grid) + high_res[1]))) + high_res[0])
+        hs, keys = md.transformer(src, pos, tokens)  # keys: (B, g², C)
         tok = hs[:, s + 1 : s + 1 + md.num_mask_tokens, :]
         hyper = torch.stack(
             [md.output_hypernetworks_mlps[i](tok[:, i, :]) for i in range(md.num_mask_tokens)], 1
         )
+        feats = high_res if md.use_high_res_features else None
+        if self.token_upscaling:
+            masks = masks_from_rows(hyper, upscale_rows(md.output_upscaling, keys, feats), h, w)
+            return masks, md.iou_prediction_head(hs[:, s, :])
+        grid = keys.transpose(1, 2).reshape(keys.shape[0], c, h, w)
+        if feats is None:
+            up = md.output_upscaling(grid)
+        else:
+            dc1, ln1, act1, dc2, act2 = md.output_upscaling
+            up = act2(dc2(act1(ln1(dc1(grid) + feats[1]))) + feats[0])
         b, cu, hu, wu = up.shape
         masks = (hyper @ up.reshape(b, cu, hu * wu)).reshape(b, -1, hu, wu)
         return masks, md.iou_prediction_head(hs[:, s, :])
@@ -135,7 +174,7 @@ class Sam2DecoderBatched(Sam2PromptDecoder):
         mask_input: torch.Tensor,
         has_mask_input: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.all_tokens(
+        return self.forward_all(
             image_embed,
             high_res_feats_0,
             high_res_feats_1,
@@ -149,8 +188,15 @@ class Sam2DecoderBatched(Sam2PromptDecoder):
 class Sam2Decoder(Sam2PromptDecoder):
     """The point interface: one prompt set → masks at (H, W), IoU, low-res logits (see module docstring)."""
 
-    def __init__(self, model: nn.Module, multimask_output: bool = True) -> None:
-        super().__init__(model)  # one prompt set: nothing to share
+    def __init__(
+        self,
+        model: nn.Module,
+        multimask_output: bool = True,
+        token_upscaling: bool = False,
+        scale_first: bool = False,
+    ) -> None:
+        # one prompt set: nothing to share
+        super().__init__(model, token_upscaling=token_upscaling, scale_first=scale_first)
         self.multimask_output = multimask_output
         md = model.sam_mask_decoder
         self.dynamic = bool(md.dynamic_multimask_via_stability)
@@ -168,7 +214,7 @@ class Sam2Decoder(Sam2PromptDecoder):
         has_mask_input: torch.Tensor,
         orig_im_size: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        masks, iou = self.all_tokens(
+        masks, iou = self.forward_all(
             image_embed,
             high_res_feats_0,
             high_res_feats_1,
@@ -221,8 +267,12 @@ def _decoder_metadata(model: nn.Module) -> dict:
     }
 
 
-def prepare_sam2_decoder(model: nn.Module, multimask_output: bool = True) -> Prepared:
-    """Bind ``sam2_decoder``: dummy N=3 at 1500×2250; validation at other N and aspect ratios."""
+def prepare_sam2_decoder(
+    model: nn.Module, multimask_output: bool = True, token_upscaling: bool = True, scale_first: bool = True
+) -> Prepared:
+    """Bind ``sam2_decoder``: dummy N=3 at 1500×2250; validation at other N and aspect ratios.
+    ``token_upscaling`` / ``scale_first``: the upscaling as MatMuls on token rows (upscaling.py), the
+    attention scale on Q before Q·Kᵀ (attention.py); the export defaults."""
     info = sam2_info(model)
     s, g = info.img_size, info.embedding_size
     m = 3 if multimask_output else 1
@@ -238,7 +288,7 @@ def prepare_sam2_decoder(model: nn.Module, multimask_output: bool = True) -> Pre
         }
 
     return Prepared(
-        module=Sam2Decoder(model, multimask_output=multimask_output).eval(),
+        module=Sam2Decoder(model, multimask_output, token_upscaling, scale_first).eval(),
         inputs=(
             *encoder_output_specs(model, batch=1),
             *_prompt_inputs(1, 1, g),
@@ -258,13 +308,27 @@ def prepare_sam2_decoder(model: nn.Module, multimask_output: bool = True) -> Pre
             "interface": "SAM2ImagePredictor._predict(return_logits=True) on set_image features",
             "multimask_output": multimask_output,
         },
-        options={"multimask_output": multimask_output},
+        options={
+            "multimask_output": multimask_output,
+            "token_upscaling": token_upscaling,
+            "scale_first": scale_first,
+        },
     )
 
 
-def prepare_sam2_decoder_batched(model: nn.Module, share_image: bool = False) -> Prepared:
+def prepare_sam2_decoder_batched(
+    model: nn.Module, share_image: bool = True, token_upscaling: bool = True, scale_first: bool = True
+) -> Prepared:
     """Bind ``sam2_decoder_batched``: dummy B=5, N=2 with a mask prompt; validation (1, 1) and (7, 1)
-    without, (7, 3) with. ``share_image``: see :class:`Sam2PromptDecoder` (off: bit-equal to upstream)."""
+    without (the ignored mask prompt at batch 1, broadcast), (7, 3) with one per prompt.
+    ``share_image`` / ``token_upscaling`` / ``scale_first``: the exported forms (the defaults;
+    :class:`Sam2PromptDecoder`, upscaling.py, attention.py); all off: the module is bit-equal to upstream
+    (the torch labeler's fp32 module).
+
+    ``mask_input`` has its own batch axis, ``mask_batch``: 1 (an ignored all-zero prompt,
+    ``has_mask_input`` 0: AMG's first pass) or B (the m2m step). At 1 the dense prompt embedding is one
+    (1, C, g, g) map, so with ``share_image`` the first block's image-side projections run once per call
+    instead of once per prompt."""
     info = sam2_info(model)
     s, g, k = info.img_size, info.embedding_size, info.num_mask_tokens
     gen = seeded(13)
@@ -276,13 +340,13 @@ def prepare_sam2_decoder_batched(model: nn.Module, share_image: bool = False) ->
             **_points(gen, b, n, s),
             "mask_input": randn((b, 1, 4 * g, 4 * g), gen, 8.0)
             if has_mask
-            else torch.zeros(b, 1, 4 * g, 4 * g),
+            else torch.zeros(1, 1, 4 * g, 4 * g),
             "has_mask_input": torch.tensor([has_mask], dtype=torch.float32),
         }
 
     return Prepared(
-        module=Sam2DecoderBatched(model, share_image=share_image).eval(),
-        inputs=(*encoder_output_specs(model, batch=1), *_prompt_inputs("batch", "batch", g)),
+        module=Sam2DecoderBatched(model, share_image, token_upscaling, scale_first).eval(),
+        inputs=(*encoder_output_specs(model, batch=1), *_prompt_inputs("batch", "mask_batch", g)),
         outputs=(
             TensorSpec("low_res_masks", "float32", ("batch", k, 4 * g, 4 * g)),
             TensorSpec("iou_predictions", "float32", ("batch", k)),
@@ -294,9 +358,13 @@ def prepare_sam2_decoder_batched(model: nn.Module, share_image: bool = False) ->
             feeds(7, 3, 1.0, image),
         ],
         tolerances={"low_res_masks": _TOL, "iou_predictions": _TOL},
-        profiles={"batch": AxisRange(1, 64, 256), "num_points": AxisRange(1, 1, 4)},
+        profiles={
+            "batch": AxisRange(1, 64, 256),
+            "mask_batch": AxisRange(1, 1, 256),  # 1: AMG's first pass; B only for m2m
+            "num_points": AxisRange(1, 1, 4),
+        },
         metadata={**_decoder_metadata(model), "tokens": "all (0 = single mask, 1..3 = multimask)"},
-        options={"share_image": share_image},
+        options={"share_image": share_image, "token_upscaling": token_upscaling, "scale_first": scale_first},
     )
 
 
@@ -314,5 +382,6 @@ SAM2_DECODER_BATCHED = ExportSpec(
     "SAM 2 decoder for AMG: one image's features, B prompt sets (+ mask prompts) → (B,4,4g,4g), (B,4)",
     prepare_sam2_decoder_batched,
     exporter="legacy",
-    exporter_reason="legacy: 10x faster export than dynamo (tiny: 4 s vs 34 s), same parity",
+    exporter_reason="legacy: 10x faster export than dynamo (tiny: 4 s vs 34 s); and dynamo cannot keep the "
+    "separate mask_batch axis (it unifies it with batch: validation fails)",
 )

@@ -23,6 +23,7 @@ from torch import nn
 
 from zsplg_fast.export.specs.attention import scale_before_qk
 from zsplg_fast.export.specs.base import ExportSpec, Prepared, rand, randn, seeded
+from zsplg_fast.export.specs.upscaling import masks_from_rows, upscale_rows
 from zsplg_fast.export.tensors import AxisRange, TensorSpec, Tolerance
 from zsplg_fast.models import sam_info
 
@@ -30,12 +31,14 @@ from zsplg_fast.models import sam_info
 class SamDecoderBatched(nn.Module):
     """(1,C,g,g) embedding + B prompt sets → (B,3,4g,4g) low-res logits and (B,3) IoU predictions."""
 
-    def __init__(self, sam: Sam, scale_first: bool = False) -> None:
+    def __init__(self, sam: Sam, scale_first: bool = False, token_upscaling: bool = False) -> None:
         super().__init__()
         self.prompt_encoder = sam.prompt_encoder
         self.mask_decoder = sam.mask_decoder
         self.img_size = int(sam.image_encoder.img_size)
         self.scale_first = scale_first  # exported: attention scale on Q before Q·Kᵀ (attention.py)
+        # exported: upscaling as MatMuls on token rows, no ConvTranspose (upscaling.py); off = upstream's
+        self.token_upscaling = token_upscaling
 
     def embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """(B, N, 2), (B, N) → (B, N+1, C) sparse embeddings, padding point appended.
@@ -72,23 +75,31 @@ class SamDecoderBatched(nn.Module):
         → (B, 3, 4h, 4w) logits of the multimask tokens, (B, 3) their IoU predictions."""
         md = self.mask_decoder
         b, c = keys.shape[0], keys.shape[2]
-        upscaled = md.output_upscaling(keys.transpose(1, 2).reshape(b, c, h, w))
+        if self.token_upscaling:
+            upscaled = upscale_rows(md.output_upscaling, keys)  # (B, 16·h·w, C/8) rows
+        else:
+            upscaled = md.output_upscaling(keys.transpose(1, 2).reshape(b, c, h, w))
         kind = keys.device.type
         if torch.is_autocast_enabled(kind):
             # bf16 autocast: the mask logits (hypernetwork · upscaled features, thresholded at 0) and the
             # IoU head in fp32. Measured on the toy SAM + CLIP (2 val images, 16×16, thresholds 0): AMG
             # mean best IoU vs upstream 0.9796 → 0.9856; decoder compute is unchanged (tiny MLPs, one bmm).
             with torch.autocast(kind, enabled=False):
-                return self._masks_and_iou(hs.float(), upscaled.float())
-        return self._masks_and_iou(hs, upscaled)
+                return self._masks_and_iou(hs.float(), upscaled.float(), h, w)
+        return self._masks_and_iou(hs, upscaled, h, w)
 
-    def _masks_and_iou(self, hs: torch.Tensor, upscaled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _masks_and_iou(
+        self, hs: torch.Tensor, upscaled: torch.Tensor, h: int, w: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         md = self.mask_decoder
-        b, cu, hu, wu = upscaled.shape
         hyper = torch.stack(
             [md.output_hypernetworks_mlps[i](hs[:, 1 + i, :]) for i in range(1, md.num_mask_tokens)], dim=1
         )
-        masks = (hyper @ upscaled.reshape(b, cu, hu * wu)).reshape(b, -1, hu, wu)
+        if self.token_upscaling:
+            masks = masks_from_rows(hyper, upscaled, h, w)
+        else:
+            b, cu, hu, wu = upscaled.shape
+            masks = (hyper @ upscaled.reshape(b, cu, hu * wu)).reshape(b, -1, hu, wu)
         iou = md.iou_prediction_head(hs[:, 0, :])[:, 1:]
         return masks, iou
 
@@ -101,8 +112,10 @@ def _feeds(gen: torch.Generator, b: int, n: int, c: int, g: int, s: int, emb: to
     }
 
 
-def prepare_decoder_batched(sam: Sam, scale_first: bool = True) -> Prepared:
-    """Bind ``sam_decoder_batched`` to ``sam``: dummy B=5, N=2; validation (1, 1) and (7, 3)."""
+def prepare_decoder_batched(sam: Sam, scale_first: bool = True, token_upscaling: bool = True) -> Prepared:
+    """Bind ``sam_decoder_batched`` to ``sam``: dummy B=5, N=2; validation (1, 1) and (7, 3).
+    ``scale_first`` / ``token_upscaling``: the exported forms (attention.py, upscaling.py; the defaults),
+    False = upstream's."""
     info = sam_info(sam)
     s, g, c = info.img_size, info.embedding_size, info.prompt_embed_dim
     k = int(sam.mask_decoder.num_multimask_outputs)
@@ -110,7 +123,7 @@ def prepare_decoder_batched(sam: Sam, scale_first: bool = True) -> Prepared:
     emb = randn((1, c, g, g), gen)
     tol = Tolerance(atol=1e-4, rtol=1e-4, min_cosine=0.99999)
     return Prepared(
-        module=SamDecoderBatched(sam, scale_first).eval(),
+        module=SamDecoderBatched(sam, scale_first, token_upscaling).eval(),
         inputs=(
             TensorSpec("image_embeddings", "float32", (1, c, g, g)),
             TensorSpec("point_coords", "float32", ("batch", "num_points", 2), allow_float64=True),
@@ -124,7 +137,7 @@ def prepare_decoder_batched(sam: Sam, scale_first: bool = True) -> Prepared:
         validation=[_feeds(gen, 1, 1, c, g, s, randn((1, c, g, g), gen)), _feeds(gen, 7, 3, c, g, s, emb)],
         tolerances={"low_res_masks": tol, "iou_predictions": tol},
         profiles=PROMPT_PROFILES,
-        options={"scale_first": scale_first},
+        options={"scale_first": scale_first, "token_upscaling": token_upscaling},
         metadata=decoder_metadata(sam, s, g),
     )
 

@@ -81,9 +81,10 @@ class SamDecoderImage(nn.Module):
 class SamDecoderShared(nn.Module):
     """Shared per-image tensors (1, g², ·) + B prompt sets → (B,3,4g,4g) logits and (B,3) IoU."""
 
-    def __init__(self, sam: Sam, scale_first: bool = False) -> None:
+    def __init__(self, sam: Sam, scale_first: bool = False, token_upscaling: bool = False) -> None:
         super().__init__()
-        self.points = SamDecoderBatched(sam)  # point embedding + heads (shares the modules)
+        # point embedding + heads (shares the modules); token_upscaling: upscaling.py (the export's form)
+        self.points = SamDecoderBatched(sam, token_upscaling=token_upscaling)
         self.scale_first = scale_first  # exported: attention scale on Q before Q·Kᵀ (attention.py)
         self.prompt_encoder = sam.prompt_encoder
         self.mask_decoder = sam.mask_decoder
@@ -178,11 +179,12 @@ def prepare_decoder_image(sam: Sam) -> Prepared:
     )
 
 
-def prepare_decoder_shared(sam: Sam, scale_first: bool = True) -> Prepared:
+def prepare_decoder_shared(sam: Sam, scale_first: bool = True, token_upscaling: bool = True) -> Prepared:
     """Bind ``sam_decoder_shared`` to ``sam``: dummy B=5, N=2; validation (1, 1) and (7, 3); the shared
     inputs come from ``sam_decoder_image`` on random embeddings. ``scale_first``: the attention scale on
     Q before Q·Kᵀ (TensorRT's attention fusion; the export default), False = upstream's order (the
-    torch labeler's module)."""
+    torch labeler's module). ``token_upscaling``: the mask upscaling as MatMuls on token rows, no
+    ConvTranspose (upscaling.py; the export default), False = upstream's modules."""
     info = sam_info(sam)
     s, g, c = info.img_size, info.embedding_size, info.prompt_embed_dim
     k = int(sam.mask_decoder.num_multimask_outputs)
@@ -191,7 +193,7 @@ def prepare_decoder_shared(sam: Sam, scale_first: bool = True) -> Prepared:
     shared = _image_feeds(image, randn((1, c, g, g), gen))
     other = _image_feeds(image, randn((1, c, g, g), gen))
     return Prepared(
-        module=SamDecoderShared(sam, scale_first).eval(),
+        module=SamDecoderShared(sam, scale_first, token_upscaling).eval(),
         inputs=(
             *_shared_specs(sam),
             TensorSpec("point_coords", "float32", ("batch", "num_points", 2), allow_float64=True),
@@ -205,7 +207,7 @@ def prepare_decoder_shared(sam: Sam, scale_first: bool = True) -> Prepared:
         validation=[{**other, **_point_feeds(gen, 1, 1, s)}, {**shared, **_point_feeds(gen, 7, 3, s)}],
         tolerances={"low_res_masks": _TOL, "iou_predictions": _TOL},
         profiles=PROMPT_PROFILES,
-        options={"scale_first": scale_first},
+        options={"scale_first": scale_first, "token_upscaling": token_upscaling},
         metadata={**decoder_metadata(sam, s, g), "pairs_with": "sam_decoder_image"},
     )
 
