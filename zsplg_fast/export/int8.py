@@ -67,8 +67,15 @@ QUANT_OP_TYPES: tuple[str, ...] = ("Conv", "MatMul", "Gemm")
 CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
 INT8_TARGETS: dict[str, dict[str, Any]] = {
     # activation type name, symmetric activations, QDQ lint (TensorRT's rules)
-    "tensorrt": {"activation": "QInt8", "symmetric": True, "lint": True, "reduce_range": True},
-    "cpu": {"activation": "QUInt8", "symmetric": False, "lint": False, "reduce_range": True},
+    "tensorrt": {
+        "activation": "QInt8",
+        "symmetric": True,
+        "lint": True,
+        "reduce_range": True,
+        "passes": False,
+    },
+    # passes: export/int8_cpu.py's integer passes (mean -> QLinearGlobalAveragePool, uint8 Resize)
+    "cpu": {"activation": "QUInt8", "symmetric": False, "lint": False, "reduce_range": True, "passes": True},
 }
 EXTERNAL_DATA_BYTES = 1_800_000_000  # a model file this large goes to external data (protobuf: 2 GB)
 Feeds = Mapping[str, np.ndarray]
@@ -93,6 +100,7 @@ class QuantizeReport:
     target: str = "tensorrt"
     external_data: bool = False
     reduce_range: bool = True  # 7-bit weights: no int16 saturation on AVX2 without VNNI (module docstring)
+    integer_passes: dict[str, int] | None = None  # cpu target: export/int8_cpu.py pass -> nodes rewritten
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -325,6 +333,7 @@ def quantize_int8(
         batches = reader.inner.count
         if batches == 0:
             raise ExportFailedError(src.name, "INT8 calibration", "the calibration data was empty")
+        passes = _integer_passes(out, external) if rule["passes"] else None
         qdq = count_qdq(out)
         if lint:
             lint_qdq(out)
@@ -345,4 +354,24 @@ def quantize_int8(
         target,
         external,
         bool(rule["reduce_range"]),
+        passes,
     )
+
+
+def _integer_passes(path: Path, external: bool) -> dict[str, int]:
+    """Run export/int8_cpu.py's passes on the quantized model at ``path`` (rewritten in place, with its
+    external data when it has some); returns pass name -> nodes rewritten."""
+    import onnx
+
+    from zsplg_fast.export.int8_cpu import apply_cpu_passes
+
+    model = onnx.load(str(path))
+    done = apply_cpu_passes(model)
+    if any(done.values()):
+        data = path.with_name(path.name + ".data")
+        if external:
+            data.unlink(missing_ok=True)
+            onnx.save_model(model, str(path), save_as_external_data=True, location=data.name)
+        else:
+            onnx.save_model(model, str(path))
+    return done
