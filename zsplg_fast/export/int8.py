@@ -34,6 +34,9 @@ absorb the ReLU after a Conv, so onnxruntime keeps float ReLUs between its NHWC 
 inserts layout Transposes around each), while U8S8 folds ReLU into the quantization range and runs the
 CNN in int8 end to end (bench/results/deploy_cpu_real: see the README's "Edge" figures). TensorRT
 rejects uint8 / non-zero zero points, so a ``cpu`` artifact is not linted and is not for ``build``.
+After ``quantize_static`` the ``cpu`` form goes through :mod:`.int8_cpu`'s integer passes (the pooling
+mean as ``QLinearGlobalAveragePool``, bilinear Resizes on uint8, shapes read from the uint8 tensors), so
+that no float op is left between the convs; the report's ``integer_passes`` counts what they rewrote.
 
 **7-bit weights** (``reduce_range``, both targets). onnxruntime's x86 integer kernels without VNNI (AVX2,
 as on this project's CI machine) multiply u8 × s8 pairs with ``vpmaddubsw``, whose int16 pair sums
