@@ -129,7 +129,17 @@ def make_variants(backbone: str, cfg: DeployBenchConfig, log: Log) -> tuple[dict
 
 
 def _settings(cfg: DeployBenchConfig) -> dict[str, Any]:
-    return {"size": cfg.size, "num_classes": cfg.num_classes, "calib_images": cfg.calib_images}
+    """What the made files depend on: a work folder made with another int8 recipe is made again."""
+    from zsplg_fast.export.int8 import INT8_TARGETS
+    from zsplg_fast.export.int8_cpu import CPU_PASSES
+
+    recipe = {"targets": INT8_TARGETS, "cpu_passes": list(CPU_PASSES)}
+    return {
+        "size": cfg.size,
+        "num_classes": cfg.num_classes,
+        "calib_images": cfg.calib_images,
+        "int8": recipe,
+    }
 
 
 def _run_child(job: dict[str, Any]) -> dict[str, Any]:
@@ -312,7 +322,7 @@ def markdown(report: dict[str, Any]) -> str:
         "that variant alone (model + session + inference). int8: static QDQ, per-channel int8 weights, "
         f"{cfg['calib_images']} calibration "
         "images; `int8` is the TensorRT form (symmetric int8 activations), `int8-cpu` the onnxruntime "
-        "CPU form (uint8 activations).",
+        "CPU form (uint8 activations, then export/int8_cpu.py's integer passes).",
     ]
     for name, b in report["backbones"].items():
         made = b["made"]

@@ -34,6 +34,9 @@ absorb the ReLU after a Conv, so onnxruntime keeps float ReLUs between its NHWC 
 inserts layout Transposes around each), while U8S8 folds ReLU into the quantization range and runs the
 CNN in int8 end to end (bench/results/deploy_cpu_real: see the README's "Edge" figures). TensorRT
 rejects uint8 / non-zero zero points, so a ``cpu`` artifact is not linted and is not for ``build``.
+After ``quantize_static`` the ``cpu`` form goes through :mod:`.int8_cpu`'s integer passes (the pooling
+mean as ``QLinearGlobalAveragePool``, bilinear Resizes on uint8, shapes read from the uint8 tensors), so
+that no float op is left between the convs; the report's ``integer_passes`` counts what they rewrote.
 
 **7-bit weights** (``reduce_range``, both targets). onnxruntime's x86 integer kernels without VNNI (AVX2,
 as on this project's CI machine) multiply u8 × s8 pairs with ``vpmaddubsw``, whose int16 pair sums
@@ -67,8 +70,15 @@ QUANT_OP_TYPES: tuple[str, ...] = ("Conv", "MatMul", "Gemm")
 CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
 INT8_TARGETS: dict[str, dict[str, Any]] = {
     # activation type name, symmetric activations, QDQ lint (TensorRT's rules)
-    "tensorrt": {"activation": "QInt8", "symmetric": True, "lint": True, "reduce_range": True},
-    "cpu": {"activation": "QUInt8", "symmetric": False, "lint": False, "reduce_range": True},
+    "tensorrt": {
+        "activation": "QInt8",
+        "symmetric": True,
+        "lint": True,
+        "reduce_range": True,
+        "passes": False,
+    },
+    # passes: export/int8_cpu.py's integer passes (mean -> QLinearGlobalAveragePool, uint8 Resize)
+    "cpu": {"activation": "QUInt8", "symmetric": False, "lint": False, "reduce_range": True, "passes": True},
 }
 EXTERNAL_DATA_BYTES = 1_800_000_000  # a model file this large goes to external data (protobuf: 2 GB)
 Feeds = Mapping[str, np.ndarray]
@@ -93,6 +103,7 @@ class QuantizeReport:
     target: str = "tensorrt"
     external_data: bool = False
     reduce_range: bool = True  # 7-bit weights: no int16 saturation on AVX2 without VNNI (module docstring)
+    integer_passes: dict[str, int] | None = None  # cpu target: export/int8_cpu.py pass -> nodes rewritten
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -325,6 +336,7 @@ def quantize_int8(
         batches = reader.inner.count
         if batches == 0:
             raise ExportFailedError(src.name, "INT8 calibration", "the calibration data was empty")
+        passes = _integer_passes(out, external) if rule["passes"] else None
         qdq = count_qdq(out)
         if lint:
             lint_qdq(out)
@@ -345,4 +357,24 @@ def quantize_int8(
         target,
         external,
         bool(rule["reduce_range"]),
+        passes,
     )
+
+
+def _integer_passes(path: Path, external: bool) -> dict[str, int]:
+    """Run export/int8_cpu.py's passes on the quantized model at ``path`` (rewritten in place, with its
+    external data when it has some); returns pass name -> nodes rewritten."""
+    import onnx
+
+    from zsplg_fast.export.int8_cpu import apply_cpu_passes
+
+    model = onnx.load(str(path))
+    done = apply_cpu_passes(model)
+    if any(done.values()):
+        data = path.with_name(path.name + ".data")
+        if external:
+            data.unlink(missing_ok=True)
+            onnx.save_model(model, str(path), save_as_external_data=True, location=data.name)
+        else:
+            onnx.save_model(model, str(path))
+    return done
