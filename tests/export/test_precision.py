@@ -158,3 +158,19 @@ def test_lint_rules_on_a_hand_made_graph() -> None:
     assert "not a constant" in by_node["q_dynamic_scale"][0]
     assert "zero point is not 0" in by_node["q_zero_point"][0]
     assert "non-positive" in by_node["q_zero_scale"][0]
+
+
+def test_int8_pre_process_runs_with_relative_paths(
+    fp32: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """quant_pre_process runs in the output folder; relative paths resolved after that chdir pointed
+    nowhere, and quantization went on silently without pre-processing (``pre_process: failed``)."""
+    import shutil
+
+    shutil.copy(fp32, tmp_path / "net.onnx")
+    (tmp_path / "out").mkdir()
+    monkeypatch.chdir(tmp_path)
+    g = np.random.default_rng(0)
+    calib = [{"image": g.standard_normal((1, 3, 32, 48)).astype(np.float32)} for _ in range(2)]
+    report = quantize_int8(Path("net.onnx"), Path("out") / "int8.onnx", calib)
+    assert report.pre_process in ("symbolic", "skip_symbolic_shape"), report.pre_process

@@ -187,10 +187,11 @@ def _pre_process(src: Path, dst: Path, external: bool = False) -> str:
             "external_data_location": dst.name + ".data",
         }
     first = ""
+    src, dst = src.resolve(), dst.resolve()  # before the chdir below: relative paths would move with it
     for skip in (False, True):
         try:  # symbolic shape inference drops temp files into the cwd: run it in dst's folder
             with contextlib.redirect_stdout(io.StringIO()), _cwd(dst.parent):
-                quant_pre_process(str(src.resolve()), str(dst.resolve()), skip_symbolic_shape=skip, **ext)
+                quant_pre_process(str(src), str(dst), skip_symbolic_shape=skip, **ext)
             return "skip_symbolic_shape" if skip else "symbolic"
         except Exception as e:  # onnxruntime raises bare Exception / AssertionError here
             first = first or f"{type(e).__name__}: {str(e).strip()[:200]}"
