@@ -74,9 +74,10 @@ def test_trt_profiles_of_every_sam2_spec_name_every_input(tiny2: Any) -> None:
             assert shapes["high_res_feats_1"][2] == (1, c1, 2 * g, 2 * g)
             assert shapes["image_embed"][2][2:] == (g, g)
     batched = trt_build.build_profiles(_sidecar("sam2_decoder_batched", tiny2), None, 512)[1]
-    # the prompt batch is the decoder_max_batch (opt = max, as SAM's); mask prompts share the axis
+    # the prompt batch is the decoder_max_batch (opt = max, as SAM's); mask prompts on their own axis:
+    # one ignored row in AMG's first pass (opt), one per prompt for m2m (max)
     assert batched["point_coords"] == ((1, 1, 2), (512, 1, 2), (512, 4, 2))
-    assert batched["mask_input"] == ((1, 1, 4 * g, 4 * g), (512, 1, 4 * g, 4 * g), (512, 1, 4 * g, 4 * g))
+    assert batched["mask_input"] == ((1, 1, 4 * g, 4 * g), (1, 1, 4 * g, 4 * g), (512, 1, 4 * g, 4 * g))
     assert batched["has_mask_input"] == ((1,), (1,), (1,))
     enc = trt_build.build_profiles(_sidecar("sam2_encoder", tiny2), None, 512)[1]
     assert enc["image"][2][1:] == (3, tiny2.image_size, tiny2.image_size)  # not a prompt decoder: its own
@@ -130,6 +131,7 @@ def test_int8_calibration_feeds_of_the_sam2_artifacts(sam2_toy_engines: Path) ->
     dec = calibration_feeds(sam2_toy_engines / "sam2_decoder_batched.onnx", images, cfg, max_feeds=8)
     want = {d["name"] for d in read_sidecar(sam2_toy_engines / "sam2_decoder_batched.onnx")["inputs"]}
     assert dec and all(set(f) == want for f in dec)
-    assert all(f["point_coords"].shape[0] == f["mask_input"].shape[0] for f in dec)
+    # the exported decoder shares its image side: one ignored mask row for the whole prompt batch
+    assert all(f["mask_input"].shape[0] == 1 for f in dec)
     with pytest.raises(ConfigError, match="single-prompt decoder"):
         FEED_MAKERS["sam2_decoder"](sam2_toy_engines / "sam2_decoder.onnx", {}, images, cfg, 4)

@@ -144,13 +144,20 @@ def decoder_batch(
 ) -> dict[str, AxisRange]:
     """``{"batch": 1:max_batch:max_batch}`` for a prompt-batched decoder artifact (every spec of
     ``PROMPT_DECODERS``: the one-piece and the shared decoder) when ``max_batch`` is set and the caller's
-    ``profiles`` leave ``batch`` open; else ``{}``. opt = max: the labeler sends batches of the plan's
+    ``profiles`` leave ``batch`` open (plus ``mask_batch``: 1:1:max_batch where the artifact has that
+    axis); else ``{}``. opt = max: the labeler sends batches of the plan's
     max whenever the GPU's memory allows (``amg_ops.engine_max_batch``, ``default_prompt_batch``)."""
     from zsplg_fast.export.specs.sam_decoder_batched import PROMPT_DECODERS
 
     if not max_batch or side.get("spec") not in PROMPT_DECODERS or "batch" in (profiles or {}):
         return {}
-    return {"batch": AxisRange(1, max_batch, max_batch)}
+    given = {"batch": AxisRange(1, max_batch, max_batch)}
+    axes = {a for d in side.get("inputs", []) for a in d.get("shape", []) if isinstance(a, str)}
+    if "mask_batch" in axes and "mask_batch" not in (profiles or {}):
+        # SAM 2's decoders that share their image side: mask prompts on their own axis, 1 row in AMG's
+        # first pass (opt), one per prompt for m2m (max: the prompt batch's max)
+        given["mask_batch"] = AxisRange(1, 1, max_batch)
+    return given
 
 
 def build_profiles(
