@@ -23,19 +23,25 @@ def _gpu_check() -> ModuleType:  # bench/ is not a package: import the script as
     return gpu_check
 
 
-@pytest.mark.slow  # four subprocesses (torch + segment_anything + open_clip imports): ~1 min of CPU
-def test_gpu_check_smoke_writes_every_section(tmp_path: Path) -> None:
-    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable}
+def _smoke(out: Path, *args: str) -> tuple[dict, str]:
+    """``bench/gpu_check.sh --smoke [args]`` with ``$OUT`` = ``out`` (run from there): its JSON report
+    and its stdout."""
+    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable}
     proc = subprocess.run(
-        ["bash", str(ROOT / "bench" / "gpu_check.sh"), "--smoke"],
+        ["bash", str(ROOT / "bench" / "gpu_check.sh"), "--smoke", *args],
         env=env,
-        cwd=tmp_path,
+        cwd=out,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    return json.loads((out / "gpu_check.json").read_text()), proc.stdout
+
+
+@pytest.mark.slow  # four subprocesses (torch + segment_anything + open_clip imports): ~1 min of CPU
+def test_gpu_check_smoke_writes_every_section(tmp_path: Path) -> None:
+    report, stdout = _smoke(tmp_path)
     sections = report["sections"]
     assert set(sections) == {"env", "label:vit_b", "engines"}  # vit_h runs vit_b's code path
     bad = {k: v for k, v in sections.items() if v["status"] != "ok"}
@@ -56,7 +62,7 @@ def test_gpu_check_smoke_writes_every_section(tmp_path: Path) -> None:
     _engines_ok(sections)
     table = (tmp_path / "gpu_check.md").read_text()
     assert table.startswith("| check | seconds | ratio | fidelity / note |")
-    assert "sam_decoder_batched on ort-cpu" in table and "sam_decoder_batched on ort-cpu" in proc.stdout
+    assert "sam_decoder_batched on ort-cpu" in table and "sam_decoder_batched on ort-cpu" in stdout
     assert "label tiny thr0 fast" in table
     assert "\nsections: env " in table and "label:vit_b " in table.split("sections: ")[1]
     assert not list(ROOT.glob("gpu_check*"))  # nothing written into the repository
@@ -66,17 +72,7 @@ def test_gpu_check_smoke_writes_every_section(tmp_path: Path) -> None:
 def test_optional_amg_section_still_runs(tmp_path: Path) -> None:
     """The micro sections are on request (--only); amg's smoke path (one-piece, shared and full-res
     filters against upstream) is the one CI keeps running (clip / compile: same code as before)."""
-    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable}
-    proc = subprocess.run(
-        ["bash", str(ROOT / "bench" / "gpu_check.sh"), "--smoke", "--only", "amg:vit_b"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    sections = json.loads((tmp_path / "gpu_check.json").read_text())["sections"]
+    sections = _smoke(tmp_path, "--only", "amg:vit_b")[0]["sections"]
     assert set(sections) == {"amg:vit_b"}
     bad = {k: v for k, v in sections.items() if v["status"] != "ok"}
     assert not bad, bad
@@ -96,18 +92,8 @@ def test_sam2_sections_run_the_label_command_and_the_amg_check(tmp_path: Path) -
     ``sam2:<variant>`` runs bench/gpu_check_sam2.py's 32×32 AMG check (smoke: 4×4); both land in the
     JSON and in the paste table."""
     pytest.importorskip("sam2", reason="the [sam2] extra is not installed")
-    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable}
     only = "label:sam2.1_hiera_l,sam2:sam2.1_hiera_t"
-    proc = subprocess.run(
-        ["bash", str(ROOT / "bench" / "gpu_check.sh"), "--smoke", "--only", only],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    sections = json.loads((tmp_path / "gpu_check.json").read_text())["sections"]
+    sections = _smoke(tmp_path, "--only", only)[0]["sections"]
     assert set(sections) == set(only.split(","))
     bad = {k: v.get("error") or v.get("reason") for k, v in sections.items() if v["status"] != "ok"}
     assert not bad, bad
