@@ -35,6 +35,11 @@ def main() -> None:
     ap.add_argument(
         "--prompt-batch", type=int, default=0, help="ours; 0 = the library default (cache-sized on CPU)"
     )
+    ap.add_argument(
+        "--decoder-attention",
+        default="folded",
+        help="C/D's exported decoder: folded (onnxruntime CPU) | fused",
+    )
     ap.add_argument("--export-dir", default=None, help="where ONNX artifacts go (default: a temp dir)")
     ap.add_argument("--no-colour-fidelity", action="store_true")
     ap.add_argument("--toy-images", type=int, default=4, help="fidelity on the trained toy models (0: skip)")
@@ -60,6 +65,7 @@ def main() -> None:
         prompt_batch=args.prompt_batch or None,
         threads=args.threads,
         export_dir=args.export_dir,
+        decoder_attention=args.decoder_attention,
         colour_fidelity=not args.no_colour_fidelity,
         toy_images=args.toy_images,
         toy_grid=args.toy_grid,

@@ -47,6 +47,7 @@ from zsplg_fast.bench.labeling_pipelines import (
 from zsplg_fast.bench.labeling_report import render_markdown
 from zsplg_fast.bench.machine import library_versions, machine_info, runtime_settings
 from zsplg_fast.bench.timing import peak_rss_mib, reset_peak_rss
+from zsplg_fast.config.export import DECODER_ATTENTION
 from zsplg_fast.config.labeling import AmgConfig
 from zsplg_fast.errors import ConfigError
 from zsplg_fast.utils.io import atomic_write_json, atomic_write_text
@@ -110,7 +111,13 @@ def run_variant(
     out: dict[str, Any] = {"settings": runtime_settings(ort_threads=threads), "runs": {}}
     if variant == "export":
         t0 = time.perf_counter()
-        export_engines(models, export_dir or ref_dir, int8=cfg.precision == "int8", exporter=cfg.exporter)
+        export_engines(
+            models,
+            export_dir or ref_dir,
+            int8=cfg.precision == "int8",
+            exporter=cfg.exporter,
+            folded=cfg.decoder_attention == "folded",
+        )
         out["export_s"] = round(time.perf_counter() - t0, 1)
         return out
     engines: Any = None
@@ -221,6 +228,9 @@ def bench_labeling(cfg: LabelBenchConfig | None = None, log: Callable[[str], Non
     variant's allocator and ORT arenas do not inflate the next one's memory), on the same images.
     """
     cfg = cfg or LabelBenchConfig()
+    if cfg.decoder_attention not in DECODER_ATTENTION:
+        valid = ", ".join(DECODER_ATTENTION)
+        raise ConfigError("bench.decoder_attention", cfg.decoder_attention, "unknown form", valid=valid)
     variants = tuple(dict.fromkeys((*cfg.variants, *(("D",) if cfg.precision == "int8" else ()))))
     if any(v not in VARIANTS for v in variants) or "A" not in variants:
         known = ",".join(VARIANTS)
@@ -262,7 +272,10 @@ def _toy_fidelity(cfg: LabelBenchConfig, variants: tuple[str, ...], log: Callabl
 
     toy = tuple(dict.fromkeys(TOY_FIDELITY_OF[v] for v in variants if v in TOY_FIDELITY_OF))
     t0 = time.perf_counter()
-    out = toy_fidelity(toy, ToyFidelityConfig(images=cfg.toy_images, grid=cfg.toy_grid), log=log)
+    toy_cfg = ToyFidelityConfig(
+        images=cfg.toy_images, grid=cfg.toy_grid, decoder_attention=cfg.decoder_attention
+    )
+    out = toy_fidelity(toy, toy_cfg, log=log)
     out["seconds"] = round(time.perf_counter() - t0, 1)
     out["speed_variant_to_toy_variant"] = {v: TOY_FIDELITY_OF[v] for v in variants if v in TOY_FIDELITY_OF}
     return out

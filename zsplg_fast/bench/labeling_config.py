@@ -49,6 +49,8 @@ class LabelBenchConfig:
     note: str = ""
     variants: tuple[str, ...] = field(default=("A", "B", "C"))
     exporter: str | None = None  # the SAM artifacts' exporter; None: each spec's preferred one
+    # C/D's exported AMG decoder: folded = onnxruntime CPU's form (export.decoder_attention)
+    decoder_attention: str = "folded"
     isolate: bool = True  # one process per variant
 
 

@@ -12,6 +12,7 @@ Both name masks the same way: :func:`~zsplg_fast.labeling.pooling.pool_masks` of
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -260,10 +261,14 @@ def _clip_options(models: Models) -> dict[str, Any]:
 
 
 def _artifact_matches(path: Path, prepared: Any) -> bool:
-    """An existing artifact reproduces ``prepared.module`` on its dummy feeds (cosine ≥ 0.99999)."""
+    """An existing artifact of the same spec options (e.g. ``folded``: the same function, another graph)
+    reproduces ``prepared.module`` on its dummy feeds (cosine ≥ 0.99999)."""
     from zsplg_fast.engines.ort import OrtEngine
+    from zsplg_fast.export.artifact import read_sidecar, sidecar_path
 
-    if not path.is_file():
+    if not path.is_file() or not sidecar_path(path).is_file():
+        return False
+    if read_sidecar(path).get("spec_options") != json.loads(json.dumps(prepared.options)):
         return False
     feeds = {k: v.numpy() for k, v in prepared.dummy.items()}
     with torch.inference_mode():
@@ -280,11 +285,17 @@ def _artifact_matches(path: Path, prepared: Any) -> bool:
 
 
 def export_engines(
-    models: Models, out_dir: str | Path, int8: bool = False, reuse: bool = True, exporter: str | None = None
+    models: Models,
+    out_dir: str | Path,
+    int8: bool = False,
+    reuse: bool = True,
+    exporter: str | None = None,
+    folded: bool = False,
 ) -> dict[str, Path]:
     """Export the four artifacts to ``out_dir`` (ONNX + sidecars, validated); with ``int8`` also their
     ``quantize_dynamic`` variants. With ``reuse``, an artifact already there that reproduces the
-    model's outputs on the spec's dummy feeds is kept; ``exporter`` overrides the SAM specs' preferred one.
+    model's outputs on the spec's dummy feeds is kept; ``exporter`` overrides the SAM specs' preferred one;
+    ``folded``: the AMG decoder in ``decoder_attention: folded`` form (export/specs/folded.py).
     Returns name → path (``<name>.int8`` for INT8)."""
     from zsplg_fast.export.onnx import export_onnx
     from zsplg_fast.export.quantize import int8_path, quantize_artifact
@@ -296,7 +307,7 @@ def export_engines(
     jobs = (
         (names.encoder, models.sam, {"validation_batches": (1,)}),
         *(((names.decoder_image, models.sam, {}),) if names.decoder_image else ()),
-        (names.decoder, models.sam, {}),
+        (names.decoder, models.sam, {"folded": folded}),
         ("clip_dense", models.clip, _clip_options(models)),
     )
     for name, model, opts in jobs:

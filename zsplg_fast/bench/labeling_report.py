@@ -92,7 +92,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"ORT intra-op {s['ort_intra_op_threads']}, nice {s['nice']}. "
         f"Load average at start/end: {report['load_average_start_end']}.",
         f"Image {tuple(c['image_hw'])}, {c['images']} images; thresholds pred_iou {c['pred_iou_thresh']}, "
-        f"stability {c['stability_score_thresh']}. {c.get('note') or ''}",
+        f"stability {c['stability_score_thresh']}; C/D decoder attention "
+        f"{c.get('decoder_attention', 'fused')}. {c.get('note') or ''}",
         "",
         _row(
             [

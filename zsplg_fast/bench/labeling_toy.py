@@ -57,6 +57,7 @@ class ToyFidelityConfig:
     stability_score_thresh: float = 0.0
     min_masks: int = 20
     amg_masks: bool = True  # False: skip the after-NMS comparison (prompt masks and labels only)
+    decoder_attention: str = "fused"  # C/D's exported decoder (export.decoder_attention)
 
 
 def _toy_config(
@@ -77,13 +78,19 @@ def _toy_config(
     return load_config(Path(str(path)), extra)
 
 
-def export_toy_artifacts(out: Path, classes: Path, int8: bool = True) -> Path:
-    """Export the toy SAM encoder + shared decoder pair and the toy dense CLIP (fp32, and INT8 copies)."""
+def export_toy_artifacts(
+    out: Path, classes: Path, int8: bool = True, decoder_attention: str = "fused"
+) -> Path:
+    """Export the toy SAM encoder + shared decoder pair and the toy dense CLIP (fp32, and INT8 copies);
+    ``decoder_attention``: the shared decoder's form (``export.decoder_attention``)."""
     from zsplg_fast.export.pipeline import run_export
 
-    cfg = _toy_config(
-        classes, None, {"export.out_dir": str(out), "export.format": "onnx-int8" if int8 else "onnx"}, None
-    )
+    over = {
+        "export.out_dir": str(out),
+        "export.format": "onnx-int8" if int8 else "onnx",
+        "export.decoder_attention": decoder_attention,
+    }
+    cfg = _toy_config(classes, None, over, None)
     run_export("sam", cfg, only=["sam_encoder", "sam_decoder_image", "sam_decoder_shared"])
     run_export("clip", cfg, only=["clip_dense"])
     return out
@@ -161,7 +168,9 @@ def toy_fidelity(
         classes = Path(tmp) / "classes.txt"
         atomic_write_text(classes, "".join(c + "\n" for c in WORLD_CLASSES[:num_classes]))
         if {"C", "D"} & set(variants) and engines_dir is None:
-            engines_dir = export_toy_artifacts(Path(tmp) / "export", classes, int8="D" in variants)
+            engines_dir = export_toy_artifacts(
+                Path(tmp) / "export", classes, int8="D" in variants, decoder_attention=cfg.decoder_attention
+            )
 
         def run(v: str) -> tuple[list[Any], list[np.ndarray], list[torch.Tensor] | None]:
             over = TOY_VARIANTS[v]

@@ -154,6 +154,9 @@ def labeling(
     variants: list[str] | None = typer.Option(None, "--variants", help="A,B,C (A = upstream reference)"),
     threads: int | None = typer.Option(None, "--threads", help="torch / onnxruntime threads"),
     export_dir: str | None = typer.Option(None, "--export-dir", help="keep exported artifacts here"),
+    decoder_attention: str | None = typer.Option(
+        None, "--decoder-attention", help="C/D's exported decoder: folded (default, onnxruntime CPU) | fused"
+    ),
     out: str | None = typer.Option(None, "--out", help="results stem: <out>.json and <out>.md"),
     note: str | None = typer.Option(None, "--note", help="free text recorded in the report"),
 ) -> None:
@@ -172,6 +175,7 @@ def labeling(
         "variants": tuple(_split(variants)) if variants else None,
         "threads": threads,
         "export_dir": export_dir,
+        "decoder_attention": decoder_attention,
         "out": out,
         "note": note,
     }

@@ -40,6 +40,9 @@ def export_cmd(
     external_data: bool | None = typer.Option(
         None, "--external-data/--no-external-data", help="weights in <name>.onnx.data (default: > 1.8 GB)"
     ),
+    decoder_attention: str | None = typer.Option(
+        None, "--decoder-attention", help="fused (TensorRT, default) | folded (onnxruntime CPU)"
+    ),
     only: list[str] | None = typer.Option(None, "--only", help="export only these specs (repeatable)"),
     allow_drift: bool = typer.Option(False, "--allow-drift", help="keep drifting artifacts (recorded)"),
     force: bool = typer.Option(
@@ -52,7 +55,14 @@ def export_cmd(
     from zsplg_fast.export.formats import check_options
     from zsplg_fast.export.pipeline import run_export
 
-    check_options(fmt, {"precision": precision, "with_preprocess": with_preprocess or None})
+    check_options(
+        fmt,
+        {
+            "precision": precision,
+            "with_preprocess": with_preprocess or None,
+            "decoder_attention": decoder_attention,
+        },
+    )
     if fmt not in ("onnx", "onnx-int8"):
         raise typer.BadParameter(f"'{fmt}' is made by `zsplg-fast build`", param_hint="--format")
     cfg = build_config(
@@ -72,6 +82,7 @@ def export_cmd(
             "export.allow_drift": allow_drift or None,
             "export.force": force or None,
             "export.with_preprocess": with_preprocess or None,
+            "export.decoder_attention": decoder_attention,
             "export.classes": classes,
             "export.segmenter_checkpoint": segmenter_checkpoint,
         },

@@ -72,12 +72,13 @@ AFTER_EXPORT: dict[str, Callable[[Artifact, bool], ExportRow] | None] = {"onnx":
 def _sam_jobs(cfg: Config) -> list[tuple[str, dict[str, Any]]]:
     from zsplg_fast.models.sam import sam_family
 
+    folded = {"folded": cfg.export.decoder_attention == "folded"}  # the AMG decoders (specs/folded.py)
     if sam_family(cfg.sam.variant) == "sam2":  # SAM 2: its own three artifacts
-        return [("sam2_encoder", {}), ("sam2_decoder", {}), ("sam2_decoder_batched", {})]
+        return [("sam2_encoder", {}), ("sam2_decoder", {}), ("sam2_decoder_batched", folded)]
     jobs: list[tuple[str, dict[str, Any]]] = [("sam_encoder", {})]
     if cfg.export.with_preprocess:
         jobs.append(("sam_encoder_preprocess", {}))
-    shared = [("sam_decoder_image", {}), ("sam_decoder_shared", {})]  # the labeler prefers this pair
+    shared = [("sam_decoder_image", {}), ("sam_decoder_shared", folded)]  # the labeler prefers this pair
     return [*jobs, ("sam_decoder", {}), ("sam_decoder_batched", {}), *shared]
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -297,6 +298,12 @@ def build_engine(
     check_precision(onnx_path, side, precision)
     name = check_plan_destination(onnx_path, out_dir, precision, side)
     given, shapes = build_profiles(side, profiles, decoder_max_batch)
+    if (side.get("spec_options") or {}).get("folded"):
+        warnings.warn(
+            f"{onnx_path}: exported with decoder_attention=folded (onnxruntime CPU's form); TensorRT's "
+            "attention fusion matches decoder_attention=fused (export --decoder-attention fused)",
+            stacklevel=2,
+        )
     trt = require_tensorrt("building TensorRT engines")
     running = runtime_info()
     workspace = int(workspace_gib * (1 << 30))

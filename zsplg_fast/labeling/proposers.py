@@ -26,7 +26,7 @@ import torch
 from zsplg_fast.config.labeling import AmgConfig
 from zsplg_fast.engines.base import Engine
 from zsplg_fast.errors import ConfigError
-from zsplg_fast.export.specs.sam2_decoder import dynamic_multimask
+from zsplg_fast.export.specs.sam2_select import dynamic_multimask
 from zsplg_fast.labeling.amg_filter import CropGeometry
 from zsplg_fast.labeling.amg_prepare import resize_longest
 

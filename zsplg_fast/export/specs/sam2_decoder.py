@@ -17,8 +17,8 @@ the two high-resolution feature maps of ``sam2_encoder``.
   inputs at batch 1, B prompt sets ``point_coords`` (B, N, 2), ``point_labels`` (B, N), ``mask_input``
   (B, 1, 4g, 4g) with ``has_mask_input`` (1,) (0: zeros are ignored; 1: the m2m refinement step) →
   ``low_res_masks`` (B, 4, 4g, 4g) unclamped logits of ALL mask tokens and ``iou_predictions`` (B, 4).
-  The caller selects: tokens 1..3 (``multimask_output``) or ``dynamic_multimask`` below (single mask);
-  its delta and threshold are in the sidecar.
+  The caller selects: tokens 1..3 (``multimask_output``) or ``dynamic_multimask`` (sam2_select.py;
+  single mask); its delta and threshold are in the sidecar.
 """
 
 from __future__ import annotations
@@ -29,31 +29,14 @@ from torch import nn
 
 from zsplg_fast.export.specs.attention import scale_before_qk
 from zsplg_fast.export.specs.base import ExportSpec, Prepared, rand, randn, seeded
+from zsplg_fast.export.specs.folded import folded_attention
 from zsplg_fast.export.specs.sam2_encoder import encoder_output_specs
+from zsplg_fast.export.specs.sam2_select import dynamic_multimask
 from zsplg_fast.export.specs.upscaling import masks_from_rows, upscale_rows
 from zsplg_fast.export.tensors import AxisRange, TensorSpec, Tolerance
 from zsplg_fast.models.sam2 import sam2_info
 
 _TOL = Tolerance(atol=1e-4, rtol=1e-4, min_cosine=0.99999)
-
-
-def dynamic_multimask(
-    masks: torch.Tensor, iou: torch.Tensor, delta: float, thresh: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """All tokens' (B, 4, h, w) logits and (B, 4) IoU → the single-mask answer (B, 1, h, w), (B, 1):
-    token 0 when its stability (areas at ±``delta``) ≥ ``thresh``, else the best of tokens 1..3 by IoU.
-    Follows sam2 ``MaskDecoder._dynamic_multimask_via_stability``."""
-    multi, multi_iou = masks[:, 1:], iou[:, 1:]
-    best = torch.argmax(multi_iou, dim=-1)
-    rows = torch.arange(multi_iou.size(0), device=iou.device)
-    best_masks, best_iou = multi[rows, best].unsqueeze(1), multi_iou[rows, best].unsqueeze(1)
-    single, single_iou = masks[:, 0:1], iou[:, 0:1]
-    flat = single.flatten(-2)
-    area_i = torch.sum(flat > delta, dim=-1).float()
-    area_u = torch.sum(flat > -delta, dim=-1).float()
-    stable = torch.where(area_u > 0, area_i / area_u, 1.0) >= thresh
-    out = torch.where(stable[..., None, None].expand_as(single), single, best_masks)
-    return out, torch.where(stable.expand_as(single_iou), single_iou, best_iou)
 
 
 class Sam2PromptDecoder(nn.Module):
@@ -74,6 +57,7 @@ class Sam2PromptDecoder(nn.Module):
         share_image: bool = False,
         token_upscaling: bool = False,
         scale_first: bool = False,
+        folded: bool = False,
     ) -> None:
         super().__init__()
         self.prompt_encoder = model.sam_prompt_encoder
@@ -85,13 +69,22 @@ class Sam2PromptDecoder(nn.Module):
         self.token_upscaling = token_upscaling and real
         # exported: the attention scale on Q only, before Q·Kᵀ (attention.py), not SDPA's √s on Q and K
         self.scale_first = scale_first and real
+        # exported for onnxruntime CPU: cross-attention projections folded to the token side (folded.py)
+        self.folded = folded and real
 
     def forward_all(self, *feeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`all_tokens` in the attention order of ``scale_first``."""
-        if not self.scale_first:
+        """:meth:`all_tokens` in the attention order of ``scale_first`` / ``folded``."""
+        if not (self.scale_first or self.folded):
             return self.all_tokens(*feeds)
-        attention = type(self.mask_decoder.transformer.final_attn_token_to_image)  # sam2's Attention
-        with scale_before_qk(True, attention):
+        tr = self.mask_decoder.transformer
+        attention = type(tr.final_attn_token_to_image)  # sam2's Attention
+        first = tr.layers[0]
+        # share_image: block 1's image side is one map (the ignored mask prompt at batch 1, AMG's first
+        # pass): projected once per call, not folded per prompt
+        shared = (
+            (first.cross_attn_token_to_image, first.cross_attn_image_to_token) if self.share_image else ()
+        )
+        with scale_before_qk(self.scale_first, attention), folded_attention(self.folded, attention, shared):
             return self.all_tokens(*feeds)
 
     def all_tokens(
@@ -317,13 +310,18 @@ def prepare_sam2_decoder(
 
 
 def prepare_sam2_decoder_batched(
-    model: nn.Module, share_image: bool = True, token_upscaling: bool = True, scale_first: bool = True
+    model: nn.Module,
+    share_image: bool = True,
+    token_upscaling: bool = True,
+    scale_first: bool = True,
+    folded: bool = False,
 ) -> Prepared:
     """Bind ``sam2_decoder_batched``: dummy B=5, N=2 with a mask prompt; validation (1, 1) and (7, 1)
     without (the ignored mask prompt at batch 1, broadcast), (7, 3) with one per prompt.
     ``share_image`` / ``token_upscaling`` / ``scale_first``: the exported forms (the defaults;
     :class:`Sam2PromptDecoder`, upscaling.py, attention.py); all off: the module is bit-equal to upstream
-    (the torch labeler's fp32 module).
+    (the torch labeler's fp32 module). ``folded``: the cross attention's image-side projections folded
+    to the token side (folded.py; ``export.decoder_attention: folded``, onnxruntime CPU's form).
 
     ``mask_input`` has its own batch axis, ``mask_batch``: 1 (an ignored all-zero prompt,
     ``has_mask_input`` 0: AMG's first pass) or B (the m2m step). At 1 the dense prompt embedding is one
@@ -345,7 +343,7 @@ def prepare_sam2_decoder_batched(
         }
 
     return Prepared(
-        module=Sam2DecoderBatched(model, share_image, token_upscaling, scale_first).eval(),
+        module=Sam2DecoderBatched(model, share_image, token_upscaling, scale_first, folded).eval(),
         inputs=(*encoder_output_specs(model, batch=1), *_prompt_inputs("batch", "mask_batch", g)),
         outputs=(
             TensorSpec("low_res_masks", "float32", ("batch", k, 4 * g, 4 * g)),
@@ -364,7 +362,12 @@ def prepare_sam2_decoder_batched(
             "num_points": AxisRange(1, 1, 4),
         },
         metadata={**_decoder_metadata(model), "tokens": "all (0 = single mask, 1..3 = multimask)"},
-        options={"share_image": share_image, "token_upscaling": token_upscaling, "scale_first": scale_first},
+        options={
+            "share_image": share_image,
+            "token_upscaling": token_upscaling,
+            "scale_first": scale_first,
+            "folded": folded,
+        },
     )
 
 

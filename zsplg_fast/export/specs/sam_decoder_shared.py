@@ -33,6 +33,7 @@ from torch import nn
 
 from zsplg_fast.export.specs.attention import scale_before_qk, scale_first_forward
 from zsplg_fast.export.specs.base import ExportSpec, Prepared, rand, randn, seeded
+from zsplg_fast.export.specs.folded import attend_to_tokens, folded_attention
 from zsplg_fast.export.specs.sam_decoder_batched import PROMPT_PROFILES, SamDecoderBatched, decoder_metadata
 from zsplg_fast.export.tensors import TensorSpec, Tolerance
 from zsplg_fast.models import sam_info
@@ -81,11 +82,14 @@ class SamDecoderImage(nn.Module):
 class SamDecoderShared(nn.Module):
     """Shared per-image tensors (1, g², ·) + B prompt sets → (B,3,4g,4g) logits and (B,3) IoU."""
 
-    def __init__(self, sam: Sam, scale_first: bool = False, token_upscaling: bool = False) -> None:
+    def __init__(
+        self, sam: Sam, scale_first: bool = False, token_upscaling: bool = False, folded: bool = False
+    ) -> None:
         super().__init__()
         # point embedding + heads (shares the modules); token_upscaling: upscaling.py (the export's form)
         self.points = SamDecoderBatched(sam, token_upscaling=token_upscaling)
         self.scale_first = scale_first  # exported: attention scale on Q before Q·Kᵀ (attention.py)
+        self.folded = folded  # exported for onnxruntime CPU: projections folded to the token side (folded.py)
         self.prompt_encoder = sam.prompt_encoder
         self.mask_decoder = sam.mask_decoder
 
@@ -105,6 +109,8 @@ class SamDecoderShared(nn.Module):
         q = blk.norm3(q + blk.mlp(q))
         i2t = blk.cross_attn_image_to_token
         keyed = q + tokens
+        if self.folded:
+            return q, blk.norm4(image_tokens + attend_to_tokens(i2t, i2t_queries, keyed, q, q_projected=True))
         keys = blk.norm4(image_tokens + attend_projected(i2t, i2t_queries, i2t.k_proj(keyed), i2t.v_proj(q)))
         return q, keys
 
@@ -125,7 +131,7 @@ class SamDecoderShared(nn.Module):
         pe_grid = self.prompt_encoder.get_dense_pe()
         g_h, g_w = pe_grid.shape[-2], pe_grid.shape[-1]
         pe = pe_grid.flatten(2).permute(0, 2, 1)
-        with scale_before_qk(self.scale_first):
+        with scale_before_qk(self.scale_first), folded_attention(self.folded):
             queries, keys = self._first_block(tokens, image_tokens, t2i_keys, t2i_values, i2t_queries)
             for layer in tr.layers[1:]:
                 queries, keys = layer(queries=queries, keys=keys, query_pe=tokens, key_pe=pe)
@@ -179,12 +185,16 @@ def prepare_decoder_image(sam: Sam) -> Prepared:
     )
 
 
-def prepare_decoder_shared(sam: Sam, scale_first: bool = True, token_upscaling: bool = True) -> Prepared:
+def prepare_decoder_shared(
+    sam: Sam, scale_first: bool = True, token_upscaling: bool = True, folded: bool = False
+) -> Prepared:
     """Bind ``sam_decoder_shared`` to ``sam``: dummy B=5, N=2; validation (1, 1) and (7, 3); the shared
     inputs come from ``sam_decoder_image`` on random embeddings. ``scale_first``: the attention scale on
     Q before Q·Kᵀ (TensorRT's attention fusion; the export default), False = upstream's order (the
     torch labeler's module). ``token_upscaling``: the mask upscaling as MatMuls on token rows, no
-    ConvTranspose (upscaling.py; the export default), False = upstream's modules."""
+    ConvTranspose (upscaling.py; the export default), False = upstream's modules. ``folded``: the cross
+    attention's image-side projections folded to the token side (folded.py; onnxruntime CPU's form,
+    ``export.decoder_attention: folded``), False = TensorRT's fused pattern."""
     info = sam_info(sam)
     s, g, c = info.img_size, info.embedding_size, info.prompt_embed_dim
     k = int(sam.mask_decoder.num_multimask_outputs)
@@ -193,7 +203,7 @@ def prepare_decoder_shared(sam: Sam, scale_first: bool = True, token_upscaling: 
     shared = _image_feeds(image, randn((1, c, g, g), gen))
     other = _image_feeds(image, randn((1, c, g, g), gen))
     return Prepared(
-        module=SamDecoderShared(sam, scale_first, token_upscaling).eval(),
+        module=SamDecoderShared(sam, scale_first, token_upscaling, folded).eval(),
         inputs=(
             *_shared_specs(sam),
             TensorSpec("point_coords", "float32", ("batch", "num_points", 2), allow_float64=True),
@@ -207,7 +217,7 @@ def prepare_decoder_shared(sam: Sam, scale_first: bool = True, token_upscaling: 
         validation=[{**other, **_point_feeds(gen, 1, 1, s)}, {**shared, **_point_feeds(gen, 7, 3, s)}],
         tolerances={"low_res_masks": _TOL, "iou_predictions": _TOL},
         profiles=PROMPT_PROFILES,
-        options={"scale_first": scale_first, "token_upscaling": token_upscaling},
+        options={"scale_first": scale_first, "token_upscaling": token_upscaling, "folded": folded},
         metadata={**decoder_metadata(sam, s, g), "pairs_with": "sam_decoder_image"},
     )
 
