@@ -132,8 +132,15 @@ def _settings(cfg: DeployBenchConfig) -> dict[str, Any]:
     """What the made files depend on: a work folder made with another int8 recipe is made again."""
     from zsplg_fast.export.int8 import INT8_TARGETS
     from zsplg_fast.export.int8_cpu import CPU_PASSES
+    from zsplg_fast.export.int8_dilated import FLOAT_PASSES, MIN_DILATION
+    from zsplg_fast.export.int8_ops import int8_op_types
 
-    recipe = {"targets": INT8_TARGETS, "cpu_passes": list(CPU_PASSES)}
+    recipe = {
+        "targets": INT8_TARGETS,
+        "cpu_passes": list(CPU_PASSES),
+        "float_passes": {"passes": list(FLOAT_PASSES), "min_dilation": MIN_DILATION},
+        "cpu_ops": list(int8_op_types("segmenter", "cpu")),
+    }
     return {
         "size": cfg.size,
         "num_classes": cfg.num_classes,
