@@ -1,7 +1,8 @@
-"""export/int8_dilated.py splits a dilated 3×3 conv into row convs over the rows each kernel row reaches,
-and export/int8_cpu.py's fold_pad_qdq runs the Pads that splitting writes on uint8: the split graph gives
-the conv's output at every size (also when the map is no taller than the dilation, where the outer rows
-read only padding), convs it cannot split are left alone, and only zero-valued constant pads are folded."""
+"""export/int8_dilated.py splits a dilated 3×3 conv into one 1×1 conv per tap, over the region the tap
+reaches, and export/int8_cpu.py's fold_pad_qdq runs the Pads that splitting writes on uint8: the split
+graph gives the conv's output at every size (also when the map is no taller than the dilation, where the
+outer taps read only padding), convs it cannot split are left alone, and only zero-valued constant pads
+are folded."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from zsplg_fast.export.int8_cpu import fold_pad_qdq
-from zsplg_fast.export.int8_dilated import split_dilated_rows
+from zsplg_fast.export.int8_dilated import split_dilated_taps
 
 CIN, COUT = 8, 16
 
@@ -58,23 +59,21 @@ def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_split_rows_gives_the_dilated_conv_at_every_size(bias: bool) -> None:
+def test_split_taps_gives_the_dilated_conv_at_every_size(bias: bool) -> None:
     ref = _conv_model(6, [6] * 4, bias=bias)
     split = onnx.ModelProto()
     split.CopyFrom(ref)
-    assert split_dilated_rows(split) == 1
+    assert split_dilated_taps(split) == 1
     onnx.checker.check_model(split)
     convs = [n for n in split.graph.node if n.op_type == "Conv"]
-    assert len(convs) == 3  # one per kernel row, each 1×3
-    assert all(
-        list(helper.get_attribute_value(a)) == [1, 3]
-        for n in convs
-        for a in n.attribute
-        if a.name == "kernel_shape"
-    )
+    assert len(convs) == 9  # one 1×1 conv per tap
+    kernels = [
+        list(helper.get_attribute_value(a)) for n in convs for a in n.attribute if a.name == "kernel_shape"
+    ]
+    assert kernels == [[1, 1]] * 9
     assert "w" not in {t.name for t in split.graph.initializer}  # the 3×3 weight is gone
     g = np.random.default_rng(1)
-    # taller than d, as tall as d, shorter than d (outer rows read only padding), one row, non-square
+    # taller than d, as tall as d, shorter than d (outer taps read only padding), one row, non-square
     for h, w in [(33, 33), (6, 6), (4, 5), (1, 7), (13, 3), (20, 9)]:
         x = g.standard_normal((1, CIN, h, w)).astype(np.float32)
         a, b = _run(ref, x), _run(split, x)
@@ -91,12 +90,12 @@ def test_split_rows_gives_the_dilated_conv_at_every_size(bias: bool) -> None:
         (6, [6, 6, 0, 0], (1, 1)),  # asymmetric padding
     ],
 )
-def test_split_rows_leaves_other_convs_alone(
+def test_split_taps_leaves_other_convs_alone(
     dilation: int, pads: list[int], strides: tuple[int, int]
 ) -> None:
     model = _conv_model(dilation, pads, strides)
     before = model.SerializeToString()
-    assert split_dilated_rows(model) == 0
+    assert split_dilated_taps(model) == 0
     assert model.SerializeToString() == before
 
 

@@ -38,8 +38,8 @@ After ``quantize_static`` the ``cpu`` form goes through :mod:`.int8_cpu`'s integ
 mean as ``QLinearGlobalAveragePool``, bilinear Resizes on uint8, shapes read from the uint8 tensors), so
 that no float op is left between the convs; the report's ``integer_passes`` counts what they rewrote.
 Before ``quantize_static`` (after ``quant_pre_process``) the ``cpu`` form's fp32 graph goes through
-:mod:`.int8_dilated`: the ASPP's dilated 3×3 convs are split by kernel row, so the integer conv never
-multiplies the zero padding those taps mostly read (``float_passes`` in the report).
+:mod:`.int8_dilated`: the ASPP's dilated 3×3 convs are split into one 1×1 conv per tap, so the
+integer conv never multiplies the zero padding those taps mostly read (``float_passes`` in the report).
 
 **7-bit weights** (``reduce_range``, both targets). onnxruntime's x86 integer kernels without VNNI (AVX2,
 as on this project's CI machine) multiply u8 × s8 pairs with ``vpmaddubsw``, whose int16 pair sums

@@ -19,7 +19,7 @@ exported DeepLabV3+ stay float that way (onnxruntime 1.32, dumped with
   the DequantizeLinear nodes that read it are given those parameters.
 
 - **shapes**: :func:`shape_of_quantized` takes a ``Shape`` from the uint8 tensor, not its float copy.
-- **constant ``Pad``** (the padded row partials of :mod:`.int8_dilated`'s split convs): onnxruntime runs
+- **constant ``Pad``** (the padded tap partials of :mod:`.int8_dilated`'s split convs): onnxruntime runs
   DQ → float Pad → Q; :func:`fold_pad_qdq` pads the uint8 tensor with its zero point (which dequantizes
   to the 0.0 the float Pad wrote).
 
@@ -167,7 +167,7 @@ def fold_resize_qdq(model: Any) -> int:
 def fold_pad_qdq(model: Any) -> int:
     """``DequantizeLinear → Pad(constant 0) → QuantizeLinear`` → a ``Pad`` on the uint8 tensor, in place.
 
-    onnxruntime keeps a quantized ``Pad`` in float between a DQ and a Q (the row convs of
+    onnxruntime keeps a quantized ``Pad`` in float between a DQ and a Q (the tap convs of
     :mod:`.int8_dilated` pad their outputs); on uint8 the pad value is the input's zero point, which
     dequantizes to the same 0.0, and the output keeps the input's scale. Only constant-mode pads
     with a zero (or absent) pad value and a scalar zero point are folded; returns the count.
