@@ -60,11 +60,9 @@ def test_bench_deploy_reports_every_variant(tmp_path: Path, capsys: pytest.Captu
     rec = quantize_int8(
         fp32, work / "segmenter.int8-cpu.onnx", calib, op_types=("Conv", "Relu"), target="cpu"
     )
-    from zsplg_fast.export.int8 import INT8_TARGETS
-    from zsplg_fast.export.int8_cpu import CPU_PASSES
+    from zsplg_fast.bench.deploy_speed import int8_recipe
 
-    int8_recipe = {"targets": INT8_TARGETS, "cpu_passes": list(CPU_PASSES)}  # made with today's recipe
-    settings = {"size": 16, "num_classes": 21, "calib_images": 1, "int8": int8_recipe}
+    settings = {"size": 16, "num_classes": 21, "calib_images": 1, "int8": int8_recipe()}  # today's recipe
     made = {"parameters": 496, "export": {"parity": []}, "int8-cpu": rec.to_dict(), "settings": settings}
     (work / "made.json").write_text(json.dumps(made))
     out = tmp_path / "res"

@@ -1,6 +1,7 @@
 """The onnxruntime-CPU int8 form runs the exported DeepLabV3+ integer end to end (export/int8_cpu.py):
-the image-pooling mean and the inner bilinear Resizes are quantized too, not only the convs, and the
-output stays close to fp32."""
+the image-pooling mean and the inner bilinear Resizes are quantized too, not only the convs, the ASPP's
+dilated convs are split per tap (export/int8_dilated.py) with their Pads on uint8, and the output
+stays close to fp32."""
 
 from __future__ import annotations
 
@@ -64,6 +65,10 @@ def test_cpu_int8_quantizes_the_pooling_mean_and_inner_resizes(segmenter_onnx: P
     assert report.integer_passes is not None
     assert report.integer_passes["mean_to_global_pool"] == 1
     assert report.integer_passes["fold_resize_qdq"] == 2  # the logits' Resize writes the float output
+    # the ASPP's three dilated convs (rates 6, 12, 18) split per tap (export/int8_dilated.py);
+    # at 96² their map is 6×6, no taller than any rate: the outer taps read only padding
+    assert report.float_passes == {"split_dilated_taps": 3}
+    assert report.integer_passes["fold_pad_qdq"] == 24  # eight padded tap partials per split conv
     model = onnx.load(str(out))
     prod = {o: n for n in model.graph.node for o in n.output}
     ops = Counter(n.op_type for n in model.graph.node)
@@ -83,6 +88,7 @@ def test_cpu_int8_quantizes_the_pooling_mean_and_inner_resizes(segmenter_onnx: P
         and got_ops["QLinearConcat"] == 2
     )
     assert got_ops["ReduceMean"] == 0 and got_ops["DequantizeLinear"] == 1 and got_ops["QuantizeLinear"] == 1
+    assert got_ops["QLinearConv"] == src_ops["Conv"] + 24  # each split conv is nine 1×1 convs
     # and the labels stay those of fp32
     ref = _session(segmenter_onnx)
     for feeds in _feeds(3, 1):
@@ -96,6 +102,7 @@ def test_tensorrt_int8_keeps_its_explicit_qdq(segmenter_onnx: Path, tmp_path: Pa
     """The passes are for the CPU form only: TensorRT's form keeps every quantized tensor behind Q/DQ."""
     out = tmp_path / "segmenter.int8.onnx"
     report: Any = quantize_int8(segmenter_onnx, out, _feeds(2, 0), op_types=int8_op_types("segmenter"))
-    assert report.integer_passes is None
+    assert report.integer_passes is None and report.float_passes is None
     ops = _ops(out)
     assert ops["ReduceMean"] == 1 and ops["GlobalAveragePool"] == 0
+    assert ops["Pad"] == 0 and ops["Conv"] == _ops(segmenter_onnx)["Conv"]  # no dilated conv split

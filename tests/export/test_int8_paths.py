@@ -143,7 +143,7 @@ def test_every_spec_kind_has_an_int8_op_list() -> None:
         assert "MatMul" not in INT8_OP_TYPES[name]
     from zsplg_fast.export.precision import int8_op_types
 
-    assert int8_op_types("segmenter", "cpu") == ("Conv", "Relu", "Add", "MaxPool", "Concat")
+    assert int8_op_types("segmenter", "cpu") == ("Conv", "Relu", "Add", "MaxPool", "Concat", "Slice", "Pad")
     assert int8_op_types("segmenter") == ("Conv", "MatMul", "Gemm")  # TensorRT form (toy: 0.92 vs 0.21)
 
 

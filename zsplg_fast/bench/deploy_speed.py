@@ -128,17 +128,29 @@ def make_variants(backbone: str, cfg: DeployBenchConfig, log: Log) -> tuple[dict
     return paths, made
 
 
-def _settings(cfg: DeployBenchConfig) -> dict[str, Any]:
-    """What the made files depend on: a work folder made with another int8 recipe is made again."""
+def int8_recipe() -> dict[str, Any]:
+    """Today's int8 recipe as recorded in ``made.json``: targets, the CPU form's integer and float
+    passes, and the segmenter's CPU op list."""
     from zsplg_fast.export.int8 import INT8_TARGETS
     from zsplg_fast.export.int8_cpu import CPU_PASSES
+    from zsplg_fast.export.int8_dilated import FLOAT_PASSES, MIN_DILATION
+    from zsplg_fast.export.int8_ops import int8_op_types
 
-    recipe = {"targets": INT8_TARGETS, "cpu_passes": list(CPU_PASSES)}
+    return {
+        "targets": INT8_TARGETS,
+        "cpu_passes": list(CPU_PASSES),
+        "float_passes": {"passes": list(FLOAT_PASSES), "min_dilation": MIN_DILATION},
+        "cpu_ops": list(int8_op_types("segmenter", "cpu")),
+    }
+
+
+def _settings(cfg: DeployBenchConfig) -> dict[str, Any]:
+    """What the made files depend on: a work folder made with another int8 recipe is made again."""
     return {
         "size": cfg.size,
         "num_classes": cfg.num_classes,
         "calib_images": cfg.calib_images,
-        "int8": recipe,
+        "int8": int8_recipe(),
     }
 
 

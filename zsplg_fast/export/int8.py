@@ -37,6 +37,9 @@ rejects uint8 / non-zero zero points, so a ``cpu`` artifact is not linted and is
 After ``quantize_static`` the ``cpu`` form goes through :mod:`.int8_cpu`'s integer passes (the pooling
 mean as ``QLinearGlobalAveragePool``, bilinear Resizes on uint8, shapes read from the uint8 tensors), so
 that no float op is left between the convs; the report's ``integer_passes`` counts what they rewrote.
+Before ``quantize_static`` (after ``quant_pre_process``) the ``cpu`` form's fp32 graph goes through
+:mod:`.int8_dilated`: the ASPP's dilated 3×3 convs are split into one 1×1 conv per tap, so the
+integer conv never multiplies the zero padding those taps mostly read (``float_passes`` in the report).
 
 **7-bit weights** (``reduce_range``, both targets). onnxruntime's x86 integer kernels without VNNI (AVX2,
 as on this project's CI machine) multiply u8 × s8 pairs with ``vpmaddubsw``, whose int16 pair sums
@@ -64,6 +67,7 @@ from typing import Any
 import numpy as np
 
 from zsplg_fast.errors import ConfigError, ExportFailedError, MissingDependencyError
+from zsplg_fast.export.int8_cpu import float_passes_on_file, integer_passes_on_file
 from zsplg_fast.export.qdq_lint import lint_qdq
 
 QUANT_OP_TYPES: tuple[str, ...] = ("Conv", "MatMul", "Gemm")
@@ -76,9 +80,18 @@ INT8_TARGETS: dict[str, dict[str, Any]] = {
         "lint": True,
         "reduce_range": True,
         "passes": False,
+        "float_passes": False,
     },
-    # passes: export/int8_cpu.py's integer passes (mean -> QLinearGlobalAveragePool, uint8 Resize)
-    "cpu": {"activation": "QUInt8", "symmetric": False, "lint": False, "reduce_range": True, "passes": True},
+    # passes: export/int8_cpu.py's integer passes (mean -> QLinearGlobalAveragePool, uint8 Resize/Pad);
+    # float_passes: export/int8_dilated.py's split of dilated convs, before quantize_static
+    "cpu": {
+        "activation": "QUInt8",
+        "symmetric": False,
+        "lint": False,
+        "reduce_range": True,
+        "passes": True,
+        "float_passes": True,
+    },
 }
 EXTERNAL_DATA_BYTES = 1_800_000_000  # a model file this large goes to external data (protobuf: 2 GB)
 Feeds = Mapping[str, np.ndarray]
@@ -104,6 +117,7 @@ class QuantizeReport:
     external_data: bool = False
     reduce_range: bool = True  # 7-bit weights: no int16 saturation on AVX2 without VNNI (module docstring)
     integer_passes: dict[str, int] | None = None  # cpu target: export/int8_cpu.py pass -> nodes rewritten
+    float_passes: dict[str, int] | None = None  # cpu target: export/int8_dilated.py pass -> nodes rewritten
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -302,6 +316,9 @@ def quantize_int8(
         pre = Path(tmp) / "pre.onnx"
         how = _pre_process(src, pre, external) if pre_process else "off"
         model_in = pre if how in ("symbolic", "skip_symbolic_shape") else src
+        float_passes = None
+        if rule["float_passes"]:
+            model_in, float_passes = float_passes_on_file(model_in, Path(tmp) / "split.onnx", external)
         excluded = list(nodes_to_exclude) + (activation_matmuls(model_in) if weight_matmuls_only else [])
         out = Path(part) / dst.name  # named as the destination: external data keeps its location name
         with warnings.catch_warnings():
@@ -337,7 +354,7 @@ def quantize_int8(
         batches = reader.inner.count
         if batches == 0:
             raise ExportFailedError(src.name, "INT8 calibration", "the calibration data was empty")
-        passes = _integer_passes(out, external) if rule["passes"] else None
+        passes = integer_passes_on_file(out, external) if rule["passes"] else None
         qdq = count_qdq(out)
         if lint:
             lint_qdq(out)
@@ -359,23 +376,5 @@ def quantize_int8(
         external,
         bool(rule["reduce_range"]),
         passes,
+        float_passes,
     )
-
-
-def _integer_passes(path: Path, external: bool) -> dict[str, int]:
-    """Run export/int8_cpu.py's passes on the quantized model at ``path`` (rewritten in place, with its
-    external data when it has some); returns pass name -> nodes rewritten."""
-    import onnx
-
-    from zsplg_fast.export.int8_cpu import apply_cpu_passes
-
-    model = onnx.load(str(path))
-    done = apply_cpu_passes(model)
-    if any(done.values()):
-        data = path.with_name(path.name + ".data")
-        if external:
-            data.unlink(missing_ok=True)
-            onnx.save_model(model, str(path), save_as_external_data=True, location=data.name)
-        else:
-            onnx.save_model(model, str(path))
-    return done

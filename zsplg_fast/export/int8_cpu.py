@@ -19,6 +19,9 @@ exported DeepLabV3+ stay float that way (onnxruntime 1.32, dumped with
   the DequantizeLinear nodes that read it are given those parameters.
 
 - **shapes**: :func:`shape_of_quantized` takes a ``Shape`` from the uint8 tensor, not its float copy.
+- **constant ``Pad``** (the padded tap partials of :mod:`.int8_dilated`'s split convs): onnxruntime runs
+  DQ → float Pad → Q; :func:`fold_pad_qdq` pads the uint8 tensor with its zero point (which dequantizes
+  to the 0.0 the float Pad wrote).
 
 The last ``Resize`` (logits → image size) writes the graph output in float and is left as it is.
 Both passes are for the ``cpu`` target only: TensorRT's QDQ rules (:mod:`.qdq_lint`) want every
@@ -28,6 +31,7 @@ quantized tensor behind an explicit Q/DQ pair.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,6 +66,15 @@ def _constant_ints(graph: Any, name: str) -> list[int] | None:
     for n in graph.node:
         if n.op_type == "Constant" and n.output[0] == name:
             return [int(v) for v in np.asarray(numpy_helper.to_array(_attr(n, "value", None))).reshape(-1)]
+    return None
+
+
+def _constant_floats(graph: Any, name: str) -> list[float] | None:
+    from onnx import numpy_helper
+
+    for t in graph.initializer:
+        if t.name == name:
+            return [float(v) for v in np.asarray(numpy_helper.to_array(t)).reshape(-1)]
     return None
 
 
@@ -111,6 +124,31 @@ def mean_to_global_pool(model: Any) -> int:
     return done
 
 
+def _fold_qdq(graph: Any, node: Any, cons: dict[str, list[Any]]) -> Any | None:
+    """Let ``node`` (between a DQ and a Q, :func:`_quantized_between`) read and write the uint8 tensor:
+    its output keeps the input's scale and zero point, the DequantizeLinear readers of the old Q output
+    are given them, and the Q (and the DQ, when nothing else reads it) is removed. Returns the DQ, or
+    None (nothing changed) when the Q output has other readers or is a graph output."""
+    pair = _quantized_between(graph, node, cons)
+    if pair is None:
+        return None
+    dq, q = pair
+    readers = cons.get(q.output[0], [])
+    if any(r.op_type != "DequantizeLinear" for r in readers) or any(
+        o.name == q.output[0] for o in graph.output
+    ):
+        return None
+    for r in readers:
+        del r.input[1:]
+        r.input.extend(dq.input[1:])
+    node.input[0] = dq.input[0]
+    node.output[0] = q.output[0]
+    graph.node.remove(q)
+    if len(cons[dq.output[0]]) == 1:  # a DQ shared with other readers (e.g. a Shape) stays for them
+        graph.node.remove(dq)
+    return dq
+
+
 def fold_resize_qdq(model: Any) -> int:
     """``DequantizeLinear → Resize → QuantizeLinear`` → a ``Resize`` on the uint8 tensor, in place.
 
@@ -120,26 +158,39 @@ def fold_resize_qdq(model: Any) -> int:
     """
     graph, done = model.graph, 0
     for n in list(graph.node):
-        cons = _consumers(graph)
         if n.op_type != "Resize" or str(_attr(n, "mode", b"nearest"), "utf-8") not in RESIZE_INTEGER_MODES:
             continue
+        done += _fold_qdq(graph, n, _consumers(graph)) is not None
+    return done
+
+
+def fold_pad_qdq(model: Any) -> int:
+    """``DequantizeLinear → Pad(constant 0) → QuantizeLinear`` → a ``Pad`` on the uint8 tensor, in place.
+
+    onnxruntime keeps a quantized ``Pad`` in float between a DQ and a Q (the tap convs of
+    :mod:`.int8_dilated` pad their outputs); on uint8 the pad value is the input's zero point, which
+    dequantizes to the same 0.0, and the output keeps the input's scale. Only constant-mode pads
+    with a zero (or absent) pad value and a scalar zero point are folded; returns the count.
+    """
+    graph, done = model.graph, 0
+    for n in list(graph.node):
+        if n.op_type != "Pad" or str(_attr(n, "mode", b"constant"), "utf-8") != "constant":
+            continue
+        value = n.input[2] if len(n.input) > 2 and n.input[2] else None
+        if value is not None and _constant_floats(graph, value) != [0.0]:
+            continue
+        cons = _consumers(graph)
         pair = _quantized_between(graph, n, cons)
-        if pair is None:
+        if pair is None or len(pair[0].input) < 3 or _constant_floats(graph, pair[0].input[2]) is None:
             continue
-        dq, q = pair
-        readers = cons.get(q.output[0], [])
-        if any(r.op_type != "DequantizeLinear" for r in readers) or any(
-            o.name == q.output[0] for o in graph.output
-        ):
+        if len(_constant_floats(graph, pair[0].input[2]) or []) != 1:
             continue
-        for r in readers:
-            del r.input[1:]
-            r.input.extend(dq.input[1:])
-        n.input[0] = dq.input[0]
-        n.output[0] = q.output[0]
-        graph.node.remove(q)
-        if len(cons[dq.output[0]]) == 1:  # a DQ shared with other readers (e.g. a Shape) stays for them
-            graph.node.remove(dq)
+        dq = _fold_qdq(graph, n, cons)
+        if dq is None:
+            continue
+        while len(n.input) < 3:
+            n.input.append("")
+        n.input[2] = dq.input[2]  # pad with the zero point: 0.0 after dequantization
         done += 1
     return done
 
@@ -167,6 +218,7 @@ def shape_of_quantized(model: Any) -> int:
 CPU_PASSES: dict[str, Pass] = {
     "mean_to_global_pool": mean_to_global_pool,
     "fold_resize_qdq": fold_resize_qdq,
+    "fold_pad_qdq": fold_pad_qdq,
     "shape_of_quantized": shape_of_quantized,
 }
 
@@ -174,3 +226,39 @@ CPU_PASSES: dict[str, Pass] = {
 def apply_cpu_passes(model: Any) -> dict[str, int]:
     """Run :data:`CPU_PASSES` on a QDQ model in place; returns pass name → nodes rewritten."""
     return {name: fn(model) for name, fn in CPU_PASSES.items()}
+
+
+def float_passes_on_file(src: Path, dst: Path, external: bool) -> tuple[Path, dict[str, int]]:
+    """:mod:`.int8_dilated`'s passes on the pre-processed fp32 model at ``src`` (before
+    ``quantize_static``); returns (the model to quantize: ``dst`` when a pass rewrote something, else
+    ``src``; pass name -> nodes rewritten). ``external``: write ``dst`` with external data."""
+    import onnx
+
+    from zsplg_fast.export.int8_dilated import apply_float_passes
+
+    model = onnx.load(str(src))
+    done = apply_float_passes(model)
+    if not any(done.values()):
+        return src, done
+    if external:
+        onnx.save_model(model, str(dst), save_as_external_data=True, location=dst.name + ".data")
+    else:
+        onnx.save_model(model, str(dst))
+    return dst, done
+
+
+def integer_passes_on_file(path: Path, external: bool) -> dict[str, int]:
+    """Run :data:`CPU_PASSES` on the quantized model at ``path`` (rewritten in place, with its external
+    data when it has some); returns pass name -> nodes rewritten."""
+    import onnx
+
+    model = onnx.load(str(path))
+    done = apply_cpu_passes(model)
+    if any(done.values()):
+        data = path.with_name(path.name + ".data")
+        if external:
+            data.unlink(missing_ok=True)
+            onnx.save_model(model, str(path), save_as_external_data=True, location=data.name)
+        else:
+            onnx.save_model(model, str(path))
+    return done

@@ -27,8 +27,10 @@ from zsplg_fast.export.int8 import QUANT_OP_TYPES
 # (bench/results/deploy_cpu, row int8), against 0.21 for Conv only (the earlier committed run).
 # onnxruntime CPU form (uint8 activations, INT8_CPU_OP_TYPES): the CNN end to end, so onnxruntime fuses
 # the whole backbone into QLinearConv / QLinearAdd (Conv alone leaves float ReLUs and Adds between
-# int8 Convs, slower than fp32 there); toy drop -0.02 points.
-SEGMENTER_INT8_OPS = ("Conv", "Relu", "Add", "MaxPool", "Concat")
+# int8 Convs, slower than fp32 there); toy drop -0.02 points. Slice and Pad: the tap convs that
+# export/int8_dilated.py splits the ASPP's dilated convs into read a Slice and write through a Pad; both
+# quantized, onnxruntime runs them on uint8 (no float island between the tap convs and their Adds).
+SEGMENTER_INT8_OPS = ("Conv", "Relu", "Add", "MaxPool", "Concat", "Slice", "Pad")
 INT8_CPU_OP_TYPES: dict[str, tuple[str, ...]] = {"segmenter": SEGMENTER_INT8_OPS}
 INT8_OP_TYPES: dict[str, tuple[str, ...]] = {
     "sam_encoder": QUANT_OP_TYPES,
