@@ -141,3 +141,25 @@ def test_bench_labeling_sam2_ours_on_onnxruntime(tmp_path: Path) -> None:
     assert {"sam2_encoder.onnx", "sam2_decoder_batched.onnx", "clip_dense.onnx"} <= exported, exported
     assert "SAM2AutomaticMaskGenerator" in report["variants"]["A"]
     assert "| 4x4 | C" in out.with_suffix(".md").read_text()
+
+
+def test_upstream_warm_up_runs_encoder_and_clip_untimed() -> None:
+    from zsplg_fast.bench.labeling import WARM_UP_CALLS
+    from zsplg_fast.bench.labeling_pipelines import UpstreamPipeline, build_models
+
+    models = build_models("tiny", "ViT-S-32", 64)
+    pipe = UpstreamPipeline(models, {"points_per_side": 4})
+    calls = {"encoder": 0, "clip": 0}
+    hooks = [
+        models.sam.image_encoder.register_forward_hook(
+            lambda *a: calls.__setitem__("encoder", calls["encoder"] + 1)
+        ),
+        models.dense.register_forward_hook(lambda *a: calls.__setitem__("clip", calls["clip"] + 1)),
+    ]
+    try:
+        pipe.warm_up(bench_image(64, 80, seed=1), calls=WARM_UP_CALLS)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert WARM_UP_CALLS >= 2 and calls == {"encoder": WARM_UP_CALLS, "clip": WARM_UP_CALLS}
+    assert pipe.stages == {}  # nothing of the warm-up is timed

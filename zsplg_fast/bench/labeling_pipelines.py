@@ -160,6 +160,21 @@ class UpstreamPipeline:
                 original(*a, **k)
 
         predictor.set_image = timed_set_image  # type: ignore[method-assign]
+        self._set_image = original
+
+    @torch.inference_mode()
+    def warm_up(self, image: np.ndarray, calls: int = 2) -> None:
+        """Untimed: the image encoder (``set_image``) and dense CLIP on ``image``, ``calls`` times, as the
+        engine pipelines are warmed (their first calls pay lazy initialisation and first-touch memory);
+        the point decoding has no such cost worth a full AMG call."""
+        clip = self.models.clip
+        for _ in range(calls):
+            with self._autocast():
+                self._set_image(image)
+                self.models.dense(
+                    clip_preprocess(image, self.models.clip_size, clip.mean, clip.std, self.device)
+                )
+        _sync_for(self.device)()
 
     def _autocast(self) -> Any:
         from contextlib import nullcontext
