@@ -15,12 +15,17 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from segment_anything.modeling.transformer import Attention
 
 _LOCK = threading.RLock()
+
+
+def separate_heads(x: torch.Tensor, n: int) -> torch.Tensor:
+    """(b, t, c) → (b, n, t, c/n), as upstream ``Attention._separate_heads``."""
+    return x.reshape(x.shape[0], x.shape[1], n, x.shape[2] // n).transpose(1, 2)
 
 
 def scale_first_forward(self: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -43,9 +48,17 @@ def scale_before_qk(enabled: bool = True, attention: type = Attention) -> Iterat
     if not enabled:
         yield
         return
+    with swapped_forward(attention, scale_first_forward):
+        yield
+
+
+@contextlib.contextmanager
+def swapped_forward(attention: type, forward: Callable[..., torch.Tensor]) -> Iterator[None]:
+    """``attention.forward`` = ``forward`` inside the block, under one re-entrant lock (the class is
+    shared by every module of the process: a concurrent export must not see another's form)."""
     with _LOCK:
         original = attention.forward
-        attention.forward = scale_first_forward  # type: ignore[method-assign]
+        attention.forward = forward  # type: ignore[method-assign]
         try:
             yield
         finally:

@@ -31,12 +31,7 @@ from collections.abc import Iterable, Iterator
 import torch
 from segment_anything.modeling.transformer import Attention
 
-from zsplg_fast.export.specs.attention import _LOCK, scale_first_forward
-
-
-def _heads(x: torch.Tensor, n: int) -> torch.Tensor:
-    """(b, t, c) → (b, n, t, c/n)."""
-    return x.reshape(x.shape[0], x.shape[1], n, x.shape[2] // n).transpose(1, 2)
+from zsplg_fast.export.specs.attention import scale_first_forward, separate_heads, swapped_forward
 
 
 def attend_image_keys(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -46,7 +41,7 @@ def attend_image_keys(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torc
     → (B, Tq, C) after ``out_proj``; Tk ≫ Tq. Equals upstream ``Attention.forward`` up to rounding."""
     n = attn.num_heads
     b, tq = q.shape[0], q.shape[1]
-    qh = _heads(attn.q_proj(q), n)  # (B, H, Tq, d)
+    qh = separate_heads(attn.q_proj(q), n)  # (B, H, Tq, d)
     d = qh.shape[-1]
     qh = qh * (1.0 / math.sqrt(d))
     w_k = attn.k_proj.weight.reshape(n, d, -1)  # (H, d, C): head h of W_k
@@ -69,11 +64,11 @@ def attend_to_tokens(
     → (B, Tq, C). Equals upstream ``Attention.forward`` up to rounding."""
     n = attn.num_heads
     bk, tk = k.shape[0], k.shape[1]
-    kh = _heads(attn.k_proj(k), n)  # (B, H, Tk, d)
+    kh = separate_heads(attn.k_proj(k), n)  # (B, H, Tk, d)
     d = kh.shape[-1]
     kh = kh * (1.0 / math.sqrt(d))
     if q_projected:  # (Bq, H, Tq, d) @ (B, H, d, Tk) → (B, Tq, H·Tk)
-        logits = (_heads(q, n) @ kh.transpose(2, 3)).permute(0, 2, 1, 3)
+        logits = (separate_heads(q, n) @ kh.transpose(2, 3)).permute(0, 2, 1, 3)
         logits = logits.reshape(logits.shape[0], logits.shape[1], n * tk)
     else:
         w_q = attn.q_proj.weight.reshape(n, d, -1).transpose(1, 2)  # (H, C, d)
@@ -85,7 +80,7 @@ def attend_to_tokens(
     w_o = attn.out_proj.weight.reshape(-1, n, d).permute(1, 2, 0)  # (H, d, C): head h's columns of W_o
     # b_o / H on every value row: each head's softmax row sums to 1, so a @ (vo + b_o / H) = a @ vo + b_o
     # (no bias Add over the (B, Tq, C) output)
-    vo = _heads(attn.v_proj(v), n) @ w_o + attn.out_proj.bias * (1.0 / n)  # (B, H, Tk, C)
+    vo = separate_heads(attn.v_proj(v), n) @ w_o + attn.out_proj.bias * (1.0 / n)  # (B, H, Tk, C)
     return a @ vo.reshape(bk, n * tk, -1)
 
 
@@ -122,13 +117,10 @@ def folded_attention(
     if not enabled:
         yield
         return
-    with _LOCK:
-        original = attention.forward
-        attention.forward = folded_forward  # type: ignore[method-assign]
+    with swapped_forward(attention, folded_forward):
         before = set(_SHARED)
         _SHARED.update(id(m) for m in shared)
         try:
             yield
         finally:
-            attention.forward = original  # type: ignore[method-assign]
             _SHARED.intersection_update(before)

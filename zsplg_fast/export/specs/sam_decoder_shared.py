@@ -31,7 +31,7 @@ from segment_anything.modeling import Sam
 from segment_anything.modeling.transformer import Attention
 from torch import nn
 
-from zsplg_fast.export.specs.attention import scale_before_qk, scale_first_forward
+from zsplg_fast.export.specs.attention import scale_before_qk, scale_first_forward, separate_heads
 from zsplg_fast.export.specs.base import ExportSpec, Prepared, rand, randn, seeded
 from zsplg_fast.export.specs.folded import attend_to_tokens, folded_attention
 from zsplg_fast.export.specs.sam_decoder_batched import PROMPT_PROFILES, SamDecoderBatched, decoder_metadata
@@ -42,16 +42,11 @@ SHARED_NAMES = ("image_tokens", "t2i_keys", "t2i_values", "i2t_queries")
 """Outputs of ``sam_decoder_image`` = the per-image inputs of ``sam_decoder_shared``."""
 
 
-def _heads(x: torch.Tensor, n: int) -> torch.Tensor:
-    """(b, t, c) → (b, n, t, c/n), as upstream ``Attention._separate_heads``."""
-    return x.reshape(x.shape[0], x.shape[1], n, x.shape[2] // n).transpose(1, 2)
-
-
 def attend_projected(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Upstream ``Attention.forward`` from already-projected q (bq, tq, Ci), k, v (bk, tk, Ci); batch 1
     broadcasts against B. Returns (max(bq, bk), tq, C) after ``out_proj``."""
     n = attn.num_heads
-    qh, kh, vh = _heads(q, n), _heads(k, n), _heads(v, n)
+    qh, kh, vh = separate_heads(q, n), separate_heads(k, n), separate_heads(v, n)
     if Attention.forward is scale_first_forward:  # inside scale_before_qk: the exported order
         w = torch.softmax((qh * (1.0 / math.sqrt(qh.shape[-1]))) @ kh.permute(0, 1, 3, 2), dim=-1)
     else:  # upstream's order
