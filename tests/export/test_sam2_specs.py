@@ -136,6 +136,7 @@ def test_shared_image_decoder_matches_the_tiled_one(
         "share_image": True,
         "token_upscaling": True,
         "scale_first": True,
+        "folded": False,
     }
     tiled = Sam2DecoderBatched(model)
     with torch.inference_mode():
@@ -147,4 +148,5 @@ def test_shared_image_decoder_matches_the_tiled_one(
         "share_image": True,
         "token_upscaling": True,
         "scale_first": True,
+        "folded": False,
     }
