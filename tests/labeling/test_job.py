@@ -258,3 +258,18 @@ def test_label_grid_shows_image_label_and_truth(synth, tmp_path):
     im = np.asarray(Image.open(path))
     assert im.ndim == 3 and im.shape[2] == 3 and im.shape[0] > 3 * 64  # three rows of cells
     assert write_label_grid(tmp_path / "empty", synth.samples, 3, ["x"]) is None
+
+
+def test_a_shard_worker_leaves_the_other_shards_temp_files(synth, tmp_path):
+    # `label --devices` workers share one folder: a worker starting late removed the temp file another
+    # was about to os.replace (FileNotFoundError on shards/0-of-2.json); only unsharded runs clean up
+    from zsplg_fast.data import shard
+
+    out = tmp_path / "out"
+    _job(synth.samples[:1], out).run()
+    inflight = out / "shards" / ".0-of-2.json.x1y2z3.tmp"
+    inflight.write_text("{}")
+    s = _job(shard(synth.samples, 1, 2), out, shard=(1, 2)).run()
+    assert s.failed == 0 and inflight.is_file()
+    _job(synth.samples, out).run()  # unsharded: a killed run's temp files are removed
+    assert not inflight.exists()

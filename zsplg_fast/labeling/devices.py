@@ -42,7 +42,7 @@ from zsplg_fast.data import Sample, shard
 from zsplg_fast.errors import ConfigError
 from zsplg_fast.labeling.job import JobSummary, ProgressFn
 from zsplg_fast.labeling.outputs import is_done
-from zsplg_fast.utils.io import atomic_write_json, atomic_write_text
+from zsplg_fast.utils.io import atomic_write_json, atomic_write_text, remove_stale_temps
 
 RunShard = Callable[..., JobSummary]  # label_dataset(cfg, on_progress=..., out_lock=..., error_count=...)
 
@@ -220,6 +220,8 @@ def label_on_devices(
     out = Path(cfg.label.out)
     devices = parse_devices(cfg.label.devices or "")[: max(1, len(samples))]  # no worker without images
     plans = plan_workers(devices, cfg.label.shard_index)
+    if out.is_dir():  # a killed run's temp files, once, before any worker writes (workers never remove them)
+        remove_stale_temps(out)
     ctx = mp.get_context("spawn")
     events = ctx.Queue()
     out_lock = ctx.Lock()

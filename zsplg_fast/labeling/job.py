@@ -279,7 +279,8 @@ class LabelJob:
         """Label every sample not yet done. Raises JobAbortedError past ``max_errors``."""
         t_start = time.perf_counter()
         prepare_output(self.out, self.manifest)
-        remove_stale_temps(self.out)
+        if self.shard[1] == 1:  # a shard's worker shares the folder with the other shards' in-flight temps
+            remove_stale_temps(self.out)  # (``label --devices`` removes the stale ones before its workers)
         compact_errors(self.out, self.errors_path)
         summary = JobSummary(total=len(self.samples), errors_path=str(self.errors_path))
         todo = [s for s in self.samples if not is_done(self.out, s.id)]
