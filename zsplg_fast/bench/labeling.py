@@ -34,12 +34,12 @@ import numpy as np
 import torch
 
 from zsplg_fast.bench.labeling_config import TOY_FIDELITY_OF, VARIANTS, LabelBenchConfig, bench_image
+from zsplg_fast.bench.labeling_export import export_engines
 from zsplg_fast.bench.labeling_pipelines import (
     EnginePipeline,
     PipelineResult,
     UpstreamPipeline,
     build_models,
-    export_engines,
     fidelity,
     ort_engines,
     torch_engines,

@@ -12,7 +12,6 @@ Both name masks the same way: :func:`~zsplg_fast.labeling.pooling.pool_masks` of
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -251,7 +250,7 @@ def torch_engines(
     preps = [
         get_spec(names.encoder).bind(models.sam, validation_batches=(1,)),
         get_spec(names.decoder if shared else names.one_piece).bind(models.sam),
-        get_spec("clip_dense").bind(models.clip, **_clip_options(models)),
+        get_spec("clip_dense").bind(models.clip, **clip_options(models)),
     ]
     if shared:
         preps.append(get_spec(str(names.decoder_image)).bind(models.sam))
@@ -264,7 +263,7 @@ def torch_engines(
     return engines[0], engines[1], engines[2], (engines[3] if shared else None)
 
 
-def _clip_options(models: Models) -> dict[str, Any]:
+def clip_options(models: Models) -> dict[str, Any]:
     d = models.dense
     return {
         "image_size": models.clip_size,
@@ -273,73 +272,6 @@ def _clip_options(models: Models) -> dict[str, Any]:
         "gem_iters": d.gem_iters,
         "validation_batches": (1, 3),
     }
-
-
-def _artifact_matches(path: Path, prepared: Any) -> bool:
-    """An existing artifact of the same spec options (e.g. ``folded``: the same function, another graph)
-    reproduces ``prepared.module`` on its dummy feeds (cosine ≥ 0.99999)."""
-    from zsplg_fast.engines.ort import OrtEngine
-    from zsplg_fast.export.artifact import read_sidecar, sidecar_path
-
-    if not path.is_file() or not sidecar_path(path).is_file():
-        return False
-    if read_sidecar(path).get("spec_options") != json.loads(json.dumps(prepared.options)):
-        return False
-    feeds = {k: v.numpy() for k, v in prepared.dummy.items()}
-    with torch.inference_mode():
-        ref = prepared.module(**prepared.dummy)
-    ref = ref if isinstance(ref, (tuple, list)) else (ref,)
-    got = OrtEngine(path)(feeds)
-    for spec, r in zip(prepared.outputs, ref, strict=True):
-        g = torch.as_tensor(got[spec.name]).flatten().double()
-        if g.shape != r.flatten().shape:
-            return False
-        if float(torch.nn.functional.cosine_similarity(g, r.flatten().double(), dim=0)) < 0.99999:
-            return False
-    return True
-
-
-def export_engines(
-    models: Models,
-    out_dir: str | Path,
-    int8: bool = False,
-    reuse: bool = True,
-    exporter: str | None = None,
-    folded: bool = False,
-) -> dict[str, Path]:
-    """Export the four artifacts to ``out_dir`` (ONNX + sidecars, validated); with ``int8`` also their
-    ``quantize_dynamic`` variants. With ``reuse``, an artifact already there that reproduces the
-    model's outputs on the spec's dummy feeds is kept; ``exporter`` overrides the SAM specs' preferred one;
-    ``folded``: the AMG decoder in ``decoder_attention: folded`` form (export/specs/folded.py).
-    Returns name → path (``<name>.int8`` for INT8)."""
-    from zsplg_fast.export.onnx import export_onnx
-    from zsplg_fast.export.quantize import int8_path, quantize_artifact
-    from zsplg_fast.export.specs import get_spec
-
-    out = Path(out_dir)
-    paths: dict[str, Path] = {}
-    names = BENCH_SPECS[models.family]
-    jobs = (
-        (names.encoder, models.sam, {"validation_batches": (1,)}),
-        *(((names.decoder_image, models.sam, {}),) if names.decoder_image else ()),
-        (names.decoder, models.sam, {"folded": folded}),
-        ("clip_dense", models.clip, _clip_options(models)),
-    )
-    for name, model, opts in jobs:
-        p = get_spec(name).bind(model, **opts)
-        path = out / f"{name}.onnx"
-        fresh = not (reuse and _artifact_matches(path, p))
-        if fresh:
-            src = {"weights": "random-init"}
-            how = exporter if model is models.sam else None  # clip_dense needs dynamo (antialiased resize)
-            path = Path(export_onnx(p, out, force=True, source=src, exporter=how).path)
-        paths[name] = path
-        if int8:
-            q = int8_path(path)
-            paths[f"{name}.int8"] = (
-                q if q.is_file() and not fresh else Path(quantize_artifact(path, force=True).path)
-            )
-    return paths
 
 
 def ort_engines(
